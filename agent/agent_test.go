@@ -1,0 +1,274 @@
+package agent
+
+import (
+	"fmt"
+	"io"
+	"log/slog"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/busylamp/busylamp/devstate"
+	"github.com/busylamp/busylamp/mwi"
+)
+
+type published struct {
+	device, mailbox string
+	state           devstate.State
+	counts          mwi.Counts
+}
+
+type recorder struct {
+	mu      sync.Mutex
+	pubs    []published
+	changes []string
+}
+
+func (r *recorder) PublishDevice(d string, s devstate.State, _ bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.pubs = append(r.pubs, published{device: d, state: s})
+}
+func (r *recorder) PublishMailbox(m string, c mwi.Counts) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.pubs = append(r.pubs, published{mailbox: m, counts: c})
+}
+func (r *recorder) DeviceChanged(d string, s devstate.State) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.changes = append(r.changes, d+"="+s.String())
+}
+func (r *recorder) MailboxChanged(m string, c mwi.Counts) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.changes = append(r.changes, fmt.Sprintf("%s=%d/%d", m, c.New, c.Old))
+}
+func (r *recorder) take() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	c := r.changes
+	r.changes = nil
+	return c
+}
+
+var (
+	eidA = devstate.EID{2, 0, 0, 0, 0, 1}
+	eidB = devstate.EID{2, 0, 0, 0, 0, 2}
+	eidC = devstate.EID{2, 0, 0, 0, 0, 3}
+)
+
+func newTestAgent(t *testing.T, opt Options) (*Agent, *recorder) {
+	t.Helper()
+	opt.EID = eidA
+	opt.JID = "a@x.test/r"
+	opt.Log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	a := New(opt)
+	r := &recorder{}
+	a.Attach(r, r)
+	t.Cleanup(a.stopTimers)
+	return a, r
+}
+
+func equal(t *testing.T, got []string, want ...string) {
+	t.Helper()
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("got %v, want %v", got, want)
+	}
+}
+
+func TestLocalAndRemoteMerge(t *testing.T) {
+	a, r := newTestAgent(t, Options{})
+	if err := a.SetDeviceState("SIP/100", devstate.InUse); err != nil {
+		t.Fatal(err)
+	}
+	equal(t, r.take(), "SIP/100=INUSE")
+	if len(r.pubs) != 1 || r.pubs[0].state != devstate.InUse {
+		t.Fatalf("published %v", r.pubs)
+	}
+	a.RemoteDevice(DeviceItem{Device: "SIP/100", State: devstate.Ringing, EID: eidB, Publisher: "b@x.test/r"})
+	equal(t, r.take(), "SIP/100=RINGINUSE")
+	// Same cluster-wide state again: no event.
+	a.RemoteDevice(DeviceItem{Device: "SIP/100", State: devstate.Ringing, EID: eidB, Publisher: "b@x.test/r"})
+	equal(t, r.take())
+	// An echo of our own EID changes nothing, whatever it says.
+	a.RemoteDevice(DeviceItem{Device: "SIP/100", State: devstate.NotInUse, EID: eidA})
+	equal(t, r.take())
+	if s, _ := a.DeviceState("SIP/100"); s != devstate.RingInUse {
+		t.Fatalf("state %v", s)
+	}
+	if len(r.pubs) != 1 {
+		t.Fatalf("remote input was published: %v", r.pubs)
+	}
+}
+
+func TestBadInputRejected(t *testing.T) {
+	a, r := newTestAgent(t, Options{})
+	long := string(make([]byte, maxNameLen+1))
+	for _, name := range []string{"", long, "a\r\nEvent: x"} {
+		if err := a.SetDeviceState(name, devstate.InUse); err == nil {
+			t.Errorf("SetDeviceState(%q) accepted", name)
+		}
+		a.RemoteDevice(DeviceItem{Device: name, State: devstate.InUse, EID: eidB})
+	}
+	if err := a.SetMailbox("1@d", mwi.Counts{New: -1}); err == nil {
+		t.Error("negative count accepted")
+	}
+	equal(t, r.take())
+}
+
+func TestSpoofedEIDRefused(t *testing.T) {
+	a, r := newTestAgent(t, Options{})
+	a.RemoteDevice(DeviceItem{Device: "d", State: devstate.InUse, EID: eidB, Publisher: "b@x.test/r1"})
+	equal(t, r.take(), "d=INUSE")
+	// Another resource of the same account may speak for it.
+	a.RemoteDevice(DeviceItem{Device: "d", State: devstate.Busy, EID: eidB, Publisher: "b@x.test/r2"})
+	equal(t, r.take(), "d=BUSY")
+	// Another account may not.
+	a.RemoteDevice(DeviceItem{Device: "d", State: devstate.NotInUse, EID: eidB, Publisher: "evil@x.test/r"})
+	equal(t, r.take())
+	if st := a.Stats(); st.Spoofed != 1 {
+		t.Fatalf("spoofed = %d", st.Spoofed)
+	}
+}
+
+func TestPresenceExpiry(t *testing.T) {
+	a, r := newTestAgent(t, Options{StaleGrace: 30 * time.Millisecond})
+	a.Presence("b@x.test/r", true)
+	a.RemoteDevice(DeviceItem{Device: "d1", State: devstate.InUse, EID: eidB, Publisher: "b@x.test/r"})
+	a.RemoteMailbox(MailboxItem{Mailbox: "1@c", Counts: mwi.Counts{New: 2}, EID: eidB, Publisher: "b@x.test/r"})
+	a.SetDeviceState("d2", devstate.Ringing)
+	a.RemoteDevice(DeviceItem{Device: "d2", State: devstate.InUse, EID: eidB, Publisher: "b@x.test/r"})
+	r.take()
+
+	// Away and back within the grace: nothing expires.
+	a.Presence("b@x.test/r", false)
+	time.Sleep(10 * time.Millisecond)
+	a.Presence("b@x.test/r", true)
+	time.Sleep(60 * time.Millisecond)
+	equal(t, r.take())
+
+	a.Presence("b@x.test/r", false)
+	deadline := time.Now().Add(2 * time.Second)
+	for a.Stats().Devices != 1 && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	equal(t, r.take(), "d1=UNKNOWN", "d2=RINGING", "1@c=0/0")
+	if _, ok := a.DeviceState("d1"); ok {
+		t.Fatal("d1 still held")
+	}
+}
+
+func TestStaleKeep(t *testing.T) {
+	a, r := newTestAgent(t, Options{Stale: StaleKeep, StaleGrace: time.Millisecond})
+	a.Presence("b@x.test/r", true)
+	a.RemoteDevice(DeviceItem{Device: "d1", State: devstate.InUse, EID: eidB, Publisher: "b@x.test/r"})
+	a.Presence("b@x.test/r", false)
+	time.Sleep(30 * time.Millisecond)
+	equal(t, r.take(), "d1=INUSE")
+	if s, _ := a.DeviceState("d1"); s != devstate.InUse {
+		t.Fatal("kept state lost")
+	}
+}
+
+func TestApplyServerStatesIsExact(t *testing.T) {
+	a, r := newTestAgent(t, Options{})
+	pubB := "b@x.test/r"
+	a.RemoteDevice(DeviceItem{Device: "gone", State: devstate.InUse, EID: eidB, Publisher: pubB})
+	a.RemoteDevice(DeviceItem{Device: "kept", State: devstate.InUse, EID: eidB, Publisher: pubB})
+	a.RemoteDevice(DeviceItem{Device: "kept", State: devstate.Ringing, EID: eidC, Publisher: "c@x.test/r"})
+	r.take()
+	since := time.Now()
+	// B answers: "kept" is BUSY now, "gone" it no longer holds; it also
+	// holds a state of ours that we lost.
+	a.ApplyServerStates(pubB, since, []DeviceItem{
+		{Device: "kept", State: devstate.Busy, EID: eidB},
+		{Device: "mine", State: devstate.OnHold, EID: eidA},
+	}, nil)
+	// kept: BUSY and RINGING still merge to RINGINUSE, so no event.
+	equal(t, r.take(), "mine=ONHOLD", "gone=UNKNOWN")
+	if got := serverStates(a, "kept"); got != "[020000000002=BUSY 020000000003=RINGING]" {
+		t.Fatalf("kept entries %s", got)
+	}
+	ds, _ := a.OwnStates()
+	if len(ds) != 1 || ds[0].Device != "mine" {
+		t.Fatalf("own states %v", ds)
+	}
+	// A publication newer than the request wins over the answer.
+	before := time.Now()
+	time.Sleep(time.Millisecond)
+	a.RemoteDevice(DeviceItem{Device: "kept", State: devstate.NotInUse, EID: eidB, Publisher: pubB})
+	r.take()
+	a.ApplyServerStates(pubB, before, []DeviceItem{{Device: "kept", State: devstate.Busy, EID: eidB}}, nil)
+	equal(t, r.take())
+	if got := serverStates(a, "kept"); got != "[020000000002=NOT_INUSE 020000000003=RINGING]" {
+		t.Fatalf("kept entries %s", got)
+	}
+	// An empty answer from a known account drops what it held.
+	a.ApplyServerStates(pubB, time.Now(), nil, nil)
+	if got := serverStates(a, "kept"); got != "[020000000003=RINGING]" {
+		t.Fatalf("kept entries %s", got)
+	}
+}
+
+func serverStates(a *Agent, device string) string {
+	var out []string
+	for _, d := range a.Devices(true) {
+		if d.Device == device {
+			for _, s := range d.Servers {
+				out = append(out, fmt.Sprintf("%x=%s", s.EID[:], s.State))
+			}
+		}
+	}
+	return fmt.Sprint(out)
+}
+
+func TestResyncRestoresOwnStatesOnce(t *testing.T) {
+	a, r := newTestAgent(t, Options{})
+	a.Resync([]DeviceItem{
+		{Device: "x", State: devstate.InUse, EID: eidA},
+		{Device: "y", State: devstate.Busy, EID: eidB, Publisher: "b@x.test/r"},
+	}, []MailboxItem{{Mailbox: "1@c", Counts: mwi.Counts{New: 1, Old: 2}, EID: eidA}})
+	equal(t, r.take(), "x=INUSE", "y=BUSY", "1@c=1/2")
+	// An own state this node already holds is not overwritten by old items.
+	a.SetDeviceState("x", devstate.NotInUse)
+	r.take()
+	a.Resync([]DeviceItem{{Device: "x", State: devstate.InUse, EID: eidA}}, nil)
+	equal(t, r.take())
+	r.pubs = nil
+	a.Republish()
+	if len(r.pubs) != 2 {
+		t.Fatalf("republished %v", r.pubs)
+	}
+}
+
+func TestMailboxDelete(t *testing.T) {
+	a, r := newTestAgent(t, Options{MWIMerge: mwi.Sum})
+	a.SetMailbox("1@c", mwi.Counts{New: 2})
+	a.RemoteMailbox(MailboxItem{Mailbox: "1@c", Counts: mwi.Counts{New: 3, Old: 1}, EID: eidB})
+	equal(t, r.take(), "1@c=2/0", "1@c=5/1")
+	if err := a.DeleteMailbox("1@c"); err != nil {
+		t.Fatal(err)
+	}
+	equal(t, r.take(), "1@c=3/1")
+	if err := a.DeleteMailbox("1@c"); err == nil {
+		t.Fatal("second delete accepted")
+	}
+	last := r.pubs[len(r.pubs)-1]
+	if last.mailbox != "1@c" || last.counts != (mwi.Counts{}) {
+		t.Fatalf("delete published %v, want zero counts", last)
+	}
+}
+
+func BenchmarkRemoteDevice(b *testing.B) {
+	a := New(Options{EID: eidA, JID: "a@x/r", Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	devices := make([]string, 1000)
+	for i := range devices {
+		devices[i] = fmt.Sprintf("SIP/%d", i)
+	}
+	states := []devstate.State{devstate.InUse, devstate.NotInUse, devstate.Ringing}
+	b.ReportAllocs()
+	for i := 0; b.Loop(); i++ {
+		a.RemoteDevice(DeviceItem{Device: devices[i%len(devices)], State: states[i%3], EID: eidB, Publisher: "b@x/r"})
+	}
+}

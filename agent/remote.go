@@ -1,0 +1,430 @@
+package agent
+
+import (
+	"time"
+
+	"github.com/busylamp/busylamp/devstate"
+	"github.com/busylamp/busylamp/mwi"
+)
+
+// RemoteDevice applies a device state that another server published.
+// Payloads with this node's own EID are echoes and are ignored.
+func (a *Agent) RemoteDevice(it DeviceItem) {
+	if it.EID == a.opt.EID || checkName("device", it.Device) != nil {
+		return
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if !a.bindLocked(it.EID, it.Publisher) {
+		return
+	}
+	a.setRemoteDeviceLocked(it)
+}
+
+func (a *Agent) setRemoteDeviceLocked(it DeviceItem) {
+	agg, changed, err := a.devices.Set(it.Device, it.EID, it.State, it.Cachable, a.now())
+	if err != nil {
+		a.log.Warn("device dropped", "device", it.Device, "eid", it.EID.String(), "err", err)
+		return
+	}
+	if changed {
+		a.sink.DeviceChanged(it.Device, agg)
+	}
+}
+
+// RemoteMailbox applies mailbox counts that another server published.
+func (a *Agent) RemoteMailbox(it MailboxItem) {
+	if it.EID == a.opt.EID || checkName("mailbox", it.Mailbox) != nil {
+		return
+	}
+	if it.Counts.New < 0 || it.Counts.Old < 0 || it.Counts.New > maxCount || it.Counts.Old > maxCount {
+		a.log.Warn("mailbox counts out of range", "mailbox", it.Mailbox, "eid", it.EID.String())
+		return
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if !a.bindLocked(it.EID, it.Publisher) {
+		return
+	}
+	a.setRemoteMailboxLocked(it)
+}
+
+func (a *Agent) setRemoteMailboxLocked(it MailboxItem) {
+	agg, changed, err := a.mailboxes.Set(it.Mailbox, it.EID, it.Counts, a.now())
+	if err != nil {
+		a.log.Warn("mailbox dropped", "mailbox", it.Mailbox, "eid", it.EID.String(), "err", err)
+		return
+	}
+	if changed {
+		a.sink.MailboxChanged(it.Mailbox, agg)
+	}
+}
+
+// bindLocked ties eid to the bare JID that published it, the first time a
+// publisher is known, and refuses a payload whose EID is bound to another
+// JID: any whitelisted account could otherwise speak for any server.
+func (a *Agent) bindLocked(eid devstate.EID, publisher string) bool {
+	s := a.servers[eid]
+	if s == nil {
+		if len(a.servers) >= maxServers {
+			a.log.Warn("too many servers; payload dropped", "eid", eid.String(), "max", maxServers)
+			return false
+		}
+		s = &server{eid: eid}
+		a.servers[eid] = s
+	}
+	if publisher == "" {
+		s.seen = a.now()
+		return true
+	}
+	bare := bareJID(publisher)
+	switch {
+	case s.jid == "":
+		p := a.peerLocked(bare)
+		if p == nil {
+			return false
+		}
+		s.jid = bare
+		p.eids[eid] = struct{}{}
+	case s.jid != bare:
+		a.spoofed++
+		a.log.Warn("payload refused: EID belongs to another account",
+			"eid", eid.String(), "bound_to", s.jid, "claimed_by", bare)
+		return false
+	}
+	s.seen = a.now()
+	return true
+}
+
+// BindEID ties eid to jid authoritatively (membership knows better than
+// the first publication). A previous binding to another JID is replaced.
+func (a *Agent) BindEID(eid devstate.EID, jid string) {
+	if eid == a.opt.EID {
+		return
+	}
+	bare := bareJID(jid)
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	s := a.servers[eid]
+	if s == nil {
+		if len(a.servers) >= maxServers {
+			return
+		}
+		s = &server{eid: eid, seen: a.now()}
+		a.servers[eid] = s
+	}
+	if s.jid == bare {
+		return
+	}
+	if old := a.jids[s.jid]; old != nil {
+		delete(old.eids, eid)
+	}
+	if p := a.peerLocked(bare); p != nil {
+		s.jid = bare
+		p.eids[eid] = struct{}{}
+	}
+}
+
+func (a *Agent) peerLocked(bare string) *peer {
+	p := a.jids[bare]
+	if p == nil {
+		if len(a.jids) >= maxServers {
+			a.log.Warn("too many peers", "jid", bare, "max", maxServers)
+			return nil
+		}
+		p = &peer{jid: bare, resources: make(map[string]bool), eids: make(map[devstate.EID]struct{})}
+		a.jids[bare] = p
+	}
+	return p
+}
+
+// Presence records a buddy resource coming or going. When the last
+// resource of an account goes, its servers' states expire after the grace
+// period (stale=expire); a resource that comes back in time cancels that.
+// It reports whether the account as a whole changed between up and down.
+func (a *Agent) Presence(fullJID string, available bool) (changed bool) {
+	bare, res := bareJID(fullJID), resourceOf(fullJID)
+	if bare == bareJID(a.opt.JID) && res == resourceOf(a.opt.JID) {
+		return false
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	p := a.peerLocked(bare)
+	if p == nil {
+		return false
+	}
+	wasUp := len(p.resources) > 0
+	if available {
+		if len(p.resources) < 64 || p.resources[res] {
+			p.resources[res] = true
+		}
+		p.gen++
+		if p.expiry != nil {
+			p.expiry.Stop()
+			p.expiry = nil
+		}
+	} else {
+		delete(p.resources, res)
+		if len(p.resources) == 0 && wasUp {
+			a.scheduleExpiryLocked(p)
+		}
+	}
+	return wasUp != (len(p.resources) > 0)
+}
+
+func (a *Agent) scheduleExpiryLocked(p *peer) {
+	if a.opt.Stale == StaleKeep || len(p.eids) == 0 {
+		return
+	}
+	p.gen++
+	gen := p.gen
+	if p.expiry != nil {
+		p.expiry.Stop()
+	}
+	p.expiry = time.AfterFunc(a.opt.StaleGrace, func() { a.expire(p.jid, gen) })
+}
+
+func (a *Agent) expire(bare string, gen uint64) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	p := a.jids[bare]
+	if p == nil || p.gen != gen || len(p.resources) > 0 {
+		return
+	}
+	p.expiry = nil
+	for eid := range p.eids {
+		a.log.Info("server states expired", "jid", bare, "eid", eid.String(), "grace", a.opt.StaleGrace)
+		a.removeServerLocked(eid)
+	}
+}
+
+// RemoveServer drops every state of the server with this EID at once (its
+// member died or left) and emits the resulting changes.
+func (a *Agent) RemoveServer(eid devstate.EID) {
+	if eid == a.opt.EID {
+		return
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.removeServerLocked(eid)
+}
+
+func (a *Agent) removeServerLocked(eid devstate.EID) {
+	for _, c := range a.devices.RemoveServer(eid) {
+		s := c.State
+		if c.Gone {
+			s = devstate.Unknown
+		}
+		a.sink.DeviceChanged(c.Device, s)
+	}
+	for _, c := range a.mailboxes.RemoveServer(eid) {
+		counts := c.Counts
+		if c.Gone {
+			counts = mwi.Counts{}
+		}
+		a.sink.MailboxChanged(c.Mailbox, counts)
+	}
+}
+
+// Disconnected is called when this node lost its XMPP session: from now
+// on it hears no presence, so every account is considered away until the
+// server tells again who is there after the reconnect. States expire only
+// if that does not happen within the grace period.
+func (a *Agent) Disconnected() {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for _, p := range a.jids {
+		if len(p.resources) > 0 {
+			clear(p.resources)
+			a.scheduleExpiryLocked(p)
+		}
+	}
+}
+
+// Resync applies the items fetched from both PubSub nodes after a
+// (re)connect. Items carry only the last writer of each device, so they
+// are exact for single-writer devices and Asterisk nodes; ApplyServerStates
+// completes the picture per busylamp server. An item with this node's own
+// EID restores an own state this node does not hold (after a restart).
+func (a *Agent) Resync(devices []DeviceItem, mailboxes []MailboxItem) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for _, it := range devices {
+		if checkName("device", it.Device) != nil {
+			continue
+		}
+		if it.EID == a.opt.EID {
+			if !a.holdsDeviceLocked(it.Device, it.EID) {
+				a.setRemoteDeviceLocked(it)
+			}
+			continue
+		}
+		if a.bindLocked(it.EID, it.Publisher) {
+			a.setRemoteDeviceLocked(it)
+		}
+	}
+	for _, it := range mailboxes {
+		if checkName("mailbox", it.Mailbox) != nil || it.Counts.New < 0 || it.Counts.Old < 0 {
+			continue
+		}
+		if it.EID == a.opt.EID {
+			if !a.holdsMailboxLocked(it.Mailbox, it.EID) {
+				a.setRemoteMailboxLocked(it)
+			}
+			continue
+		}
+		if a.bindLocked(it.EID, it.Publisher) {
+			a.setRemoteMailboxLocked(it)
+		}
+	}
+}
+
+// ApplyServerStates replaces everything held for the server(s) of the
+// account jid with what it answered to a directed states request: its own
+// states, exactly. The answering server is known by the EIDs of the items,
+// or, when it holds nothing, by the EIDs bound to jid. Items that carry
+// this node's EID are what the buddy holds of ours, and restore own states
+// this node lost (a restart).
+//
+// since is when the request was sent: an entry updated after it (a
+// publication that overtook the answer) is newer than the answer and is
+// left as it is.
+func (a *Agent) ApplyServerStates(jid string, since time.Time, devices []DeviceItem, mailboxes []MailboxItem) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	answerers := make(map[devstate.EID]bool)
+	for _, it := range devices {
+		if it.EID != a.opt.EID {
+			answerers[it.EID] = true
+		}
+	}
+	for _, it := range mailboxes {
+		if it.EID != a.opt.EID {
+			answerers[it.EID] = true
+		}
+	}
+	if p := a.jids[bareJID(jid)]; p != nil {
+		for eid := range p.eids {
+			answerers[eid] = true
+		}
+	}
+	for eid := range answerers {
+		answerers[eid] = a.bindLocked(eid, jid)
+	}
+	keepDev := make(map[string]struct{}, len(devices))
+	for _, it := range devices {
+		if checkName("device", it.Device) != nil {
+			continue
+		}
+		if it.EID == a.opt.EID {
+			if !a.holdsDeviceLocked(it.Device, it.EID) {
+				a.setRemoteDeviceLocked(it)
+			}
+		} else if answerers[it.EID] {
+			keepDev[string(it.EID[:])+it.Device] = struct{}{}
+			if !a.deviceNewerLocked(it.Device, it.EID, since) {
+				a.setRemoteDeviceLocked(it)
+			}
+		}
+	}
+	keepBox := make(map[string]struct{}, len(mailboxes))
+	for _, it := range mailboxes {
+		if checkName("mailbox", it.Mailbox) != nil || it.Counts.New < 0 || it.Counts.Old < 0 {
+			continue
+		}
+		if it.EID == a.opt.EID {
+			if !a.holdsMailboxLocked(it.Mailbox, it.EID) {
+				a.setRemoteMailboxLocked(it)
+			}
+		} else if answerers[it.EID] {
+			keepBox[string(it.EID[:])+it.Mailbox] = struct{}{}
+			if !a.mailboxNewerLocked(it.Mailbox, it.EID, since) {
+				a.setRemoteMailboxLocked(it)
+			}
+		}
+	}
+	// What the server no longer holds goes.
+	for eid, ok := range answerers {
+		if !ok {
+			continue
+		}
+		held, heldBoxes := a.statesOfLocked(eid)
+		for _, d := range held {
+			if _, ok := keepDev[string(eid[:])+d.Device]; ok || a.deviceNewerLocked(d.Device, eid, since) {
+				continue
+			}
+			agg, changed, gone := a.devices.Remove(d.Device, eid)
+			if changed {
+				if gone {
+					agg = devstate.Unknown
+				}
+				a.sink.DeviceChanged(d.Device, agg)
+			}
+		}
+		for _, m := range heldBoxes {
+			if _, ok := keepBox[string(eid[:])+m.Mailbox]; !ok && !a.mailboxNewerLocked(m.Mailbox, eid, since) {
+				a.deleteMailboxLocked(m.Mailbox, eid)
+			}
+		}
+	}
+}
+
+// EIDOf is the EID bound to the account jid, when exactly one is.
+func (a *Agent) EIDOf(jid string) (devstate.EID, bool) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	p := a.jids[bareJID(jid)]
+	if p == nil || len(p.eids) != 1 {
+		return devstate.EID{}, false
+	}
+	for eid := range p.eids {
+		return eid, true
+	}
+	return devstate.EID{}, false
+}
+
+// AnswerFor is what this node answers a buddy's directed states request
+// with: its own states, and what it holds of the requester's server (so a
+// restarted buddy recovers its own states exactly).
+func (a *Agent) AnswerFor(requester devstate.EID) ([]DeviceItem, []MailboxItem) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	ds, ms := a.statesOfLocked(a.opt.EID)
+	if !requester.IsZero() && requester != a.opt.EID {
+		rd, rm := a.statesOfLocked(requester)
+		ds = append(ds, rd...)
+		ms = append(ms, rm...)
+	}
+	return ds, ms
+}
+
+func (a *Agent) deviceNewerLocked(device string, eid devstate.EID, since time.Time) bool {
+	for _, e := range a.devices.Entries(device) {
+		if e.EID == eid {
+			return e.Updated.After(since)
+		}
+	}
+	return false
+}
+
+func (a *Agent) mailboxNewerLocked(mailbox string, eid devstate.EID, since time.Time) bool {
+	for _, e := range a.mailboxes.Entries(mailbox) {
+		if devstate.EID(e.Server) == eid {
+			return e.Updated.After(since)
+		}
+	}
+	return false
+}
+
+// stopTimers stops pending expiries (the node is stopping).
+func (a *Agent) stopTimers() {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for _, p := range a.jids {
+		p.gen++
+		if p.expiry != nil {
+			p.expiry.Stop()
+			p.expiry = nil
+		}
+	}
+}
