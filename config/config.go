@@ -1,0 +1,751 @@
+// Package config owns busylamp's configuration file: an Asterisk xmpp.conf
+// or jabber.conf (which must load unchanged) plus busylamp's own [agent],
+// [manager] and [cluster] sections. It reads the file with gopkg.in/ini.v1
+// into typed structs in one place (Parse), then checks the whole
+// (Validate), and reports every problem at once as FILE:LINE errors.
+// Secrets never appear in any message or printed form.
+//
+// Which section is what follows Asterisk's res_xmpp: [general] holds the
+// global keys, and every other section is a client (or, with
+// type=component, a component); busylamp reserves the names [agent],
+// [manager] and [cluster]. busylamp uses the one client with
+// distribute_events=yes. Keys Asterisk knows but busylamp does not use are
+// warnings; a key nobody knows is an error.
+//
+// Apart from Load and Locate, which read the file system, the package does
+// no I/O.
+package config
+
+import (
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"net"
+	"os"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"gopkg.in/ini.v1"
+)
+
+// Config is everything busylamp reads from its file.
+type Config struct {
+	File    string // the path it was read from; "" when built in code
+	General General
+	Client  Client // the client section with distribute_events=yes
+	Agent   Agent
+	Manager Manager
+	Cluster Cluster
+
+	src *scanned // where each section and key stands, for Validate
+}
+
+// General is Asterisk's [general] section.
+type General struct {
+	Debug            bool
+	AutoPrune        bool
+	AutoRegister     bool
+	CollectionNodes  bool // XEP-0248 collection nodes
+	PubSubAutoCreate bool
+	AuthPolicy       AuthPolicy
+}
+
+// AuthPolicy says what to do with a subscription request from a stranger.
+type AuthPolicy string
+
+// The auth_policy values.
+const (
+	AuthAccept AuthPolicy = "accept"
+	AuthDeny   AuthPolicy = "deny"
+)
+
+// Client is the client section busylamp connects with. Debug, AutoPrune,
+// AutoRegister and AuthPolicy are the effective values: the section's own,
+// else [general]'s, as Asterisk merges them (Debug is on if either says so).
+type Client struct {
+	Name             string // the section name, e.g. "asterisk"
+	ServerHost       string
+	Port             int
+	Username         string // user@domain[/resource], as written; see FullJID
+	Secret           Secret
+	PubSubNode       string // the PubSub service, e.g. pubsub.example.org
+	Priority         int
+	UseTLS           bool // STARTTLS
+	UseSASL          bool
+	TLSCAFile        string // busylamp: CA file to verify the server with
+	TLSInsecure      bool   // busylamp: do not verify the server's certificate
+	Buddies          []string
+	Status           string // available, chat, away, xa, dnd or unavailable
+	StatusMessage    string
+	DistributeEvents bool
+	Debug            bool
+	AutoPrune        bool
+	AutoRegister     bool
+	AuthPolicy       AuthPolicy
+}
+
+// FullJID is the JID to bind: Username, with Asterisk's default resource
+// "asterisk-xmpp" when it has none.
+func (c Client) FullJID() string {
+	if c.Username == "" || strings.Contains(c.Username, "/") {
+		return c.Username
+	}
+	return c.Username + "/" + defaultResource
+}
+
+// Addr is serverhost:port.
+func (c Client) Addr() string {
+	return net.JoinHostPort(strings.Trim(c.ServerHost, "[]"), strconv.Itoa(c.Port))
+}
+
+// Agent is busylamp's [agent] section.
+type Agent struct {
+	EID        EID // zero: derive one from the host (devstate.DeriveEID)
+	Stale      Stale
+	StaleGrace time.Duration
+	MWIMerge   MWIMerge
+	MaxDevices int // bound on devices, and on mailboxes
+}
+
+// Stale says what happens to a server's states when it leaves.
+type Stale string
+
+// The stale values.
+const (
+	StaleExpire Stale = "expire"
+	StaleKeep   Stale = "keep"
+)
+
+// MWIMerge says how one mailbox's counts from several servers combine.
+type MWIMerge string
+
+// The mwi_merge values.
+const (
+	MWILatest MWIMerge = "latest"
+	MWISum    MWIMerge = "sum"
+)
+
+// Manager is busylamp's [manager] section: the AMI-style socket.
+type Manager struct {
+	BindAddr string // an IP address
+	Port     int
+	Username string
+	Secret   Secret
+}
+
+// Addr is bindaddr:port.
+func (m Manager) Addr() string { return net.JoinHostPort(m.BindAddr, strconv.Itoa(m.Port)) }
+
+// Cluster is busylamp's [cluster] section: gossip membership.
+type Cluster struct {
+	Bind      string   // IP:port; "" turns gossip off
+	Advertise string   // IP:port, or "" for memberlist's choice
+	Join      []string // host:port of members to join
+	Secret    SecretKey
+	Profile   Profile
+}
+
+// Enabled reports whether gossip membership is configured.
+func (c Cluster) Enabled() bool { return c.Bind != "" }
+
+// Profile picks memberlist's timing defaults.
+type Profile string
+
+// The profile values.
+const (
+	ProfileLAN Profile = "lan"
+	ProfileWAN Profile = "wan"
+)
+
+// Defaults that are not Asterisk's.
+const (
+	DefaultStaleGrace  = 10 * time.Second
+	DefaultMaxDevices  = 200000
+	DefaultManagerPort = 5039
+	DefaultClusterPort = 7946
+	DefaultXMPPPort    = 5222
+
+	maxFileSize    = 1 << 20
+	maxStaleGrace  = 24 * time.Hour
+	maxMaxDevices  = 10000000
+	defaultStatus  = "available"
+	defaultMessage = "Online and Available"
+)
+
+// DefaultConfig returns the values of every key that the file leaves out:
+// Asterisk's defaults for its keys, busylamp's for its own.
+func DefaultConfig() *Config {
+	return &Config{
+		General: General{AutoRegister: true, AuthPolicy: AuthAccept},
+		Client:  defaultClient(),
+		Agent: Agent{
+			Stale:      StaleExpire,
+			StaleGrace: DefaultStaleGrace,
+			MWIMerge:   MWILatest,
+			MaxDevices: DefaultMaxDevices,
+		},
+		Manager: Manager{BindAddr: "127.0.0.1", Port: DefaultManagerPort},
+		Cluster: Cluster{Profile: ProfileLAN},
+	}
+}
+
+func defaultClient() Client {
+	return Client{
+		Port:          DefaultXMPPPort,
+		Priority:      1,
+		UseTLS:        true,
+		UseSASL:       true,
+		Status:        defaultStatus,
+		StatusMessage: defaultMessage,
+		AutoRegister:  true,
+		AuthPolicy:    AuthAccept,
+	}
+}
+
+// Load reads, parses and validates the file at path. The warnings come back
+// even when err is non-nil. err is an Errors listing every problem, each
+// naming the file and line.
+func Load(path string) (cfg *Config, warnings []Issue, err error) {
+	src, err := readFile(path)
+	if err != nil {
+		return nil, nil, Errors{{File: path, Msg: err.Error()}}
+	}
+	return Parse(path, src)
+}
+
+func readFile(path string) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		var pe *fs.PathError
+		if errors.As(err, &pe) {
+			err = pe.Err
+		}
+		return nil, fmt.Errorf("cannot read: %w", err)
+	}
+	defer f.Close()
+	src, err := io.ReadAll(io.LimitReader(f, maxFileSize+1))
+	if err != nil {
+		return nil, fmt.Errorf("cannot read: %w", err)
+	}
+	if len(src) > maxFileSize {
+		return nil, fmt.Errorf("larger than %d bytes", maxFileSize)
+	}
+	return src, nil
+}
+
+// Parse reads a config from src, then validates it; file names it in
+// messages. The warnings come back even when err is non-nil; cfg is nil
+// when err is.
+func Parse(file string, src []byte) (cfg *Config, warnings []Issue, err error) {
+	r := &report{file: file}
+	cfg = read(file, src, r)
+	if verr := cfg.Validate(); verr != nil {
+		var list Errors
+		if errors.As(verr, &list) {
+			r.errs = append(r.errs, list...)
+		}
+	}
+	sortIssues(r.errs)
+	sortIssues(r.warnings)
+	if r.err() != nil {
+		return nil, r.warnings, r.err()
+	}
+	return cfg, r.warnings, nil
+}
+
+// sortIssues orders by line; issues about the whole file go last.
+func sortIssues(l []Issue) {
+	sort.SliceStable(l, func(i, j int) bool {
+		a, b := l[i].Line, l[j].Line
+		if a == 0 || b == 0 {
+			return a != 0 && b == 0
+		}
+		return a < b
+	})
+}
+
+// value is one key's occurrence, with its value as ini.v1 read it.
+type value struct {
+	key   string
+	line  int
+	value string
+}
+
+// read is the one place where the file becomes a Config.
+func read(file string, src []byte, r *report) *Config {
+	cfg := DefaultConfig()
+	cfg.File = file
+	s := scan(src, r)
+	cfg.src = s
+	f, err := ini.LoadSources(ini.LoadOptions{
+		InsensitiveKeys:            true,
+		IgnoreInlineComment:        true, // the scan removed Asterisk's comments
+		IgnoreContinuation:         true, // Asterisk has none
+		PreserveSurroundedQuote:    true, // Asterisk keeps quotes
+		AllowShadows:               true, // buddy= repeats
+		AllowDuplicateShadowValues: true, // so repeats can be reported
+		KeyValueDelimiters:         "=",
+		ChildSectionDelimiter:      "\x00", // no [parent.child] lookups
+	}, s.clean)
+	if err != nil {
+		// The scan hands ini.v1 only lines it can read; ini's message may
+		// quote a line, which may hold a secret, so it is not repeated.
+		r.errorf(0, "", "internal error: the INI reader refused the file after the scan accepted it")
+		return cfg
+	}
+
+	// Asterisk applies [general] before the clients, wherever it stands.
+	for _, sec := range s.sections {
+		if strings.EqualFold(sec.name, "general") {
+			readGeneral(&cfg.General, values(f, sec, r), r)
+		}
+	}
+	var clients []*clientSection
+	for _, sec := range s.sections {
+		vals := values(f, sec, r)
+		switch strings.ToLower(sec.name) {
+		case "general":
+		case "agent":
+			readAgent(&cfg.Agent, vals, r)
+		case "manager":
+			readManager(&cfg.Manager, vals, r)
+		case "cluster":
+			readCluster(&cfg.Cluster, vals, r)
+		default:
+			clients = append(clients, readClient(sec, vals, cfg.General, r))
+		}
+	}
+	if c := chooseClient(clients, r); c != nil {
+		cfg.Client = c.Client
+		if cfg.Client.PubSubNode == "" && cfg.Client.Username != "" {
+			if j, err := parseJID(cfg.Client.Username); err == nil {
+				cfg.Client.PubSubNode = "pubsub." + j.domain
+				r.warnf(c.line, "pubsub_node", "not set in [%s]; using %q", c.Name, cfg.Client.PubSubNode)
+			}
+		}
+	} else {
+		cfg.Client = Client{}
+	}
+	return cfg
+}
+
+// values lists a section's keys in order of first appearance, each
+// occurrence with the value ini.v1 read, and the line the scan saw it on.
+func values(f *ini.File, sec *sectionPos, r *report) []value {
+	is, err := f.GetSection(sec.name)
+	var out []value
+	for _, k := range sec.order {
+		occ := sec.keys[k]
+		var vals []string
+		if err == nil {
+			if key, kerr := is.GetKey(k); kerr == nil {
+				vals = key.ValueWithShadows() // empty values are left out
+			}
+		}
+		j := 0
+		for _, o := range occ {
+			v := ""
+			if o.value != "" {
+				if j < len(vals) {
+					v = vals[j]
+				}
+				j++
+			}
+			if v != o.value {
+				// Both readers must agree; say so rather than guess.
+				r.errorf(o.line, k, "internal error: the INI reader and the line scan disagree on this value")
+			}
+			out = append(out, value{key: k, line: o.line, value: v})
+		}
+	}
+	return out
+}
+
+// last keeps the last occurrence of every key except those in multi, as
+// Asterisk's last assignment wins, and warns about each repeat.
+func last(vals []value, multi string, r *report) []value {
+	seen := map[string]int{}
+	var out []value
+	for _, v := range vals {
+		if v.key == multi {
+			out = append(out, v)
+			continue
+		}
+		if i, ok := seen[v.key]; ok {
+			r.warnf(v.line, v.key, "repeated (also on line %d); the last one is used", out[i].line)
+			out[i] = v
+			continue
+		}
+		seen[v.key] = len(out)
+		out = append(out, v)
+	}
+	return out
+}
+
+func boolKey(v value, dst *bool, r *report) bool {
+	b, ok := parseBool(v.value)
+	if !ok {
+		r.errorf(v.line, v.key, "bad boolean %q: want yes or no", v.value)
+		return false
+	}
+	*dst = b
+	return true
+}
+
+func authPolicy(v value, dst *AuthPolicy, r *report) bool {
+	switch p := AuthPolicy(strings.ToLower(v.value)); p {
+	case AuthAccept, AuthDeny:
+		*dst = p
+		return true
+	}
+	r.errorf(v.line, v.key, "bad auth_policy %q: want accept or deny", v.value)
+	return false
+}
+
+// Keys of [general], which Asterisk also takes in a client section (there
+// they override [general] for that client) except the two PubSub ones.
+func readGeneral(g *General, vals []value, r *report) {
+	for _, v := range last(vals, "", r) {
+		switch v.key {
+		case "debug":
+			boolKey(v, &g.Debug, r)
+		case "autoprune":
+			boolKey(v, &g.AutoPrune, r)
+		case "autoregister":
+			boolKey(v, &g.AutoRegister, r)
+		case "collection_nodes":
+			boolKey(v, &g.CollectionNodes, r)
+		case "pubsub_autocreate":
+			boolKey(v, &g.PubSubAutoCreate, r)
+		case "auth_policy":
+			authPolicy(v, &g.AuthPolicy, r)
+		case "type", "serverhost", "port", "username", "secret", "pubsub_node", "buddy",
+			"status", "statusmessage", "priority", "usetls", "usesasl", "distribute_events":
+			r.errorf(v.line, v.key, "belongs in a client section, not in [general]")
+		default:
+			r.errorf(v.line, v.key, "unknown key in [general]")
+		}
+	}
+}
+
+// asteriskOnly are client keys that Asterisk uses and busylamp does not.
+var asteriskOnly = map[string]string{
+	"timeout":        "Asterisk's JABBER_RECEIVE message timeout; busylamp does not use it",
+	"sendtodialplan": "Asterisk's dialplan messaging; busylamp does not use it",
+	"context":        "Asterisk's dialplan messaging; busylamp does not use it",
+	"keepalive":      "busylamp sends its own XMPP pings; ignored",
+	"forceoldssl":    "old-style SSL (direct TLS) is not supported; busylamp uses STARTTLS (usetls); ignored",
+	"refresh_token":  "Google OAuth is not supported; ignored",
+	"oauth_clientid": "Google OAuth is not supported; ignored",
+	"oauth_secret":   "Google OAuth is not supported; ignored",
+}
+
+// clientSection is one client (or component) section as read.
+type clientSection struct {
+	Client
+	line      int
+	component bool
+}
+
+func readClient(sec *sectionPos, vals []value, g General, r *report) *clientSection {
+	c := &clientSection{Client: defaultClient(), line: sec.line}
+	c.Name = sec.name
+	var debug bool
+	var setPrune, setRegister, setPolicy bool
+	seenBuddy := map[string]int{}
+	for _, v := range last(vals, "buddy", r) {
+		if note, ok := asteriskOnly[v.key]; ok {
+			r.warnf(v.line, v.key, "%s", note)
+			continue
+		}
+		switch v.key {
+		case "type":
+			switch strings.ToLower(v.value) {
+			case "client":
+			case "component":
+				c.component = true
+			default:
+				r.errorf(v.line, v.key, "bad type %q: want client", v.value)
+			}
+		case "serverhost":
+			if err := checkHost(v.value); err != nil {
+				r.errorf(v.line, v.key, "bad server host %q: %v", v.value, err)
+			} else {
+				c.ServerHost = v.value
+			}
+		case "port":
+			if p, err := parsePort(v.value); err != nil {
+				r.errorf(v.line, v.key, "%v", err)
+			} else {
+				c.Port = p
+			}
+		case "username":
+			if _, err := parseJID(v.value); err != nil {
+				r.errorf(v.line, v.key, "%v", err)
+			} else {
+				c.Username = v.value
+			}
+		case "secret":
+			c.Secret = Secret(v.value)
+		case "pubsub_node":
+			if v.value == "" {
+				break
+			}
+			if err := checkHost(v.value); err != nil {
+				r.errorf(v.line, v.key, "bad PubSub service %q: %v", v.value, err)
+			} else {
+				c.PubSubNode = v.value
+			}
+		case "priority":
+			p, err := strconv.Atoi(v.value)
+			if err != nil || p < -128 || p > 127 {
+				r.errorf(v.line, v.key, "bad priority %q: want -128 to 127", v.value)
+			} else {
+				c.Priority = p
+			}
+		case "usetls":
+			boolKey(v, &c.UseTLS, r)
+		case "usesasl":
+			boolKey(v, &c.UseSASL, r)
+		case "tls_ca":
+			c.TLSCAFile = v.value
+		case "tls_insecure":
+			boolKey(v, &c.TLSInsecure, r)
+		case "buddy":
+			j, err := parseJID(v.value)
+			if err != nil {
+				r.errorf(v.line, v.key, "%v", err)
+				break
+			}
+			if first, dup := seenBuddy[j.key()]; dup {
+				r.warnf(v.line, v.key, "buddy %q repeated (first on line %d); listed once", v.value, first)
+				break
+			}
+			seenBuddy[j.key()] = v.line
+			c.Buddies = append(c.Buddies, v.value)
+		case "status":
+			if st, ok := parseStatus(v.value); ok {
+				c.Status = st
+				if st == "unavailable" {
+					r.warnf(v.line, v.key, "buddies will see this node as offline and may expire its states")
+				}
+			} else {
+				r.errorf(v.line, v.key, "bad status %q: want available, chat, away, xaway, dnd or unavailable", v.value)
+			}
+		case "statusmessage":
+			c.StatusMessage = unquote(v.value)
+		case "distribute_events":
+			boolKey(v, &c.DistributeEvents, r)
+		case "debug":
+			boolKey(v, &debug, r)
+		case "autoprune":
+			setPrune = boolKey(v, &c.AutoPrune, r)
+		case "autoregister":
+			setRegister = boolKey(v, &c.AutoRegister, r)
+		case "auth_policy":
+			setPolicy = authPolicy(v, &c.AuthPolicy, r)
+		case "collection_nodes", "pubsub_autocreate":
+			r.errorf(v.line, v.key, "belongs in [general], not in client section [%s]", c.Name)
+		default:
+			r.errorf(v.line, v.key, "unknown key in client section [%s]", c.Name)
+		}
+	}
+	c.Debug = g.Debug || debug
+	if !setPrune {
+		c.AutoPrune = g.AutoPrune
+	}
+	if !setRegister {
+		c.AutoRegister = g.AutoRegister
+	}
+	if !setPolicy {
+		c.AuthPolicy = g.AuthPolicy
+	}
+	if !c.UseTLS && (c.TLSCAFile != "" || c.TLSInsecure) {
+		r.warnf(c.line, "usetls", "tls_ca and tls_insecure have no effect in [%s] with usetls=no", c.Name)
+	}
+	if !c.UseSASL {
+		r.warnf(c.line, "usesasl", "busylamp always authenticates with SASL in [%s]; usesasl=no is ignored", c.Name)
+	}
+	return c
+}
+
+// parseStatus reads the presence status as Asterisk's res_xmpp does and
+// returns its XMPP <show> name ("available" and "unavailable" for none).
+func parseStatus(s string) (string, bool) {
+	switch strings.ToLower(s) {
+	case "available", "online":
+		return "available", true
+	case "chat", "chatty":
+		return "chat", true
+	case "away":
+		return "away", true
+	case "xa", "xaway":
+		return "xa", true
+	case "dnd", "invisible": // Asterisk builds without invisible use dnd
+		return "dnd", true
+	case "unavailable":
+		return "unavailable", true
+	}
+	return "", false
+}
+
+// unquote drops one pair of double quotes around a status message, which
+// Asterisk's sample writes (statusmessage="I am available").
+func unquote(s string) string {
+	if len(s) >= 2 && s[0] == '"' && s[len(s)-1] == '"' {
+		return s[1 : len(s)-1]
+	}
+	return s
+}
+
+// chooseClient picks the first client with distribute_events=yes.
+func chooseClient(cs []*clientSection, r *report) *clientSection {
+	var chosen *clientSection
+	for _, c := range cs {
+		switch {
+		case c.component && c.DistributeEvents:
+			r.errorf(c.line, "type", "section [%s] is a component; busylamp distributes events only over type=client", c.Name)
+		case c.component:
+			r.warnf(c.line, "type", "section [%s] is a component; busylamp supports only clients and ignores it", c.Name)
+		case !c.DistributeEvents:
+			r.warnf(c.line, "", "client section [%s] does not have distribute_events=yes; busylamp ignores it", c.Name)
+		case chosen != nil:
+			r.warnf(c.line, "distribute_events", "client section [%s] also distributes events; busylamp uses only [%s]", c.Name, chosen.Name)
+		default:
+			chosen = c
+		}
+	}
+	return chosen
+}
+
+func readAgent(a *Agent, vals []value, r *report) {
+	for _, v := range last(vals, "", r) {
+		switch v.key {
+		case "eid":
+			e, err := ParseEID(v.value)
+			if err == nil && e.IsZero() {
+				err = fmt.Errorf("bad EID %q: all zeros means unset; leave eid out to derive one", v.value)
+			}
+			if err != nil {
+				r.errorf(v.line, v.key, "%v", err)
+			} else {
+				a.EID = e
+			}
+		case "stale":
+			switch s := Stale(strings.ToLower(v.value)); s {
+			case StaleExpire, StaleKeep:
+				a.Stale = s
+			default:
+				r.errorf(v.line, v.key, "bad value %q: want expire or keep", v.value)
+			}
+		case "stale_grace":
+			n, err := strconv.Atoi(v.value)
+			d := time.Duration(n) * time.Second
+			if err != nil || n < 0 || d > maxStaleGrace {
+				r.errorf(v.line, v.key, "bad value %q: want seconds, 0 to %d", v.value, int(maxStaleGrace/time.Second))
+			} else {
+				a.StaleGrace = d
+			}
+		case "mwi_merge":
+			switch m := MWIMerge(strings.ToLower(v.value)); m {
+			case MWILatest, MWISum:
+				a.MWIMerge = m
+			default:
+				r.errorf(v.line, v.key, "bad value %q: want latest or sum", v.value)
+			}
+		case "max_devices":
+			n, err := strconv.Atoi(v.value)
+			if err != nil || n < 1 || n > maxMaxDevices {
+				r.errorf(v.line, v.key, "bad value %q: want 1 to %d", v.value, maxMaxDevices)
+			} else {
+				a.MaxDevices = n
+			}
+		default:
+			r.errorf(v.line, v.key, "unknown key in [agent]")
+		}
+	}
+}
+
+func readManager(m *Manager, vals []value, r *report) {
+	for _, v := range last(vals, "", r) {
+		switch v.key {
+		case "bindaddr":
+			if net.ParseIP(v.value) == nil {
+				r.errorf(v.line, v.key, "bad address %q: want an IP address", v.value)
+			} else {
+				m.BindAddr = v.value
+			}
+		case "port":
+			if p, err := parsePort(v.value); err != nil {
+				r.errorf(v.line, v.key, "%v", err)
+			} else {
+				m.Port = p
+			}
+		case "username":
+			if v.value == "" || hasSpaceOrControl(v.value) {
+				r.errorf(v.line, v.key, "bad username %q", v.value)
+			} else {
+				m.Username = v.value
+			}
+		case "secret":
+			m.Secret = Secret(v.value)
+		default:
+			r.errorf(v.line, v.key, "unknown key in [manager]")
+		}
+	}
+}
+
+func readCluster(c *Cluster, vals []value, r *report) {
+	for _, v := range last(vals, "", r) {
+		switch v.key {
+		case "bind", "advertise":
+			if v.value == "" {
+				break
+			}
+			hp, err := hostPort(v.value, DefaultClusterPort, true)
+			if err != nil {
+				r.errorf(v.line, v.key, "%v", err)
+			} else if v.key == "bind" {
+				c.Bind = hp
+			} else {
+				c.Advertise = hp
+			}
+		case "join":
+			c.Join = nil
+			for _, m := range strings.Split(v.value, ",") {
+				if m = strings.TrimSpace(m); m == "" {
+					continue
+				}
+				hp, err := hostPort(m, DefaultClusterPort, false)
+				if err != nil {
+					r.errorf(v.line, v.key, "%v", err)
+					continue
+				}
+				c.Join = append(c.Join, hp)
+			}
+		case "secret":
+			// Never echoed, not even when it is malformed.
+			k, err := base64.StdEncoding.DecodeString(v.value)
+			if err != nil {
+				r.errorf(v.line, v.key, "not valid base64")
+			} else if len(k) != 16 && len(k) != 24 && len(k) != 32 {
+				r.errorf(v.line, v.key, "key is %d bytes: want 32 (or 16 or 24), base64-encoded", len(k))
+			} else {
+				c.Secret = SecretKey(k)
+			}
+		case "profile":
+			switch p := Profile(strings.ToLower(v.value)); p {
+			case ProfileLAN, ProfileWAN:
+				c.Profile = p
+			default:
+				r.errorf(v.line, v.key, "bad profile %q: want lan or wan", v.value)
+			}
+		default:
+			r.errorf(v.line, v.key, "unknown key in [cluster]")
+		}
+	}
+}

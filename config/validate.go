@@ -1,0 +1,217 @@
+package config
+
+import (
+	"fmt"
+	"net"
+	"strings"
+	"time"
+)
+
+// Validate checks what no single key can: required keys and the rules
+// between keys, and the range of every value (for a Config built in code).
+// Errors name the file and line when the Config came from a file; the error
+// is an Errors with every problem.
+func (c *Config) Validate() error {
+	r := &report{file: c.File}
+	if r.file == "" {
+		r.file = "config"
+	}
+	v := validator{c: c, r: r}
+	v.client()
+	v.agent()
+	v.manager()
+	v.cluster()
+	sortIssues(r.errs)
+	return r.err()
+}
+
+type validator struct {
+	c *Config
+	r *report
+}
+
+// sectionLine is where section name starts, or 0.
+func (v validator) sectionLine(name string) int {
+	if v.c.src == nil {
+		return 0
+	}
+	if s := v.c.src.lookup(name); s != nil {
+		return s.line
+	}
+	for _, s := range v.c.src.sections {
+		if strings.EqualFold(s.name, name) {
+			return s.line
+		}
+	}
+	return 0
+}
+
+// keyLine is where key was last set in section name, else where the
+// section starts, or 0.
+func (v validator) keyLine(name, key string) int {
+	if v.c.src != nil {
+		for _, s := range v.c.src.sections {
+			if strings.EqualFold(s.name, name) {
+				if occ := s.keys[key]; len(occ) > 0 {
+					return occ[len(occ)-1].line
+				}
+			}
+		}
+	}
+	return v.sectionLine(name)
+}
+
+func (v validator) hasKey(name, key string) bool {
+	if v.c.src == nil {
+		return false
+	}
+	s := v.c.src.lookup(name)
+	return s != nil && len(s.keys[key]) > 0
+}
+
+// badValue reports whether the file set key in section name to a value
+// that the reading already refused (and reported).
+func (v validator) badValue(name, key string) bool {
+	if v.c.src == nil {
+		return false
+	}
+	s := v.c.src.lookup(name)
+	if s == nil {
+		return false
+	}
+	occ := s.keys[key]
+	return len(occ) > 0 && occ[len(occ)-1].value != ""
+}
+
+func (v validator) client() {
+	cl := v.c.Client
+	if cl.Name == "" {
+		v.r.errorf(0, "", "no client section with distribute_events=yes: busylamp needs one to connect with")
+		return
+	}
+	at := v.sectionLine(cl.Name)
+	missing := func(key string) {
+		if !v.badValue(cl.Name, key) {
+			v.r.errorf(at, key, "missing: client section [%s] needs it", cl.Name)
+		}
+	}
+	if cl.ServerHost == "" {
+		missing("serverhost")
+	} else if err := checkHost(cl.ServerHost); err != nil {
+		v.r.errorf(v.keyLine(cl.Name, "serverhost"), "serverhost", "bad server host %q: %v", cl.ServerHost, err)
+	}
+	jidOK := false
+	if cl.Username == "" {
+		missing("username")
+	} else if _, err := parseJID(cl.Username); err != nil {
+		v.r.errorf(v.keyLine(cl.Name, "username"), "username", "%v", err)
+	} else {
+		jidOK = true
+	}
+	if !cl.Secret.IsSet() {
+		if v.hasKey(cl.Name, "refresh_token") {
+			v.r.errorf(at, "secret", "missing: client section [%s] needs it (busylamp does not log in with refresh_token)", cl.Name)
+		} else {
+			missing("secret")
+		}
+	}
+	if cl.PubSubNode == "" && jidOK {
+		missing("pubsub_node")
+	}
+	if err := checkPort(cl.Port); err != nil {
+		v.r.errorf(v.keyLine(cl.Name, "port"), "port", "%v", err)
+	}
+	if cl.Priority < -128 || cl.Priority > 127 {
+		v.r.errorf(v.keyLine(cl.Name, "priority"), "priority", "bad priority %d: want -128 to 127", cl.Priority)
+	}
+	for _, b := range cl.Buddies {
+		if _, err := parseJID(b); err != nil {
+			v.r.errorf(v.keyLine(cl.Name, "buddy"), "buddy", "%v", err)
+		}
+	}
+	if _, ok := parseStatus(cl.Status); !ok {
+		v.r.errorf(v.keyLine(cl.Name, "status"), "status", "bad status %q", cl.Status)
+	}
+	for _, p := range []AuthPolicy{cl.AuthPolicy, v.c.General.AuthPolicy} {
+		if p != AuthAccept && p != AuthDeny {
+			v.r.errorf(v.keyLine(cl.Name, "auth_policy"), "auth_policy", "bad auth_policy %q: want accept or deny", p)
+		}
+	}
+}
+
+func (v validator) agent() {
+	a := v.c.Agent
+	if a.Stale != StaleExpire && a.Stale != StaleKeep {
+		v.r.errorf(v.keyLine("agent", "stale"), "stale", "bad value %q: want expire or keep", a.Stale)
+	}
+	if a.StaleGrace < 0 || a.StaleGrace > maxStaleGrace {
+		v.r.errorf(v.keyLine("agent", "stale_grace"), "stale_grace", "bad value %v: want 0 to %v", a.StaleGrace, maxStaleGrace)
+	}
+	if a.StaleGrace%time.Second != 0 {
+		v.r.errorf(v.keyLine("agent", "stale_grace"), "stale_grace", "bad value %v: want whole seconds", a.StaleGrace)
+	}
+	if a.MWIMerge != MWILatest && a.MWIMerge != MWISum {
+		v.r.errorf(v.keyLine("agent", "mwi_merge"), "mwi_merge", "bad value %q: want latest or sum", a.MWIMerge)
+	}
+	if a.MaxDevices < 1 || a.MaxDevices > maxMaxDevices {
+		v.r.errorf(v.keyLine("agent", "max_devices"), "max_devices", "bad value %d: want 1 to %d", a.MaxDevices, maxMaxDevices)
+	}
+}
+
+func (v validator) manager() {
+	m := v.c.Manager
+	if net.ParseIP(m.BindAddr) == nil {
+		v.r.errorf(v.keyLine("manager", "bindaddr"), "bindaddr", "bad address %q: want an IP address", m.BindAddr)
+	}
+	if err := checkPort(m.Port); err != nil {
+		v.r.errorf(v.keyLine("manager", "port"), "port", "%v", err)
+	}
+	switch {
+	case m.Username != "" && !m.Secret.IsSet():
+		v.r.errorf(v.keyLine("manager", "username"), "secret", "missing: [manager] has a username, so it needs a secret")
+	case m.Username == "" && m.Secret.IsSet():
+		v.r.errorf(v.keyLine("manager", "secret"), "username", "missing: [manager] has a secret, so it needs a username")
+	}
+}
+
+func (v validator) cluster() {
+	c := v.c.Cluster
+	if c.Profile != ProfileLAN && c.Profile != ProfileWAN {
+		v.r.errorf(v.keyLine("cluster", "profile"), "profile", "bad profile %q: want lan or wan", c.Profile)
+	}
+	if n := len(c.Secret); n != 0 && n != 16 && n != 24 && n != 32 {
+		v.r.errorf(v.keyLine("cluster", "secret"), "secret", "key is %d bytes: want 32 (or 16 or 24)", n)
+	}
+	if !c.Enabled() {
+		if len(c.Join) > 0 {
+			v.r.errorf(v.keyLine("cluster", "join"), "join", "needs bind: gossip is off without it")
+		}
+		if c.Advertise != "" {
+			v.r.errorf(v.keyLine("cluster", "advertise"), "advertise", "needs bind: gossip is off without it")
+		}
+		return
+	}
+	for _, a := range []struct{ key, val string }{{"bind", c.Bind}, {"advertise", c.Advertise}} {
+		if a.val == "" {
+			continue
+		}
+		if _, err := hostPort(a.val, DefaultClusterPort, true); err != nil {
+			v.r.errorf(v.keyLine("cluster", a.key), a.key, "%v", err)
+		}
+	}
+	for _, j := range c.Join {
+		if _, err := hostPort(j, DefaultClusterPort, false); err != nil {
+			v.r.errorf(v.keyLine("cluster", "join"), "join", "%v", err)
+		}
+	}
+	if !c.Secret.IsSet() && !isLoopback(c.Bind) {
+		v.r.errorf(v.keyLine("cluster", "bind"), "secret", "missing: bind %s is not a loopback address, so gossip must be encrypted", c.Bind)
+	}
+}
+
+// String summarises the config without secrets, for logs.
+func (c *Config) String() string {
+	return fmt.Sprintf("config %s: client [%s] %s at %s, pubsub %s, %d buddies, manager %s, cluster %v",
+		c.File, c.Client.Name, c.Client.FullJID(), c.Client.Addr(), c.Client.PubSubNode,
+		len(c.Client.Buddies), c.Manager.Addr(), c.Cluster.Enabled())
+}

@@ -1,0 +1,189 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"strconv"
+	"strings"
+	"unicode"
+	"unicode/utf8"
+)
+
+// parseBool reads a boolean as Asterisk's ast_true/ast_false do, except
+// that a word that is neither is an error rather than false.
+func parseBool(s string) (bool, bool) {
+	switch strings.ToLower(s) {
+	case "yes", "true", "y", "t", "1", "on":
+		return true, true
+	case "no", "false", "n", "f", "0", "off":
+		return false, true
+	}
+	return false, false
+}
+
+func checkPort(p int) error {
+	if p < 1 || p > 65535 {
+		return fmt.Errorf("bad port %d: want 1-65535", p)
+	}
+	return nil
+}
+
+func parsePort(s string) (int, error) {
+	p, err := strconv.Atoi(s)
+	if err != nil {
+		return 0, fmt.Errorf("bad port %q", s)
+	}
+	return p, checkPort(p)
+}
+
+// EID is an entity id in Asterisk's form, six bytes written like a MAC
+// address. It converts directly to devstate.EID. The zero value means "not
+// configured": the agent derives one from the host.
+type EID [6]byte
+
+// IsZero reports whether e is unset.
+func (e EID) IsZero() bool { return e == EID{} }
+
+// String writes e as lower-case hex bytes separated by colons.
+func (e EID) String() string {
+	return fmt.Sprintf("%02x:%02x:%02x:%02x:%02x:%02x", e[0], e[1], e[2], e[3], e[4], e[5])
+}
+
+// ParseEID reads six hex bytes separated by colons, one or two hex digits
+// each, either case ("00:11:22:33:44:55", "0:11:2:33:4:55"): the rule of
+// devstate.ParseEID, which this package may not import.
+func ParseEID(s string) (EID, error) {
+	var e EID
+	parts := strings.Split(s, ":")
+	if len(parts) != 6 {
+		return EID{}, fmt.Errorf("bad EID %q: want six hex bytes separated by colons, like 02:00:00:00:00:01", s)
+	}
+	for i, p := range parts {
+		if len(p) < 1 || len(p) > 2 || strings.TrimLeft(p, "0123456789abcdefABCDEF") != "" {
+			return EID{}, fmt.Errorf("bad EID %q: want six hex bytes separated by colons, like 02:00:00:00:00:01", s)
+		}
+		v, _ := strconv.ParseUint(p, 16, 8)
+		e[i] = byte(v)
+	}
+	return e, nil
+}
+
+// defaultResource is the resource Asterisk's res_xmpp binds when username
+// has none; busylamp binds the same, so that buddy lines on other nodes
+// that name it keep working when a node moves from Asterisk to busylamp.
+const defaultResource = "asterisk-xmpp"
+
+// jid is a parsed XMPP address.
+type jid struct{ local, domain, resource string }
+
+// parseJID checks an account address: local@domain with an optional
+// /resource (RFC 7622, without the Unicode normalisation). The localpart is
+// required: every node and buddy is an account.
+func parseJID(s string) (jid, error) {
+	bad := func(why string) (jid, error) { return jid{}, fmt.Errorf("bad JID %q: %s", s, why) }
+	if s == "" {
+		return bad("empty")
+	}
+	if !utf8.ValidString(s) {
+		return bad("not UTF-8")
+	}
+	bare, res, hasRes := strings.Cut(s, "/")
+	local, domain, hasAt := strings.Cut(bare, "@")
+	switch {
+	case !hasAt:
+		return bad("want user@domain or user@domain/resource")
+	case local == "":
+		return bad("empty user part")
+	case strings.ContainsAny(local, "\"&'/:<>@") || hasSpaceOrControl(local):
+		return bad("user part has a character XMPP forbids")
+	case len(local) > 1023:
+		return bad("user part longer than 1023 bytes")
+	case hasRes && res == "":
+		return bad("empty resource after '/'")
+	case hasRes && (len(res) > 1023 || strings.IndexFunc(res, unicode.IsControl) >= 0):
+		return bad("bad resource")
+	}
+	if err := checkHost(domain); err != nil {
+		return bad("domain: " + err.Error())
+	}
+	return jid{local: local, domain: domain, resource: res}, nil
+}
+
+func hasSpaceOrControl(s string) bool {
+	return strings.IndexFunc(s, func(r rune) bool { return unicode.IsSpace(r) || unicode.IsControl(r) }) >= 0
+}
+
+// bare is local@domain, lower-cased where XMPP compares without case.
+func (j jid) bare() string { return strings.ToLower(j.local + "@" + j.domain) }
+
+// key identifies a JID for duplicate detection.
+func (j jid) key() string { return j.bare() + "/" + j.resource }
+
+// checkHost accepts a DNS name or an IP address (IPv6 with or without
+// brackets). It does not resolve anything.
+func checkHost(h string) error {
+	if strings.HasPrefix(h, "[") && strings.HasSuffix(h, "]") {
+		if net.ParseIP(h[1:len(h)-1]) == nil {
+			return errors.New("bad IPv6 address")
+		}
+		return nil
+	}
+	if net.ParseIP(h) != nil {
+		return nil
+	}
+	switch {
+	case h == "":
+		return errors.New("empty host name")
+	case len(h) > 253:
+		return errors.New("host name longer than 253 bytes")
+	case strings.HasPrefix(h, ".") || strings.HasSuffix(h, ".") || strings.Contains(h, ".."):
+		return errors.New("bad host name")
+	}
+	for _, r := range h {
+		if r < 0x80 && !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '.' || r == '_') {
+			return errors.New("bad host name")
+		}
+	}
+	return nil
+}
+
+// hostPort reads "host:port" or "host" (then the port is def), checks both,
+// and returns "host:port". The host must be an IP address when ipOnly.
+func hostPort(s string, def int, ipOnly bool) (string, error) {
+	host, port := s, def
+	if h, p, err := net.SplitHostPort(s); err == nil {
+		host = h
+		n, err := strconv.Atoi(p)
+		if err != nil {
+			return "", fmt.Errorf("bad address %q: bad port %q", s, p)
+		}
+		port = n
+	} else if strings.HasPrefix(s, "[") && strings.HasSuffix(s, "]") {
+		host = s[1 : len(s)-1]
+	}
+	if ipOnly {
+		if net.ParseIP(host) == nil {
+			return "", fmt.Errorf("bad address %q: want IP:port", s)
+		}
+	} else if err := checkHost(host); err != nil {
+		return "", fmt.Errorf("bad address %q: %v", s, err)
+	}
+	if err := checkPort(port); err != nil {
+		return "", fmt.Errorf("bad address %q: %v", s, err)
+	}
+	return net.JoinHostPort(host, strconv.Itoa(port)), nil
+}
+
+// isLoopback reports whether a host (of a host:port) is a loopback address.
+func isLoopback(hostport string) bool {
+	host, _, err := net.SplitHostPort(hostport)
+	if err != nil {
+		host = hostport
+	}
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
