@@ -194,6 +194,12 @@ func parseHeader(b []byte) (Header, string) {
 	if k == "" {
 		return Header{}, "has an empty header name"
 	}
+	if strings.EqualFold(k, "Output") {
+		// Command output is text whose indentation matters (tables, the
+		// 'show buddies' layout): only the one blank after the colon is
+		// framing.
+		return Header{Key: k, Value: strings.TrimPrefix(v, " ")}, ""
+	}
 	return Header{Key: k, Value: strings.Trim(v, " \t")}, ""
 }
 

@@ -135,3 +135,14 @@ func checkMessage(t *testing.T, m Message, maxLine, maxHeaders int) {
 		}
 	}
 }
+
+func TestParseHeaderKeepsOutputIndentation(t *testing.T) {
+	h, bad := parseHeader([]byte("Output: \t\tResource: r1  "))
+	if bad != "" || h.Value != "\t\tResource: r1  " {
+		t.Fatalf("got %q (%s)", h.Value, bad)
+	}
+	h, _ = parseHeader([]byte("ActionID:   42 "))
+	if h.Value != "42" {
+		t.Fatalf("got %q", h.Value)
+	}
+}

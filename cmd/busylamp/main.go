@@ -66,7 +66,12 @@ else ` + config.SystemConfig + `.`,
 	root.SetErr(c.stderr)
 	root.PersistentFlags().StringVarP(&c.configFlag, "config", "c", "", "config `FILE`")
 	root.AddCommand(
+		newRunCmd(c),
 		newCheckCmd(c),
+		newShowCmd(c),
+		newDevstateCmd(c),
+		newMWICmd(c),
+		newNodeCmd(c),
 		newVersionCmd(c),
 	)
 	return root

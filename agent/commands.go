@@ -1,0 +1,215 @@
+package agent
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/busylamp/busylamp/pubsub"
+)
+
+// commandHelp lists the commands the AMI Command action (and so the CLI)
+// understands.
+const commandHelp = `show connected                       the XMPP connection (like Asterisk's 'xmpp show connections')
+show buddies                         buddies and their resources (like 'xmpp show buddies')
+show members                         gossip members
+show stats                           table sizes and publish counters
+devstate list                        every device: cluster-wide state and per server
+devstate get DEVICE
+mwi list                             every mailbox: cluster-wide counts and per server
+mwi get MAILBOX
+node purge [NODE]                    remove all items of NODE (default: both nodes)
+node delete NODE
+node create-collection NODE
+node create-leaf COLLECTION NODE
+help`
+
+// Command runs one CLI command line and returns its text output.
+func (n *Node) Command(ctx context.Context, line string) (string, error) {
+	f := strings.Fields(line)
+	var b strings.Builder
+	arg := func(i int) string {
+		if i < len(f) {
+			return f[i]
+		}
+		return ""
+	}
+	cmd := strings.ToLower(strings.Join(f[:min(2, len(f))], " "))
+	switch {
+	case len(f) == 0 || cmd == "help":
+		b.WriteString(commandHelp)
+	case cmd == "show connected" || cmd == "show connections":
+		n.showConnected(&b)
+	case cmd == "show buddies":
+		n.showBuddies(&b)
+	case cmd == "show members":
+		b.WriteString("Gossip membership is not configured ([cluster] section).\n")
+	case cmd == "show stats":
+		n.showStats(&b)
+	case cmd == "devstate list":
+		n.devstateList(&b, "")
+	case cmd == "devstate get" && len(f) == 3:
+		if _, ok := n.core.DeviceState(f[2]); !ok {
+			return "", fmt.Errorf("no such device: %s", f[2])
+		}
+		n.devstateList(&b, f[2])
+	case cmd == "mwi list":
+		n.mwiList(&b, "")
+	case cmd == "mwi get" && len(f) == 3:
+		if _, ok := n.core.Mailbox(f[2]); !ok {
+			return "", fmt.Errorf("no such mailbox: %s", f[2])
+		}
+		n.mwiList(&b, f[2])
+	case cmd == "node purge" && len(f) <= 3:
+		nodes := []string{pubsub.NodeDevices, pubsub.NodeMailboxes}
+		if arg(2) != "" {
+			nodes = []string{arg(2)}
+		}
+		for _, node := range nodes {
+			if err := n.xmpp.Purge(ctx, node); err != nil {
+				return b.String(), err
+			}
+			fmt.Fprintf(&b, "Purged node %s.\n", node)
+		}
+	case cmd == "node delete" && len(f) == 3:
+		if err := n.xmpp.DeleteNode(ctx, f[2]); err != nil {
+			return "", err
+		}
+		fmt.Fprintf(&b, "Deleted node %s.\n", f[2])
+	case cmd == "node create-collection" && len(f) == 3:
+		if err := n.xmpp.CreateCollection(ctx, f[2]); err != nil {
+			return "", err
+		}
+		fmt.Fprintf(&b, "Created collection node %s.\n", f[2])
+	case cmd == "node create-leaf" && len(f) == 4:
+		if err := n.xmpp.CreateLeaf(ctx, f[2], f[3]); err != nil {
+			return "", err
+		}
+		fmt.Fprintf(&b, "Created leaf node %s in collection %s.\n", f[3], f[2])
+	default:
+		return "", fmt.Errorf("unknown command %q; try 'help'", line)
+	}
+	return b.String(), nil
+}
+
+func (n *Node) showConnected(b *strings.Builder) {
+	st := n.xmpp.Status()
+	state := map[string]string{"connecting": "Connecting", "connected": "Connected", "disconnected": "Disconnected"}[st.State]
+	if state == "" {
+		state = "Unknown"
+	}
+	fmt.Fprintf(b, "Jabber Users and their status:\n")
+	fmt.Fprintf(b, "       [%s] %s     - %s\n", n.cfg.Name, st.JID, state)
+	tls := "no"
+	if st.TLS {
+		tls = "yes (" + st.TLSName + ")"
+	}
+	fmt.Fprintf(b, "           Server: %s  PubSub: %s  TLS: %s\n", st.Server, st.Service, tls)
+	if !st.Since.IsZero() {
+		fmt.Fprintf(b, "           Since: %s (%s)\n", st.Since.Format(time.RFC3339), time.Since(st.Since).Round(time.Second))
+	}
+	if st.LastError != "" {
+		fmt.Fprintf(b, "           Last error: %s\n", st.LastError)
+	}
+	fmt.Fprintf(b, "----\n")
+	fmt.Fprintf(b, "   Number of clients: 1\n")
+}
+
+func (n *Node) showBuddies(b *strings.Builder) {
+	fmt.Fprintf(b, "XMPP buddy lists\n")
+	fmt.Fprintf(b, "Client: %s\n", n.cfg.Name)
+	for _, bd := range n.xmpp.Buddies() {
+		fmt.Fprintf(b, "\tBuddy:\t%s\n", bd.JID)
+		sub := bd.Subscription
+		if sub == "" {
+			sub = "none"
+		}
+		if bd.Pending {
+			sub += " (request pending)"
+		}
+		fmt.Fprintf(b, "\t\tSubscription: %s\n", sub)
+		if eid, ok := n.core.EIDOf(bd.JID); ok {
+			fmt.Fprintf(b, "\t\tEID: %s\n", eid)
+		}
+		if len(bd.Resources) == 0 {
+			fmt.Fprintf(b, "\t\tResource: None\n")
+		}
+		for _, r := range bd.Resources {
+			show := r.Show
+			if show == "" {
+				show = "available"
+			}
+			fmt.Fprintf(b, "\t\tResource: %s\n", r.Resource)
+			fmt.Fprintf(b, "\t\t\tStatus: %s\n", show)
+			if r.Status != "" {
+				fmt.Fprintf(b, "\t\t\tMessage: %s\n", r.Status)
+			}
+			fmt.Fprintf(b, "\t\t\tPriority: %d\n", r.Priority)
+		}
+	}
+}
+
+func (n *Node) showStats(b *strings.Builder) {
+	s := n.core.Stats()
+	p := n.xmpp.Stats()
+	fmt.Fprintf(b, "Devices: %d\nMailboxes: %d\nServers: %d\nSpoofed payloads refused: %d\n", s.Devices, s.Mailboxes, s.Servers, s.Spoofed)
+	fmt.Fprintf(b, "Publishes: %+v\n", p)
+}
+
+func (n *Node) devstateList(b *strings.Builder, only string) {
+	w := tabwriter.NewWriter(b, 0, 4, 2, ' ', 0)
+	fmt.Fprintf(w, "DEVICE\tSTATE\tSERVER EID\tJID\tSERVER STATE\n")
+	count := 0
+	for _, d := range n.core.Devices(true) {
+		if only != "" && d.Device != only {
+			continue
+		}
+		count++
+		sort.Slice(d.Servers, func(i, j int) bool { return d.Servers[i].EID.String() < d.Servers[j].EID.String() })
+		for i, s := range d.Servers {
+			name, st := d.Device, d.State.String()
+			if i > 0 {
+				name, st = "", ""
+			}
+			jid := s.JID
+			if s.EID == n.core.EID() {
+				jid += " (this node)"
+			}
+			fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\n", name, st, s.EID, jid, s.State)
+		}
+	}
+	w.Flush()
+	if only == "" {
+		fmt.Fprintf(b, "%d devices\n", count)
+	}
+}
+
+func (n *Node) mwiList(b *strings.Builder, only string) {
+	w := tabwriter.NewWriter(b, 0, 4, 2, ' ', 0)
+	fmt.Fprintf(w, "MAILBOX\tNEW\tOLD\tSERVER EID\tJID\tSERVER NEW/OLD\n")
+	count := 0
+	for _, m := range n.core.Mailboxes(true) {
+		if only != "" && m.Mailbox != only {
+			continue
+		}
+		count++
+		for i, s := range m.Servers {
+			name, nw, old := m.Mailbox, fmt.Sprint(m.Counts.New), fmt.Sprint(m.Counts.Old)
+			if i > 0 {
+				name, nw, old = "", "", ""
+			}
+			jid := s.JID
+			if s.EID == n.core.EID() {
+				jid += " (this node)"
+			}
+			fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%d/%d\n", name, nw, old, s.EID, jid, s.Counts.New, s.Counts.Old)
+		}
+	}
+	w.Flush()
+	if only == "" {
+		fmt.Fprintf(b, "%d mailboxes (merge: %s)\n", count, n.cfg.Core.MWIMerge)
+	}
+}

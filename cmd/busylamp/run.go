@@ -1,0 +1,118 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/spf13/cobra"
+
+	"github.com/busylamp/busylamp/agent"
+	"github.com/busylamp/busylamp/agent/manager"
+	"github.com/busylamp/busylamp/config"
+	"github.com/busylamp/busylamp/devstate"
+	"github.com/busylamp/busylamp/mwi"
+	"github.com/busylamp/busylamp/pubsub"
+)
+
+func newRunCmd(c *cli) *cobra.Command {
+	return &cobra.Command{
+		Use:   "run",
+		Short: "Run the agent in the foreground",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := c.loadConfig()
+			if err != nil {
+				return err
+			}
+			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			node, err := agent.NewNode(nodeConfig(cfg, c))
+			if err != nil {
+				return &exitError{code: exitUsage, err: err}
+			}
+			if err := node.Run(ctx); err != nil {
+				return &exitError{code: exitUsage, err: err}
+			}
+			return nil
+		},
+	}
+}
+
+// loadConfig reads the config file, printing its warnings; a bad file is
+// exit code 1 with every error as FILE:LINE: message.
+func (c *cli) loadConfig() (*config.Config, error) {
+	path := c.configPath()
+	cfg, warnings, err := config.Load(path)
+	for _, w := range warnings {
+		fmt.Fprintf(c.stderr, "%s\n", w)
+	}
+	if err != nil {
+		fmt.Fprintf(c.stderr, "%v\n", err)
+		return nil, &exitError{code: exitUsage}
+	}
+	return cfg, nil
+}
+
+// nodeConfig maps the file's sections onto the agent's configuration.
+func nodeConfig(cfg *config.Config, c *cli) agent.Config {
+	level := slog.LevelInfo
+	if cfg.Client.Debug {
+		level = slog.LevelDebug
+	}
+	log := slog.New(slog.NewTextHandler(c.stderr, &slog.HandlerOptions{Level: level}))
+
+	cl := cfg.Client
+	eid := devstate.EID(cfg.Agent.EID)
+	if eid.IsZero() {
+		host, _ := os.Hostname()
+		eid = devstate.DeriveEID(host + "\x00" + cl.FullJID())
+	}
+	status := cl.Status
+	if status == "unavailable" { // config warned already; an agent must be seen
+		status = "available"
+	}
+	x := pubsub.DefaultConfig()
+	x.JID = cl.FullJID()
+	x.Password = cl.Secret.Reveal()
+	x.Address = cl.Addr()
+	x.Service = cl.PubSubNode
+	x.UseTLS = cl.UseTLS
+	x.UseSASL = cl.UseSASL
+	x.TLSCAFile = cl.TLSCAFile
+	x.TLSInsecure = cl.TLSInsecure
+	x.Status = status
+	x.StatusMessage = cl.StatusMessage
+	x.Priority = cl.Priority
+	x.Buddies = cl.Buddies
+	x.AutoRegister = cl.AutoRegister
+	x.AutoPrune = cl.AutoPrune
+	x.AuthPolicy = string(cl.AuthPolicy)
+	x.CollectionNodes = cfg.General.CollectionNodes
+	x.AutoCreate = cfg.General.PubSubAutoCreate
+	x.EID = eid
+	x.Trace = cl.Debug
+
+	core := agent.Options{StaleGrace: cfg.Agent.StaleGrace, MaxDevices: cfg.Agent.MaxDevices}
+	if cfg.Agent.Stale == config.StaleKeep {
+		core.Stale = agent.StaleKeep
+	}
+	if cfg.Agent.MWIMerge == config.MWISum {
+		core.MWIMerge = mwi.Sum
+	}
+	m := manager.DefaultConfig()
+	m.Username = cfg.Manager.Username
+	m.Secret = cfg.Manager.Secret.Reveal()
+	return agent.Config{
+		Name:        cl.Name,
+		Version:     version,
+		XMPP:        x,
+		Core:        core,
+		Manager:     m,
+		ManagerAddr: cfg.Manager.Addr(),
+		Log:         log,
+	}
+}
