@@ -6,7 +6,7 @@ BIN     := bin/busylamp
 # Packages with goroutines run under the race detector.
 RACE_PKGS := ./pubsub/... ./agent/... ./internal/...
 
-.PHONY: build test test-unit lint bench servers clean
+.PHONY: build test test-unit lint bench demo servers clean
 
 build:
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/busylamp
@@ -24,6 +24,10 @@ lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	  if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
+
+# Three agents and a Prosody on loopback, driven with the CLI.
+demo: build
+	bash examples/demo.sh $(BIN)
 
 bench:
 	$(GO) test -run=NONE -bench=. -benchmem ./devstate/... ./mwi/... ./agent/...
