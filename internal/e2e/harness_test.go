@@ -1,0 +1,366 @@
+// Package e2e runs busylamp as users do: separate processes of the built
+// binary, a real XMPP server, and nothing but the AMI socket and the CLI
+// to drive and observe them.
+package e2e
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/busylamp/busylamp/agent/manager"
+	"github.com/busylamp/busylamp/internal/xmpptest"
+)
+
+var binary string // the busylamp binary built once for the suite
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "busylamp-e2e-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	binary = filepath.Join(dir, "busylamp")
+	out, err := exec.Command("go", "build", "-o", binary, "github.com/busylamp/busylamp/cmd/busylamp").CombinedOutput()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "build busylamp: %v\n%s", err, out)
+		os.Exit(1)
+	}
+	code := xmpptest.Main(m)
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+const (
+	amiUser   = "admin"
+	amiSecret = "e2e-secret"
+)
+
+// node is one agent process and its config.
+type node struct {
+	t       *testing.T
+	name    string
+	jid     string
+	conf    string
+	amiAddr string
+	logPath string
+	cmd     *exec.Cmd
+	done    chan struct{}
+}
+
+// cluster is a set of agents on one XMPP server.
+type cluster struct {
+	t     *testing.T
+	srv   *xmpptest.Server
+	nodes []*node
+}
+
+// nodeOpts tune one node's [agent] section.
+type nodeOpts struct {
+	mwiMerge   string
+	staleGrace int
+	stale      string
+}
+
+// newCluster starts a fresh Prosody and writes configs for n agents, each
+// listing the others as buddies; start them with start.
+func newCluster(t *testing.T, n int, opts ...nodeOpts) *cluster {
+	t.Helper()
+	srv, err := xmpptest.Start(xmpptest.Prosody, xmpptest.Options{})
+	if err != nil {
+		t.Fatalf("start prosody: %v", err)
+	}
+	t.Cleanup(func() { srv.Close() })
+	c := &cluster{t: t, srv: srv}
+	host, port, _ := net.SplitHostPort(srv.Addr)
+	dir := t.TempDir()
+	for i := 0; i < n; i++ {
+		name := fmt.Sprintf("node%d", i+1)
+		bare, pw := srv.Admin(name)
+		c.nodes = append(c.nodes, &node{t: t, name: name, jid: bare + "/agent",
+			conf: filepath.Join(dir, name+".conf"), logPath: filepath.Join(dir, name+".log")})
+		_ = pw
+	}
+	for i, nd := range c.nodes {
+		var o nodeOpts
+		if i < len(opts) {
+			o = opts[i]
+		}
+		if o.mwiMerge == "" {
+			o.mwiMerge = "latest"
+		}
+		if o.staleGrace == 0 {
+			o.staleGrace = 2
+		}
+		if o.stale == "" {
+			o.stale = "expire"
+		}
+		_, pw := srv.Admin(nd.name)
+		nd.amiAddr = freeAddr(t)
+		_, amiPort, _ := net.SplitHostPort(nd.amiAddr)
+		var b strings.Builder
+		fmt.Fprintf(&b, "[general]\nautoregister=yes\n\n[%s]\ntype=client\nserverhost=%s\nport=%s\n", "pbx", host, port)
+		fmt.Fprintf(&b, "pubsub_node=%s\nusername=%s\nsecret=%s\ndistribute_events=yes\nusetls=no\nusesasl=yes\n", srv.Service, nd.jid, pw)
+		for _, other := range c.nodes {
+			if other != nd {
+				fmt.Fprintf(&b, "buddy=%s\n", other.jid)
+			}
+		}
+		fmt.Fprintf(&b, "\n[agent]\neid=02:00:00:00:00:%02x\nstale=%s\nstale_grace=%d\nmwi_merge=%s\n", i+1, o.stale, o.staleGrace, o.mwiMerge)
+		fmt.Fprintf(&b, "\n[manager]\nbindaddr=127.0.0.1\nport=%s\nusername=%s\nsecret=%s\n", amiPort, amiUser, amiSecret)
+		if err := os.WriteFile(nd.conf, []byte(b.String()), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Cleanup(c.stopAll)
+	return c
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// startAll starts every agent and waits until each has booted.
+func (c *cluster) startAll() {
+	for _, n := range c.nodes {
+		n.start()
+	}
+	for _, n := range c.nodes {
+		n.waitBooted()
+	}
+}
+
+func (c *cluster) stopAll() {
+	for _, n := range c.nodes {
+		n.stop()
+	}
+}
+
+func (n *node) start() {
+	n.t.Helper()
+	logf, err := os.OpenFile(n.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		n.t.Fatal(err)
+	}
+	n.cmd = exec.Command(binary, "run", "-c", n.conf)
+	n.cmd.Stdout, n.cmd.Stderr = logf, logf
+	if err := n.cmd.Start(); err != nil {
+		n.t.Fatalf("start %s: %v", n.name, err)
+	}
+	n.done = make(chan struct{})
+	go func(cmd *exec.Cmd, done chan struct{}) {
+		cmd.Wait()
+		logf.Close()
+		close(done)
+	}(n.cmd, n.done)
+}
+
+// stop ends the agent with SIGTERM (SIGKILL after 10 s).
+func (n *node) stop() { n.signal(syscall.SIGTERM) }
+
+// kill ends the agent at once, as a crash would.
+func (n *node) kill() { n.signal(syscall.SIGKILL) }
+
+func (n *node) signal(sig syscall.Signal) {
+	if n.cmd == nil || n.cmd.Process == nil {
+		return
+	}
+	n.cmd.Process.Signal(sig)
+	select {
+	case <-n.done:
+	case <-time.After(10 * time.Second):
+		n.cmd.Process.Kill()
+		<-n.done
+	}
+	n.cmd = nil
+}
+
+// log is the agent's output so far, for failure messages.
+func (n *node) log() string {
+	b, _ := os.ReadFile(n.logPath)
+	if len(b) > 4000 {
+		b = b[len(b)-4000:]
+	}
+	return string(b)
+}
+
+// ami logs in to the node's socket, retrying while the agent starts.
+func (n *node) ami() *amiConn {
+	n.t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		c, err := manager.Dial(ctx, n.amiAddr)
+		if err == nil {
+			err = c.Login(ctx, amiUser, amiSecret)
+			cancel()
+			if err == nil {
+				a := &amiConn{t: n.t, n: n, c: c}
+				n.t.Cleanup(func() { c.Close() })
+				return a
+			}
+			c.Close()
+		} else {
+			cancel()
+		}
+		if time.Now().After(deadline) {
+			n.t.Fatalf("%s: AMI login: %v\nlog:\n%s", n.name, err, n.log())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// waitBooted logs in and waits for FullyBooted.
+func (n *node) waitBooted() *amiConn {
+	n.t.Helper()
+	a := n.ami()
+	a.waitEvent(20*time.Second, func(m manager.Message) bool { return m.Get("Event") == "FullyBooted" })
+	return a
+}
+
+// cli runs a busylamp client command against the node.
+func (n *node) cli(args ...string) (string, int) {
+	n.t.Helper()
+	cmd := exec.Command(binary, append([]string{"-c", n.conf}, args...)...)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	err := cmd.Run()
+	code := 0
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	} else if err != nil {
+		n.t.Fatalf("run %v: %v", args, err)
+	}
+	return out.String(), code
+}
+
+// amiConn is a logged-in AMI session.
+type amiConn struct {
+	t  *testing.T
+	n  *node
+	c  *manager.Client
+	mu sync.Mutex
+}
+
+func (a *amiConn) action(name string, kv ...string) manager.Message {
+	a.t.Helper()
+	var hs []manager.Header
+	for i := 0; i+1 < len(kv); i += 2 {
+		hs = append(hs, manager.Header{Key: kv[i], Value: kv[i+1]})
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	m, err := a.c.Action(ctx, name, hs...)
+	if err != nil {
+		a.t.Fatalf("%s: %s %v: %v", a.n.name, name, kv, err)
+	}
+	return m
+}
+
+func (a *amiConn) setDevice(dev, state string) {
+	a.t.Helper()
+	a.action("Setvar", "Variable", "DEVICE_STATE("+dev+")", "Value", state)
+}
+
+func (a *amiConn) device(dev string) string {
+	a.t.Helper()
+	return a.action("Getvar", "Variable", "DEVICE_STATE("+dev+")").Get("Value")
+}
+
+// devices is the node's DeviceStateList as device → state.
+func (a *amiConn) devices() map[string]string {
+	a.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_, evs, err := a.c.List(ctx, "DeviceStateList")
+	if err != nil {
+		a.t.Fatalf("DeviceStateList: %v", err)
+	}
+	out := make(map[string]string, len(evs))
+	for _, e := range evs {
+		if e.Get("Event") == "DeviceStateChange" {
+			out[e.Get("Device")] = e.Get("State")
+		}
+	}
+	return out
+}
+
+func (a *amiConn) mailbox(mb string) (string, string) {
+	a.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_, evs, err := a.c.List(ctx, "MWIGet", manager.Header{Key: "Mailbox", Value: mb})
+	if err != nil {
+		return "", ""
+	}
+	for _, e := range evs {
+		if e.Get("Event") == "MWIGet" && e.Get("Mailbox") == mb {
+			return e.Get("NewMessages"), e.Get("OldMessages")
+		}
+	}
+	return "", ""
+}
+
+// waitEvent waits for an event that match accepts.
+func (a *amiConn) waitEvent(d time.Duration, match func(manager.Message) bool) manager.Message {
+	a.t.Helper()
+	timer := time.NewTimer(d)
+	defer timer.Stop()
+	for {
+		select {
+		case m, ok := <-a.c.Events():
+			if !ok {
+				a.t.Fatalf("%s: event stream closed", a.n.name)
+			}
+			if match(m) {
+				return m
+			}
+		case <-timer.C:
+			a.t.Fatalf("%s: no matching event within %v\nlog:\n%s", a.n.name, d, a.n.log())
+		}
+	}
+}
+
+// eventually polls cond until it holds or d passes.
+func eventually(t *testing.T, d time.Duration, what string, cond func() (bool, string)) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	var last string
+	for {
+		ok, s := cond()
+		if ok {
+			return
+		}
+		last = s
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not within %v; last: %s", what, d, last)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// lines splits CLI output for matching.
+func lines(s string) []string {
+	var out []string
+	sc := bufio.NewScanner(strings.NewReader(s))
+	for sc.Scan() {
+		out = append(out, sc.Text())
+	}
+	return out
+}
