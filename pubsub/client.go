@@ -1,0 +1,380 @@
+package pubsub
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"sync"
+	"time"
+)
+
+// Reconnect backoff: doubles from minBackoff to maxBackoff, each wait
+// drawn from its upper half (jitter), reset after a session that lasted.
+const (
+	minBackoff = time.Second
+	maxBackoff = 30 * time.Second
+	stableFor  = time.Minute
+)
+
+// Client is one XMPP account taking part in the cluster. Run connects and
+// keeps it connected; the other methods may be called from any goroutine.
+type Client struct {
+	s      *settings
+	events chan<- Event
+	q      *eventQueue
+	pub    *publisher
+	parse  *parser
+	limit  *logLimiter
+
+	mu       sync.Mutex
+	running  bool
+	closed   bool
+	sess     *session // the connected session, nil while there is none
+	status   ConnStatus
+	buddies  map[string]*buddy // wanted buddies and roster contacts, by bare JID
+	leaves   map[string]Kind   // XEP-0248: leaf nodes seen, and their collection
+	affDue   map[string]bool   // buddies added while disconnected: owner affiliation still to set
+	answers  *answerCache
+	creating map[string]*createCall
+}
+
+// ConnStatus is what 'show connected' prints.
+type ConnStatus struct {
+	JID       string // bound full JID, or the configured one while not connected
+	Server    string // host:port
+	Service   string // PubSub service
+	State     string // "connecting", "connected", "disconnected"
+	Since     time.Time
+	TLS       bool
+	TLSName   string // TLS version and cipher suite when TLS is on
+	LastError string // why the last session ended or the last attempt failed
+}
+
+// New checks cfg and returns a client that reports on events. The owner
+// must keep reading events while Run runs; events is never closed.
+func New(cfg Config, events chan<- Event) (*Client, error) {
+	s, err := cfg.validate()
+	if err != nil {
+		return nil, err
+	}
+	if events == nil {
+		return nil, errors.New("pubsub.New: nil events channel")
+	}
+	if !cfg.UseSASL {
+		s.log.Warn("usesasl=no: legacy non-SASL authentication (XEP-0078) is not spoken; using SASL")
+	}
+	if cfg.Priority < 0 {
+		s.log.Warn("negative priority: the server delivers no PubSub notification sent to the bare JID to this resource", "priority", cfg.Priority)
+	}
+	c := &Client{
+		s: s, events: events, q: newEventQueue(), pub: newPublisher(s.PublishWindow),
+		limit:    newLogLimiter(10 * time.Second),
+		buddies:  map[string]*buddy{},
+		leaves:   map[string]Kind{},
+		affDue:   map[string]bool{},
+		answers:  newAnswerCache(),
+		creating: map[string]*createCall{},
+		status:   ConnStatus{JID: s.JID, Server: s.addr, Service: s.Service, State: "disconnected", Since: time.Now()},
+	}
+	for _, b := range s.buddies {
+		c.buddies[b] = &buddy{wanted: true}
+	}
+	c.parse = &parser{own: s.EID, kindOf: c.kindOf, reject: func(msg string, args ...any) {
+		if c.limit.allow("reject:" + msg) {
+			c.s.log.Warn("dropped PubSub item: "+msg, args...)
+		}
+	}}
+	return c, nil
+}
+
+// Run connects, and reconnects after every disconnect with a jittered
+// backoff of at most 30 s, until ctx is done. It returns nil then, having
+// stopped every goroutine it started. Run may be called once.
+func (c *Client) Run(ctx context.Context) error {
+	c.mu.Lock()
+	if c.running || c.closed {
+		c.mu.Unlock()
+		return errors.New("pubsub: Run called twice")
+	}
+	c.running = true
+	c.mu.Unlock()
+
+	// The dispatcher ends with ctx; events still queued then are dropped.
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { defer wg.Done(); c.q.run(ctx, c.events) }()
+	defer func() {
+		wg.Wait()
+		c.mu.Lock()
+		c.closed = true
+		c.mu.Unlock()
+	}()
+
+	backoff := minBackoff
+	for {
+		start := time.Now()
+		err := c.runSession(ctx)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if time.Since(start) > stableFor {
+			backoff = minBackoff
+		}
+		wait := backoff/2 + rand.N(backoff/2+1)
+		c.s.log.Warn("XMPP session ended; reconnecting", "err", err, "in", wait.Round(time.Millisecond))
+		backoff = min(2*backoff, maxBackoff)
+		t := time.NewTimer(wait)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return nil
+		}
+	}
+}
+
+func (c *Client) setStatus(state string, err error, tlsName string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.status.State, c.status.Since = state, time.Now()
+	if err != nil {
+		c.status.LastError = err.Error()
+	}
+	if state != "connected" {
+		c.status.JID, c.status.TLS, c.status.TLSName = c.s.JID, false, ""
+	}
+	if tlsName != "" {
+		c.status.TLS, c.status.TLSName = true, tlsName
+	}
+}
+
+// runSession makes one connection and returns when it ends.
+func (c *Client) runSession(ctx context.Context) error {
+	c.setStatus("connecting", nil, "")
+	n, err := c.s.negotiate(ctx)
+	if err != nil {
+		c.setStatus("disconnected", err, "")
+		return err
+	}
+	s := newSession(ctx, c, n)
+	c.q.hold()
+	s.wg.Add(1)
+	go s.readLoop()
+
+	conn, err := c.setup(s)
+	if err != nil {
+		s.stop(err)
+		s.wg.Wait()
+		c.q.dropHeld()
+		c.setStatus("disconnected", err, "")
+		return err
+	}
+	c.mu.Lock()
+	c.sess = s
+	c.status.JID = s.jid
+	c.mu.Unlock()
+	tlsName := ""
+	if st := n.c.tls; st != nil {
+		tlsName = tlsVersionName(st.Version) + " " + tlsCipherName(st.CipherSuite)
+	}
+	c.setStatus("connected", nil, tlsName)
+	c.s.log.Info("XMPP connected", "bound", s.jid, "server", c.s.addr, "tls", tlsName != "",
+		"devices", len(conn.Devices), "mailboxes", len(conn.Mailboxes))
+	c.q.release(conn)
+
+	s.wg.Add(2)
+	go s.pingLoop()
+	go func() {
+		defer s.wg.Done()
+		c.pub.run(s.ctx, &s.wg, func(k pubKey, v pubValue) func(context.Context) error {
+			return c.publishStart(s, k, v)
+		})
+	}()
+	c.republish()
+
+	<-s.ctx.Done()
+	cause := context.Cause(s.ctx)
+	c.mu.Lock()
+	c.sess = nil
+	for _, b := range c.buddies {
+		b.resources = nil
+	}
+	c.mu.Unlock()
+	s.wg.Wait()
+	c.setStatus("disconnected", cause, "")
+	if ctx.Err() == nil {
+		c.q.push(ctx.Done(), Disconnected{Err: cause})
+	}
+	return cause
+}
+
+// setup runs everything between negotiation and Connected: roster and
+// presence, node subscriptions (creating missing nodes), the owner
+// affiliations still due, and the items fetch.
+func (c *Client) setup(s *session) (Connected, error) {
+	ctx := s.ctx
+	if err := c.syncRoster(ctx, s); err != nil {
+		return Connected{}, fmt.Errorf("roster: %w", err)
+	}
+	if err := s.send(c.ownPresence()); err != nil {
+		return Connected{}, err
+	}
+	for _, node := range []string{NodeDevices, NodeMailboxes} {
+		if err := c.subscribe(ctx, s, node); err != nil {
+			return Connected{}, err
+		}
+	}
+	c.applyDueAffiliations(ctx, s)
+
+	conn := Connected{JID: s.jid}
+	for _, node := range []string{NodeDevices, NodeMailboxes} {
+		d, m, err := c.fetchAll(ctx, s, node)
+		if err != nil {
+			return Connected{}, fmt.Errorf("fetch items of %s: %w", node, err)
+		}
+		conn.Devices = append(conn.Devices, d...)
+		conn.Mailboxes = append(conn.Mailboxes, m...)
+	}
+	return conn, nil
+}
+
+// session returns the connected session.
+func (c *Client) session() (*session, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return nil, ErrClosed
+	}
+	if c.sess == nil {
+		return nil, ErrNotConnected
+	}
+	return c.sess, nil
+}
+
+// Status reports the connection, for 'show connected'.
+func (c *Client) Status() ConnStatus {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.status
+}
+
+// Stats reports the publish counters.
+func (c *Client) Stats() Stats { return c.pub.stats() }
+
+func kindOfColl(coll string) Kind {
+	if coll == NodeMailboxes {
+		return KindMailboxes
+	}
+	return KindDevices
+}
+
+// kindOf names what a node holds.
+func (c *Client) kindOf(node string) Kind {
+	switch node {
+	case NodeDevices:
+		return KindDevices
+	case NodeMailboxes:
+		return KindMailboxes
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.leaves[node]
+}
+
+// maxLeaves bounds the leaf names remembered for Kind.
+const maxLeaves = 1 << 20
+
+func (c *Client) learnLeaf(node string, k Kind) {
+	if k == KindUnknown || !c.s.CollectionNodes {
+		return
+	}
+	c.mu.Lock()
+	if _, ok := c.leaves[node]; ok || len(c.leaves) < maxLeaves {
+		c.leaves[node] = k
+	}
+	c.mu.Unlock()
+}
+
+// handleMessage turns PubSub notifications from the service into events.
+// Messages from anyone else are ignored: only the service may tell us
+// about items.
+func (c *Client) handleMessage(s *session, e *elem) {
+	if e.attr("type") == "error" || !sameJID(e.attr("from"), c.s.Service) {
+		return
+	}
+	for _, ev := range c.parse.parseEvent(e) {
+		switch ev := ev.(type) {
+		case DeviceEvent:
+			if c.s.CollectionNodes {
+				c.learnLeaf(ev.Item.Device, KindDevices)
+			}
+		case MailboxEvent:
+			if c.s.CollectionNodes {
+				c.learnLeaf(ev.Item.Mailbox, KindMailboxes)
+			}
+		}
+		if !c.q.push(s.ctx.Done(), ev) {
+			return
+		}
+		if d, ok := ev.(Deleted); ok && (d.Node == NodeDevices || d.Node == NodeMailboxes) {
+			// Our subscription went with the node: reconnect, which
+			// creates the node again, subscribes and resyncs.
+			s.stop(fmt.Errorf("node %s was deleted; reconnecting to re-create it and subscribe", d.Node))
+			return
+		}
+	}
+}
+
+// handleRequest answers an IQ get or set addressed to us.
+func (c *Client) handleRequest(s *session, e *elem) {
+	typ := e.attr("type")
+	p := e.firstChild()
+	switch {
+	case p == nil:
+		s.replyError(e, "modify", "bad-request", "400")
+	case typ == "get" && p.is(nsPing, "ping"):
+		s.reply(e, nil)
+	case typ == "set" && p.is(nsRoster, "query"):
+		c.handleRosterPush(s, e, p)
+	case typ == "get" && p.is(NSOwnStates, "states"):
+		c.handleOwnStatesRequest(s, e, p)
+	case typ == "get" && p.is(nsDiscoInfo, "query") && p.attr("node") == "":
+		s.reply(e, discoInfoResult())
+	default:
+		// RFC 6120 8.4: an IQ nobody here handles gets service-unavailable.
+		s.replyError(e, "cancel", "service-unavailable", "503")
+	}
+}
+
+func (c *Client) sessionIs(s *session) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.sess == s
+}
+
+// logLimiter lets one log line per key through per period, so a broken
+// node cannot flood the log with one line per publish.
+type logLimiter struct {
+	mu     sync.Mutex
+	period time.Duration
+	last   map[string]time.Time
+}
+
+func newLogLimiter(p time.Duration) *logLimiter {
+	return &logLimiter{period: p, last: map[string]time.Time{}}
+}
+
+func (l *logLimiter) allow(key string) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	now := time.Now()
+	if t, ok := l.last[key]; ok && now.Sub(t) < l.period {
+		return false
+	}
+	if len(l.last) > 1024 {
+		clear(l.last)
+	}
+	l.last[key] = now
+	return true
+}

@@ -1,0 +1,205 @@
+package pubsub
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"encoding/xml"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"strings"
+	"sync"
+	"time"
+
+	"gosrc.io/xmpp/stanza"
+)
+
+// writeTimeout bounds every write: a peer that does not take our bytes for
+// this long is as dead as one that does not answer a ping.
+const writeTimeout = 15 * time.Second
+
+var errStanzaTooLarge = fmt.Errorf("incoming stanza larger than %d bytes", maxStanza)
+
+// conn is one TCP (and, after STARTTLS, TLS) connection carrying one XMPP
+// stream. Reads happen on one goroutine at a time (negotiation, then the
+// read loop); writes are serialised by wmu and each has a deadline, so a
+// dead peer turns into an error instead of a goroutine stuck for ever.
+type conn struct {
+	raw  net.Conn
+	nc   net.Conn // raw, or the TLS connection over it
+	tls  *tls.ConnectionState
+	lim  *limitReader
+	dec  *xml.Decoder
+	log  *slog.Logger
+	tr   bool
+	wmu  sync.Mutex
+	once sync.Once
+}
+
+// limitReader fails when more than max bytes are read between two resets:
+// one stanza may not exceed maxStanza.
+type limitReader struct {
+	r   io.Reader
+	n   int
+	max int
+}
+
+func (l *limitReader) Read(p []byte) (int, error) {
+	if l.n >= l.max {
+		return 0, errStanzaTooLarge
+	}
+	if len(p) > l.max-l.n {
+		p = p[:l.max-l.n]
+	}
+	n, err := l.r.Read(p)
+	l.n += n
+	return n, err
+}
+
+func dial(ctx context.Context, addr string, log *slog.Logger, trace bool) (*conn, error) {
+	var d net.Dialer
+	nc, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	c := &conn{raw: nc, nc: nc, log: log, tr: trace}
+	c.resetDecoder()
+	return c, nil
+}
+
+// resetDecoder starts reading a new XML stream (after STARTTLS and SASL).
+func (c *conn) resetDecoder() {
+	c.lim = &limitReader{r: c.nc, max: maxStanza}
+	c.dec = xml.NewDecoder(bufio.NewReaderSize(c.lim, 16<<10))
+}
+
+// openStream sends the stream header and reads the server's.
+func (c *conn) openStream(domain string) error {
+	hdr := fmt.Sprintf("<?xml version='1.0'?><stream:stream to='%s' xmlns='%s' xmlns:stream='%s' version='1.0'>",
+		xmlEscape(domain), nsClient, nsStream)
+	if err := c.writeRaw([]byte(hdr)); err != nil {
+		return err
+	}
+	c.lim.n = 0
+	if _, err := stanza.InitStream(c.dec); err != nil {
+		return fmt.Errorf("read stream header: %w", err)
+	}
+	return nil
+}
+
+// startTLS upgrades the connection in place.
+func (c *conn) startTLS(cfg *tls.Config) error {
+	tc := tls.Client(c.raw, cfg)
+	if err := tc.Handshake(); err != nil {
+		return err
+	}
+	st := tc.ConnectionState()
+	c.nc, c.tls = tc, &st
+	c.resetDecoder()
+	return nil
+}
+
+// next reads the next top-level element of the stream. A closing
+// </stream:stream> is io.EOF.
+func (c *conn) next() (*elem, error) {
+	c.lim.n = 0
+	t, err := stanza.NextXmppToken(c.dec)
+	if err != nil {
+		if c.lim.n >= c.lim.max {
+			return nil, errStanzaTooLarge
+		}
+		return nil, err
+	}
+	switch t := t.(type) {
+	case xml.EndElement:
+		return nil, io.EOF
+	case xml.StartElement:
+		e, err := readElem(c.dec, t)
+		if err != nil && c.lim.n >= c.lim.max {
+			err = errStanzaTooLarge
+		}
+		if err == nil && c.tr {
+			b, _ := xml.Marshal(traceElem{e})
+			c.log.Debug("xmpp recv", "xml", string(b))
+		}
+		return e, err
+	}
+	return nil, errors.New("unexpected XML token")
+}
+
+// setReadDeadline bounds the next reads; the zero time clears it.
+func (c *conn) setReadDeadline(t time.Time) { _ = c.nc.SetReadDeadline(t) }
+
+// send marshals v and writes it.
+func (c *conn) send(v any) error {
+	b, err := xml.Marshal(v)
+	if err != nil {
+		return fmt.Errorf("marshal stanza: %w", err)
+	}
+	return c.writeRaw(b)
+}
+
+func (c *conn) writeRaw(b []byte) error {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	if c.tr {
+		c.log.Debug("xmpp send", "xml", string(b))
+	}
+	_ = c.nc.SetWriteDeadline(time.Now().Add(writeTimeout))
+	_, err := c.nc.Write(b)
+	return err
+}
+
+// close ends the stream politely when the peer still takes writes, and
+// closes the socket. Safe to call more than once and from any goroutine.
+func (c *conn) close() {
+	c.once.Do(func() {
+		// Only when no other write is under way: a writer stuck on a dead
+		// peer must not hold up the close, and closing the socket is what
+		// frees it.
+		if c.wmu.TryLock() {
+			_ = c.nc.SetWriteDeadline(time.Now().Add(time.Second))
+			_, _ = c.nc.Write([]byte("</stream:stream>"))
+			c.wmu.Unlock()
+		}
+		_ = c.raw.Close()
+	})
+}
+
+// traceElem marshals an elem back to XML for the trace log.
+type traceElem struct{ e *elem }
+
+func (t traceElem) MarshalXML(enc *xml.Encoder, _ xml.StartElement) error {
+	return encodeElem(enc, t.e)
+}
+
+func encodeElem(enc *xml.Encoder, e *elem) error {
+	start := xml.StartElement{Name: xml.Name{Local: e.XMLName.Local}}
+	if e.XMLName.Space != "" {
+		start.Attr = append(start.Attr, xml.Attr{Name: xml.Name{Local: "xmlns"}, Value: e.XMLName.Space})
+	}
+	start.Attr = append(start.Attr, e.Attr...)
+	if err := enc.EncodeToken(start); err != nil {
+		return err
+	}
+	if e.Content != "" {
+		if err := enc.EncodeToken(xml.CharData(e.Content)); err != nil {
+			return err
+		}
+	}
+	for i := range e.Nodes {
+		if err := encodeElem(enc, &e.Nodes[i]); err != nil {
+			return err
+		}
+	}
+	return enc.EncodeToken(start.End())
+}
+
+func xmlEscape(s string) string {
+	var b strings.Builder
+	_ = xml.EscapeText(&b, []byte(s))
+	return b.String()
+}

@@ -1,0 +1,297 @@
+package pubsub
+
+import (
+	"context"
+	"fmt"
+)
+
+// createCall lets concurrent publishes that all met item-not-found share
+// one creation of the node.
+type createCall struct {
+	done chan struct{}
+	err  error
+}
+
+// ensureNode creates node (a leaf of coll in XEP-0248 mode, else the flat
+// node) with every buddy as owner; an existing node is fine.
+func (c *Client) ensureNode(ctx context.Context, s *session, node, coll string) error {
+	c.mu.Lock()
+	if call, ok := c.creating[node]; ok {
+		c.mu.Unlock()
+		select {
+		case <-call.done:
+			return call.err
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	call := &createCall{done: make(chan struct{})}
+	c.creating[node] = call
+	c.mu.Unlock()
+
+	kind := flatNode
+	switch {
+	case c.s.CollectionNodes && node == coll:
+		kind = collectionNode
+	case c.s.CollectionNodes:
+		kind = leafNode
+	}
+	err := c.create(ctx, s, node, kind, coll)
+	if IsCondition(err, "conflict") {
+		err = nil // someone else was quicker
+	} else if err == nil {
+		c.s.log.Info("created PubSub node", "node", node, "service", c.s.Service)
+		if node == coll && c.sessionIs(s) {
+			// A node that was deleted under a running session took the
+			// subscription with it.
+			if _, serr := s.iq(ctx, "set", c.s.Service, subscribeRequest(node, c.s.bare, c.s.CollectionNodes)); serr != nil {
+				c.s.log.Warn("could not subscribe to the re-created node", "node", node, "err", serr)
+			}
+		}
+	}
+	call.err = err
+	c.mu.Lock()
+	delete(c.creating, node)
+	c.mu.Unlock()
+	close(call.done)
+	return err
+}
+
+// create sends PROTOCOL.md's create + configure and then makes every
+// buddy an owner.
+func (c *Client) create(ctx context.Context, s *session, node string, kind nodeKind, coll string) error {
+	_, err := s.iq(ctx, "set", c.s.Service, createRequest(node, kind, coll))
+	if err != nil {
+		if IsCondition(err, "forbidden") || IsCondition(err, "not-allowed") || IsCondition(err, "not-authorized") {
+			return &CreateForbiddenError{Node: node, Account: c.s.bare, Service: c.s.Service, Err: err}
+		}
+		return fmt.Errorf("create node %s on %s: %w", node, c.s.Service, err)
+	}
+	owners := c.wantedBuddies()
+	if len(owners) == 0 {
+		return nil
+	}
+	if _, err := s.iq(ctx, "set", c.s.Service, ownersRequest(node, owners)); err != nil {
+		return fmt.Errorf("node %s created, but making the buddies owners failed: %w", node, err)
+	}
+	return nil
+}
+
+// checkSubscriptions makes sure this account is still subscribed to both
+// nodes. A node deleted and created again (by an operator, or by another
+// server after item-not-found) loses its subscriptions, and ejabberd does
+// not notify the deletion; the session is then ended, so that the
+// reconnect subscribes and resyncs.
+func (c *Client) checkSubscriptions(ctx context.Context, s *session) error {
+	for _, node := range []string{NodeDevices, NodeMailboxes} {
+		res, err := s.iq(ctx, "get", c.s.Service, &psRequest{Subscriptions: &nodeRef{Node: node}})
+		if IsCondition(err, "item-not-found") {
+			return fmt.Errorf("node %s is gone; reconnecting to create it and subscribe", node)
+		}
+		if err != nil {
+			continue // a service that cannot tell: nothing to check
+		}
+		ok := false
+		for _, sub := range res.child(nsPubSub, "pubsub").child("", "subscriptions").children("", "subscription") {
+			if sameJID(sub.attr("jid"), c.s.bare) && sub.attr("subscription") == "subscribed" &&
+				(sub.attr("node") == "" || sub.attr("node") == node) {
+				ok = true
+			}
+		}
+		if !ok {
+			return fmt.Errorf("no longer subscribed to %s (node re-created?); reconnecting to subscribe and resync", node)
+		}
+	}
+	return nil
+}
+
+// subscribe does what Asterisk does at connect: unsubscribe, then
+// subscribe the bare JID; a missing node is created first.
+func (c *Client) subscribe(ctx context.Context, s *session, node string) error {
+	_, _ = s.iq(ctx, "set", c.s.Service, unsubscribeRequest(node, c.s.bare))
+	_, err := s.iq(ctx, "set", c.s.Service, subscribeRequest(node, c.s.bare, c.s.CollectionNodes))
+	created := false
+	if IsCondition(err, "item-not-found") {
+		if err := c.ensureNode(ctx, s, node, node); err != nil {
+			return err
+		}
+		created = true
+		_, err = s.iq(ctx, "set", c.s.Service, subscribeRequest(node, c.s.bare, c.s.CollectionNodes))
+	}
+	if err != nil {
+		if IsCondition(err, "forbidden") || IsCondition(err, "not-authorized") || IsCondition(err, "closed-node") {
+			err = &PublishForbiddenError{Op: "subscribe to", Node: node, Account: c.s.bare, Service: c.s.Service, Err: err}
+		}
+		return fmt.Errorf("subscribe to %s: %w", node, err)
+	}
+	if !created {
+		// The node may have been created by someone else, or auto-created
+		// by ejabberd on a publish with its default configuration: make
+		// sure every buddy is an owner (needs this account to be one).
+		if owners := c.wantedBuddies(); len(owners) > 0 {
+			if _, err := s.iq(ctx, "set", c.s.Service, ownersRequest(node, owners)); err != nil {
+				c.s.log.Info("could not make the buddies owners of the node (this account is no owner?)", "node", node, "err", err)
+			}
+		}
+	}
+	return nil
+}
+
+// FetchItems returns the current items of node (device states and
+// mailboxes, this server's own included; unknown payloads left out),
+// paging with RSM where the service pages.
+func (c *Client) FetchItems(ctx context.Context, node string) ([]DeviceItem, []MailboxItem, error) {
+	s, err := c.session()
+	if err != nil {
+		return nil, nil, err
+	}
+	return c.fetchItems(ctx, s, node)
+}
+
+const (
+	pageSize = 500
+	maxPages = 2000
+)
+
+func (c *Client) fetchItems(ctx context.Context, s *session, node string) ([]DeviceItem, []MailboxItem, error) {
+	var devs []DeviceItem
+	var mboxes []MailboxItem
+	after := ""
+	seen := map[string]bool{}
+	for page := 0; page < maxPages; page++ {
+		res, err := s.iq(ctx, "get", c.s.Service, itemsRequest(node, pageSize, after))
+		if err != nil {
+			return nil, nil, fmt.Errorf("items of %s: %w", node, err)
+		}
+		ps := res.child(nsPubSub, "pubsub")
+		items := ps.child("", "items").children("", "item")
+		for _, it := range items {
+			// A server that ignores RSM answers every page alike.
+			if id := it.attr("id"); seen[id] {
+				continue
+			} else {
+				seen[id] = true
+			}
+			r := c.parse.parseItem(node, it, true)
+			if r.dev != nil {
+				devs = append(devs, *r.dev)
+			} else if r.mbox != nil {
+				mboxes = append(mboxes, *r.mbox)
+			}
+		}
+		last := ""
+		if set := ps.child(nsRSM, "set"); set != nil {
+			last = set.child("", "last").text()
+		}
+		if last == "" || last == after || len(items) == 0 {
+			break
+		}
+		after = last
+	}
+	return devs, mboxes, nil
+}
+
+// fetchAll returns the items under a node: in flat mode its own items, in
+// XEP-0248 mode those of every leaf the collection lists.
+func (c *Client) fetchAll(ctx context.Context, s *session, node string) ([]DeviceItem, []MailboxItem, error) {
+	if !c.s.CollectionNodes {
+		return c.fetchItems(ctx, s, node)
+	}
+	leaves, err := c.listNodes(ctx, s, node)
+	if err != nil {
+		return nil, nil, err
+	}
+	var devs []DeviceItem
+	var mboxes []MailboxItem
+	for _, leaf := range leaves {
+		c.learnLeaf(leaf, kindOfColl(node))
+		d, m, err := c.fetchItems(ctx, s, leaf)
+		if err != nil {
+			c.s.log.Warn("fetching items of a leaf failed", "node", leaf, "err", err)
+			continue
+		}
+		devs = append(devs, d...)
+		mboxes = append(mboxes, m...)
+	}
+	return devs, mboxes, nil
+}
+
+// maxListed bounds the nodes one ListNodes returns.
+const maxListed = 1 << 20
+
+// ListNodes lists the nodes under parent ("" for the service's top level)
+// with disco#items, following RSM pages where the service pages.
+func (c *Client) ListNodes(ctx context.Context, parent string) ([]string, error) {
+	s, err := c.session()
+	if err != nil {
+		return nil, err
+	}
+	return c.listNodes(ctx, s, parent)
+}
+
+func (c *Client) listNodes(ctx context.Context, s *session, parent string) ([]string, error) {
+	res, err := s.iq(ctx, "get", c.s.Service, &discoQuery{XMLName: xmlName(nsDiscoItems, "query"), Node: parent})
+	if err != nil {
+		return nil, fmt.Errorf("list nodes of %s under %q: %w", c.s.Service, parent, err)
+	}
+	var out []string
+	for _, it := range res.child(nsDiscoItems, "query").children("", "item") {
+		if n := it.attr("node"); n != "" && len(out) < maxListed {
+			out = append(out, n)
+		}
+	}
+	return out, nil
+}
+
+// CreateNode creates a flat node with PROTOCOL.md's configuration and every
+// buddy as owner.
+func (c *Client) CreateNode(ctx context.Context, node string) error {
+	return c.createPublic(ctx, node, flatNode, "")
+}
+
+// CreateCollection creates a XEP-0248 collection node.
+func (c *Client) CreateCollection(ctx context.Context, node string) error {
+	return c.createPublic(ctx, node, collectionNode, "")
+}
+
+// CreateLeaf creates a XEP-0248 leaf node in collection.
+func (c *Client) CreateLeaf(ctx context.Context, collection, node string) error {
+	return c.createPublic(ctx, node, leafNode, collection)
+}
+
+func (c *Client) createPublic(ctx context.Context, node string, kind nodeKind, coll string) error {
+	if err := checkName(node); err != nil {
+		return fmt.Errorf("node name %q: %w", clip(node, 64), err)
+	}
+	s, err := c.session()
+	if err != nil {
+		return err
+	}
+	return c.create(ctx, s, node, kind, coll)
+}
+
+// Purge removes every item of node (owner only).
+func (c *Client) Purge(ctx context.Context, node string) error {
+	s, err := c.session()
+	if err != nil {
+		return err
+	}
+	if _, err := s.iq(ctx, "set", c.s.Service, &psOwner{Purge: &nodeRef{Node: node}}); err != nil {
+		return fmt.Errorf("purge %s: %w", node, err)
+	}
+	return nil
+}
+
+// DeleteNode deletes node (owner only). Deleting device_state or
+// message_waiting makes every busylamp subscribed to it (this one too)
+// reconnect, which creates the node afresh: in effect a reset.
+func (c *Client) DeleteNode(ctx context.Context, node string) error {
+	s, err := c.session()
+	if err != nil {
+		return err
+	}
+	if _, err := s.iq(ctx, "set", c.s.Service, &psOwner{Delete: &nodeRef{Node: node}}); err != nil {
+		return fmt.Errorf("delete %s: %w", node, err)
+	}
+	return nil
+}

@@ -1,0 +1,273 @@
+package pubsub
+
+import (
+	"container/list"
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+
+	"github.com/busylamp/busylamp/devstate"
+	"github.com/busylamp/busylamp/mwi"
+)
+
+// pubKey names what a publish is about: one device or one mailbox.
+type pubKey struct {
+	mailbox bool
+	name    string
+}
+
+type pubValue struct {
+	dev  DeviceItem
+	mbox MailboxItem
+}
+
+// publisher coalesces this server's publishes by back-pressure (STYLE.md,
+// after serf's coalescer, without the timer): a publish goes out at once
+// while fewer than window publishes are unanswered; past that only the
+// newest pending value per device or mailbox is kept (latest + FIFO of
+// keys) and sent when an answer frees a slot. Publish calls never block.
+//
+// Order per device (and per mailbox) is kept: publishes are written in FIFO
+// order by one goroutine, and a key is never in flight twice, so a newer
+// value waits (coalescing) until the older one is answered.
+// Pending values are bounded by the number of distinct devices and
+// mailboxes the caller publishes.
+type publisher struct {
+	window int
+	kick   chan struct{}
+
+	mu        sync.Mutex
+	latest    map[pubKey]pubValue
+	order     *list.List // of pubKey, oldest first
+	elems     map[pubKey]*list.Element
+	busy      map[pubKey]bool // in flight
+	published uint64
+	coalesced uint64
+	errors    uint64
+}
+
+func newPublisher(window int) *publisher {
+	return &publisher{window: window, kick: make(chan struct{}, 1), latest: map[pubKey]pubValue{},
+		order: list.New(), elems: map[pubKey]*list.Element{}, busy: map[pubKey]bool{}}
+}
+
+// put queues v as the newest value of k.
+func (p *publisher) put(k pubKey, v pubValue) {
+	p.mu.Lock()
+	if _, ok := p.latest[k]; ok {
+		p.coalesced++
+	} else {
+		p.elems[k] = p.order.PushBack(k)
+	}
+	p.latest[k] = v
+	p.mu.Unlock()
+	signal(p.kick)
+}
+
+// requeue puts back a value whose publish was cut off by a disconnect,
+// unless a newer one is already pending.
+func (p *publisher) requeue(k pubKey, v pubValue) {
+	p.mu.Lock()
+	if _, ok := p.latest[k]; !ok {
+		p.elems[k] = p.order.PushFront(k)
+		p.latest[k] = v
+	}
+	p.mu.Unlock()
+}
+
+// take returns the oldest pending value whose key is not in flight, when
+// a slot is free. At most window keys are in flight, so at most that many
+// are skipped.
+func (p *publisher) take() (pubKey, pubValue, bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if len(p.busy) >= p.window {
+		return pubKey{}, pubValue{}, false
+	}
+	for e := p.order.Front(); e != nil; e = e.Next() {
+		k := e.Value.(pubKey)
+		if p.busy[k] {
+			continue
+		}
+		p.order.Remove(e)
+		delete(p.elems, k)
+		v := p.latest[k]
+		delete(p.latest, k)
+		p.busy[k] = true
+		p.published++
+		return k, v, true
+	}
+	return pubKey{}, pubValue{}, false
+}
+
+// sent counts a retry.
+func (p *publisher) sent() {
+	p.mu.Lock()
+	p.published++
+	p.mu.Unlock()
+}
+
+// done frees k's slot.
+func (p *publisher) done(k pubKey, failed bool) {
+	p.mu.Lock()
+	delete(p.busy, k)
+	if failed {
+		p.errors++
+	}
+	p.mu.Unlock()
+	signal(p.kick)
+}
+
+// Stats are the publish counters.
+type Stats struct {
+	Published uint64 // publishes sent (retries after item-not-found included)
+	Coalesced uint64 // publishes replaced by a newer value before they were sent
+	Errors    uint64 // publishes that failed (error reply, timeout, disconnect)
+	Pending   int    // values waiting for a slot or a connection
+	InFlight  int    // publishes sent and not answered yet
+}
+
+func (p *publisher) stats() Stats {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return Stats{Published: p.published, Coalesced: p.coalesced, Errors: p.errors, Pending: p.order.Len(), InFlight: len(p.busy)}
+}
+
+// run sends pending values while the session lasts. start writes one
+// publish (in order, on this goroutine) and returns what waits for its
+// answer; that runs on its own goroutine (at most window of them), so an
+// item-not-found can create the node and retry without holding up others.
+func (p *publisher) run(ctx context.Context, wg *sync.WaitGroup, start func(pubKey, pubValue) func(context.Context) error) {
+	for {
+		for ctx.Err() == nil {
+			k, v, ok := p.take()
+			if !ok {
+				break
+			}
+			finish := start(k, v)
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				err := finish(ctx)
+				if err != nil && (errors.Is(err, ErrNotConnected) || ctx.Err() != nil) {
+					p.requeue(k, v)
+				}
+				p.done(k, err != nil)
+			}()
+		}
+		select {
+		case <-p.kick:
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+// republish queues this server's own states (Config.OwnStates).
+func (c *Client) republish() {
+	if c.s.OwnStates == nil {
+		return
+	}
+	devs, mboxes := c.s.OwnStates()
+	for _, d := range devs {
+		c.PublishDevice(d.Device, d.State, d.Cachable)
+	}
+	for _, m := range mboxes {
+		c.PublishMailbox(m.Mailbox, m.Counts)
+	}
+}
+
+// PublishDevice publishes this server's state of device. It never blocks:
+// the value is sent at once while fewer than PublishWindow publishes are
+// unanswered, otherwise it replaces any older pending value of the device.
+// While disconnected the newest value waits for the next session.
+func (c *Client) PublishDevice(device string, s devstate.State, cachable bool) {
+	if err := checkName(device); err != nil {
+		c.s.log.Warn("not publishing device state", "device", clip(device, 64), "err", err)
+		return
+	}
+	c.pub.put(pubKey{name: device}, pubValue{dev: DeviceItem{Device: device, State: s, Cachable: cachable, EID: c.s.EID}})
+}
+
+// PublishMailbox publishes this server's counts of mailbox, coalescing as
+// PublishDevice does.
+func (c *Client) PublishMailbox(mailbox string, counts mwi.Counts) {
+	if err := checkName(mailbox); err != nil {
+		c.s.log.Warn("not publishing mailbox", "mailbox", clip(mailbox, 64), "err", err)
+		return
+	}
+	if counts.New < 0 || counts.Old < 0 || counts.New > MaxCount || counts.Old > MaxCount {
+		c.s.log.Warn("not publishing mailbox: counts out of range", "mailbox", mailbox, "new", counts.New, "old", counts.Old)
+		return
+	}
+	c.pub.put(pubKey{mailbox: true, name: mailbox}, pubValue{mbox: MailboxItem{Mailbox: mailbox, Counts: counts, EID: c.s.EID}})
+}
+
+// publishStart writes one publish and returns what waits for its answer.
+// On item-not-found that creates the node (a leaf in XEP-0248 mode) and
+// retries once; a server that refuses Asterisk's publish-options for
+// non-cachable states gets the publish again without them.
+func (c *Client) publishStart(s *session, k pubKey, v pubValue) func(context.Context) error {
+	coll, node := NodeDevices, NodeDevices
+	if k.mailbox {
+		coll, node = NodeMailboxes, NodeMailboxes
+	}
+	if c.s.CollectionNodes {
+		node = k.name
+		c.learnLeaf(node, kindOfColl(coll))
+	}
+	build := func() *psRequest {
+		if k.mailbox {
+			return publishMailboxRequest(node, v.mbox)
+		}
+		return publishDeviceRequest(node, v.dev, !s.noPublishOptions.Load())
+	}
+	req := build()
+	call, err := s.sendIQ("set", c.s.Service, req)
+	return func(ctx context.Context) error {
+		if err == nil {
+			_, err = s.wait(ctx, call)
+		}
+		if err != nil && req.PublishOptions != nil && IsCondition(err, "precondition-not-met") {
+			if !s.noPublishOptions.Swap(true) {
+				c.s.log.Warn("the PubSub service refuses publish-options persist_items=0 on a persistent node (precondition-not-met); "+
+					"publishing non-cachable states without them", "node", node)
+			}
+			c.pub.sent()
+			_, err = s.iq(ctx, "set", c.s.Service, build())
+		}
+		if err != nil && IsCondition(err, "item-not-found") {
+			if cerr := c.ensureNode(ctx, s, node, coll); cerr != nil {
+				err = fmt.Errorf("%w (creating the node: %v)", err, cerr)
+			} else {
+				c.pub.sent()
+				_, err = s.iq(ctx, "set", c.s.Service, build())
+			}
+		}
+		if err != nil && IsCondition(err, "forbidden") && !c.s.CollectionNodes {
+			// ejabberd lets only the account that created an item
+			// overwrite it, while every server publishes a device under
+			// the same item id; an owner may retract it and publish anew.
+			if _, rerr := s.iq(ctx, "set", c.s.Service, retractRequest(node, k.name, false)); rerr == nil {
+				if !s.overwriteNoted.Swap(true) {
+					c.s.log.Info("the PubSub service refuses to overwrite an item another account published (ejabberd); "+
+						"retracting it first", "node", node, "item", k.name)
+				}
+				c.pub.sent()
+				_, err = s.iq(ctx, "set", c.s.Service, build())
+			}
+		}
+		if err == nil {
+			return nil
+		}
+		if IsCondition(err, "forbidden") {
+			err = &PublishForbiddenError{Op: "publish to", Node: node, Account: c.s.bare, Service: c.s.Service, Err: err}
+		}
+		err = fmt.Errorf("publish %s to %s: %w", k.name, node, err)
+		if !errors.Is(err, ErrNotConnected) && ctx.Err() == nil && c.limit.allow("publish:"+node) {
+			c.s.log.Warn("publish failed", "err", err)
+		}
+		return err
+	}
+}
