@@ -180,7 +180,7 @@ func (n *Node) handle(ctx context.Context, ev pubsub.Event) {
 			n.log.Warn("answer states request", "from", ev.From, "err", err)
 		}
 	case pubsub.Retracted:
-		n.log.Info("item retracted", "node", ev.Node, "id", ev.ID)
+		n.log.Debug("item retracted", "node", ev.Node, "id", ev.ID) // routine on ejabberd: an item is retracted before another account overwrites it
 	case pubsub.Purged:
 		n.log.Info("node purged", "node", ev.Node)
 	case pubsub.Deleted:
