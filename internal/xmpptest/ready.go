@@ -1,0 +1,62 @@
+package xmpptest
+
+import (
+	"encoding/xml"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"time"
+)
+
+// streamOpens checks that a server at addr answers a client stream for
+// domain with its stream features: the port is bound and the host is
+// configured.
+func streamOpens(addr, domain string, d time.Duration) error {
+	conn, err := net.DialTimeout("tcp", addr, d)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	if err := conn.SetDeadline(time.Now().Add(d)); err != nil {
+		return err
+	}
+	_, err = fmt.Fprintf(conn, "<?xml version='1.0'?><stream:stream to='%s' version='1.0' xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'>", domain)
+	if err != nil {
+		return err
+	}
+	dec := xml.NewDecoder(io.LimitReader(conn, 1<<16))
+	for {
+		tok, err := dec.Token()
+		if err != nil {
+			return fmt.Errorf("read stream features: %w", err)
+		}
+		se, ok := tok.(xml.StartElement)
+		if !ok {
+			continue
+		}
+		switch {
+		case se.Name.Local == "features":
+			_, _ = io.WriteString(conn, "</stream:stream>")
+			return nil
+		case se.Name.Local == "error":
+			return errors.New("stream error before features")
+		}
+	}
+}
+
+// waitReady polls until the stream opens, the server exits, or timeout.
+func waitReady(g *group, addr, domain string, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	var last error
+	for time.Now().Before(deadline) {
+		if g.exited() {
+			return fmt.Errorf("server exited during start-up: %v", g.waitErr)
+		}
+		if last = streamOpens(addr, domain, 2*time.Second); last == nil {
+			return nil
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return fmt.Errorf("not ready after %v: %v", timeout, last)
+}
