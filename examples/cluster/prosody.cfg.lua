@@ -5,6 +5,8 @@
 --    server's EID to its account with it);
 --  * the node accounts listed in admins, so they may create the
 --    device_state and message_waiting nodes;
+--  * pubsub_max_items raised: a node keeps one item per device (per
+--    mailbox), and Prosody's default cap is 256 items per node;
 --  * PubSub storage in memory: agents republish their own states when
 --    they reconnect, so nothing is lost on a server restart, and Prosody
 --    carries about ten times more publishes per second than with files.
@@ -30,3 +32,4 @@ VirtualHost "demo.busylamp.test"
 
 Component "pubsub.demo.busylamp.test" "pubsub"
     expose_publisher = true
+    pubsub_max_items = 1000000

@@ -37,6 +37,8 @@ VirtualHost {{printf "%q" .Domain}}
 
 Component {{printf "%q" .Service}} "pubsub"
 	expose_publisher = true
+	-- A node keeps one item per device; Prosody's default cap is 256.
+	pubsub_max_items = 1000000
 {{- if .Memory}}
 	storage = { pubsub_nodes = "memory"; pubsub_data = "memory" }
 {{- end}}
