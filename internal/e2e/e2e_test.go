@@ -147,9 +147,11 @@ func TestRestartedAgentResyncs(t *testing.T) {
 		return s == "BUSY", s
 	})
 	c.nodes[2].stop()
-	// While node3 is down: both others set one device; node3's own state
-	// expires on them (grace 1 s).
-	for i := 0; i < 20; i++ {
+	// While node3 is down: both others set the same devices, more than
+	// Prosody's default 256 items per node; node3's own state expires on
+	// them (grace 1 s).
+	const shared = 300
+	for i := 0; i < shared; i++ {
 		a1.setDevice(fmt.Sprintf("Custom:two-%d", i), "INUSE")
 		a2.setDevice(fmt.Sprintf("Custom:two-%d", i), "RINGING")
 	}
@@ -160,7 +162,7 @@ func TestRestartedAgentResyncs(t *testing.T) {
 	c.nodes[2].start()
 	a3 = c.nodes[2].waitBooted()
 	got := a3.devices()
-	for i := 0; i < 20; i++ {
+	for i := 0; i < shared; i++ {
 		dev := fmt.Sprintf("Custom:two-%d", i)
 		if got[dev] != "RINGINUSE" {
 			t.Fatalf("at FullyBooted %s = %q, want RINGINUSE\nlog:\n%s", dev, got[dev], c.nodes[2].log())
