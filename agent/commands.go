@@ -46,7 +46,7 @@ func (n *Node) Command(ctx context.Context, line string) (string, error) {
 	case cmd == "show buddies":
 		n.showBuddies(&b)
 	case cmd == "show members":
-		b.WriteString("Gossip membership is not configured ([cluster] section).\n")
+		n.showMembers(&b)
 	case cmd == "show stats":
 		n.showStats(&b)
 	case cmd == "devstate list":

@@ -2,7 +2,6 @@ package agent
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -10,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/busylamp/busylamp/agent/cluster"
 	"github.com/busylamp/busylamp/agent/manager"
 	"github.com/busylamp/busylamp/devstate"
 	"github.com/busylamp/busylamp/mwi"
@@ -30,6 +30,8 @@ type Config struct {
 	// after it the node boots with what it has (the XMPP server may be down).
 	BootTimeout time.Duration
 	Log         *slog.Logger
+	// Cluster, when set, joins gossip membership (the [cluster] section).
+	Cluster *cluster.Config
 }
 
 // Node is a running agent: the core, its XMPP client and its AMI socket.
@@ -41,6 +43,8 @@ type Node struct {
 	ami    *manager.Server
 	ln     net.Listener
 	events chan pubsub.Event
+
+	cluster *cluster.Cluster
 
 	resyncMu     sync.Mutex
 	resyncCancel context.CancelFunc
@@ -107,6 +111,12 @@ func (n *Node) Run(ctx context.Context) error {
 			errc <- fmt.Errorf("xmpp: %w", err)
 		}
 	}()
+	members, err := n.startCluster(ctx)
+	if err != nil {
+		cancel()
+		n.wg.Wait()
+		return err
+	}
 	bootTimer := time.AfterFunc(n.cfg.BootTimeout, func() {
 		select {
 		case <-n.core.Booted():
@@ -118,7 +128,6 @@ func (n *Node) Run(ctx context.Context) error {
 	defer bootTimer.Stop()
 	n.log.Info("busylamp running", "version", n.cfg.Version, "jid", n.cfg.XMPP.JID,
 		"eid", n.cfg.XMPP.EID.String(), "manager", n.ManagerAddr())
-	var err error
 loop:
 	for {
 		select {
@@ -128,6 +137,8 @@ loop:
 			break loop
 		case ev := <-n.events:
 			n.handle(ctx, ev)
+		case ev := <-members:
+			n.memberEvent(ctx, ev)
 		}
 	}
 	cancel()
@@ -222,19 +233,9 @@ func (n *Node) startResync(ctx context.Context) {
 			go func(jid string) {
 				defer wg.Done()
 				defer func() { <-sem }()
-				since := n.core.now()
-				qctx, qcancel := context.WithTimeout(rctx, n.cfg.ResyncTimeout)
-				defer qcancel()
-				ds, ms, err := n.xmpp.RequestOwnStates(qctx, jid)
-				if err != nil {
-					if errors.Is(err, pubsub.ErrOwnStatesUnsupported) {
-						n.log.Debug("buddy answers no states request (Asterisk?)", "jid", jid)
-					} else if rctx.Err() == nil {
-						n.log.Info("states request", "jid", jid, "err", err)
-					}
+				if !n.requestStates(rctx, jid) {
 					return
 				}
-				n.core.ApplyServerStates(jid, since, ds, ms)
 				mu.Lock()
 				answered++
 				mu.Unlock()
@@ -271,6 +272,13 @@ func (n *Node) resyncTargets() []string {
 	for _, b := range n.xmpp.Buddies() {
 		for _, r := range b.Resources {
 			add(b.JID + "/" + r.Resource)
+		}
+	}
+	if n.cluster != nil {
+		for _, m := range n.cluster.Members() {
+			if m.State == cluster.StateAlive && strings.Contains(m.Meta.JID, "/") {
+				add(m.Meta.JID)
+			}
 		}
 	}
 	return out

@@ -11,6 +11,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/busylamp/busylamp/agent"
+	"github.com/busylamp/busylamp/agent/cluster"
 	"github.com/busylamp/busylamp/agent/manager"
 	"github.com/busylamp/busylamp/config"
 	"github.com/busylamp/busylamp/devstate"
@@ -103,6 +104,16 @@ func nodeConfig(cfg *config.Config, c *cli) agent.Config {
 	if cfg.Agent.MWIMerge == config.MWISum {
 		core.MWIMerge = mwi.Sum
 	}
+	var cc *cluster.Config
+	if cfg.Cluster.Enabled() {
+		cc = &cluster.Config{
+			Bind:      cfg.Cluster.Bind,
+			Advertise: cfg.Cluster.Advertise,
+			Join:      cfg.Cluster.Join,
+			SecretKey: cfg.Cluster.Secret.Reveal(),
+			Profile:   string(cfg.Cluster.Profile),
+		}
+	}
 	m := manager.DefaultConfig()
 	m.Username = cfg.Manager.Username
 	m.Secret = cfg.Manager.Secret.Reveal()
@@ -114,5 +125,6 @@ func nodeConfig(cfg *config.Config, c *cli) agent.Config {
 		Manager:     m,
 		ManagerAddr: cfg.Manager.Addr(),
 		Log:         log,
+		Cluster:     cc,
 	}
 }

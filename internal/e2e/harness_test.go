@@ -48,32 +48,38 @@ const (
 
 // node is one agent process and its config.
 type node struct {
-	t       *testing.T
-	name    string
-	jid     string
-	conf    string
-	amiAddr string
-	logPath string
-	cmd     *exec.Cmd
-	done    chan struct{}
+	t          *testing.T
+	name       string
+	jid        string
+	conf       string
+	amiAddr    string
+	gossipAddr string
+	logPath    string
+	cmd        *exec.Cmd
+	done       chan struct{}
 }
 
 // cluster is a set of agents on one XMPP server.
 type cluster struct {
 	t     *testing.T
 	srv   *xmpptest.Server
+	dir   string
 	nodes []*node
 }
 
-// nodeOpts tune one node's [agent] section.
+// nodeOpts tune one node's config.
 type nodeOpts struct {
 	mwiMerge   string
 	staleGrace int
 	stale      string
+	gossip     bool  // a [cluster] section on 127.0.0.1
+	join       []int // with gossip: indexes of the nodes whose gossip address it knows
+	noBuddies  bool  // no buddy= lines: buddies come from membership
 }
 
 // newCluster starts a fresh Prosody and writes configs for n agents, each
-// listing the others as buddies; start them with start.
+// listing the others as buddies unless the options say otherwise; start
+// them with startAll.
 func newCluster(t *testing.T, n int, opts ...nodeOpts) *cluster {
 	t.Helper()
 	srv, err := xmpptest.Start(xmpptest.Prosody, xmpptest.Options{})
@@ -81,49 +87,78 @@ func newCluster(t *testing.T, n int, opts ...nodeOpts) *cluster {
 		t.Fatalf("start prosody: %v", err)
 	}
 	t.Cleanup(func() { srv.Close() })
-	c := &cluster{t: t, srv: srv}
-	host, port, _ := net.SplitHostPort(srv.Addr)
-	dir := t.TempDir()
+	c := &cluster{t: t, srv: srv, dir: t.TempDir()}
 	for i := 0; i < n; i++ {
-		name := fmt.Sprintf("node%d", i+1)
-		bare, pw := srv.Admin(name)
-		c.nodes = append(c.nodes, &node{t: t, name: name, jid: bare + "/agent",
-			conf: filepath.Join(dir, name+".conf"), logPath: filepath.Join(dir, name+".log")})
-		_ = pw
+		c.declare()
 	}
-	for i, nd := range c.nodes {
+	for i := range c.nodes {
 		var o nodeOpts
 		if i < len(opts) {
 			o = opts[i]
 		}
-		if o.mwiMerge == "" {
-			o.mwiMerge = "latest"
-		}
-		if o.staleGrace == 0 {
-			o.staleGrace = 2
-		}
-		if o.stale == "" {
-			o.stale = "expire"
-		}
-		_, pw := srv.Admin(nd.name)
-		nd.amiAddr = freeAddr(t)
-		_, amiPort, _ := net.SplitHostPort(nd.amiAddr)
-		var b strings.Builder
-		fmt.Fprintf(&b, "[general]\nautoregister=yes\n\n[%s]\ntype=client\nserverhost=%s\nport=%s\n", "pbx", host, port)
-		fmt.Fprintf(&b, "pubsub_node=%s\nusername=%s\nsecret=%s\ndistribute_events=yes\nusetls=no\nusesasl=yes\n", srv.Service, nd.jid, pw)
+		c.writeConf(i, o)
+	}
+	t.Cleanup(c.stopAll)
+	return c
+}
+
+// declare adds a node (account, addresses) without a config yet.
+func (c *cluster) declare() *node {
+	i := len(c.nodes)
+	name := fmt.Sprintf("node%d", i+1)
+	bare, _ := c.srv.Admin(name)
+	nd := &node{t: c.t, name: name, jid: bare + "/agent", amiAddr: freeAddr(c.t), gossipAddr: freeAddr(c.t),
+		conf: filepath.Join(c.dir, name+".conf"), logPath: filepath.Join(c.dir, name+".log")}
+	c.nodes = append(c.nodes, nd)
+	return nd
+}
+
+// add declares one more node and writes its config.
+func (c *cluster) add(o nodeOpts) *node {
+	nd := c.declare()
+	c.writeConf(len(c.nodes)-1, o)
+	return nd
+}
+
+func (c *cluster) writeConf(i int, o nodeOpts) {
+	t, nd := c.t, c.nodes[i]
+	if o.mwiMerge == "" {
+		o.mwiMerge = "latest"
+	}
+	if o.staleGrace == 0 {
+		o.staleGrace = 2
+	}
+	if o.stale == "" {
+		o.stale = "expire"
+	}
+	host, port, _ := net.SplitHostPort(c.srv.Addr)
+	_, pw := c.srv.Admin(nd.name)
+	_, amiPort, _ := net.SplitHostPort(nd.amiAddr)
+	var b strings.Builder
+	fmt.Fprintf(&b, "[general]\nautoregister=yes\n\n[pbx]\ntype=client\nserverhost=%s\nport=%s\n", host, port)
+	fmt.Fprintf(&b, "pubsub_node=%s\nusername=%s\nsecret=%s\ndistribute_events=yes\nusetls=no\nusesasl=yes\n", c.srv.Service, nd.jid, pw)
+	if !o.noBuddies {
 		for _, other := range c.nodes {
 			if other != nd {
 				fmt.Fprintf(&b, "buddy=%s\n", other.jid)
 			}
 		}
-		fmt.Fprintf(&b, "\n[agent]\neid=02:00:00:00:00:%02x\nstale=%s\nstale_grace=%d\nmwi_merge=%s\n", i+1, o.stale, o.staleGrace, o.mwiMerge)
-		fmt.Fprintf(&b, "\n[manager]\nbindaddr=127.0.0.1\nport=%s\nusername=%s\nsecret=%s\n", amiPort, amiUser, amiSecret)
-		if err := os.WriteFile(nd.conf, []byte(b.String()), 0o600); err != nil {
-			t.Fatal(err)
+	}
+	fmt.Fprintf(&b, "\n[agent]\neid=02:00:00:00:00:%02x\nstale=%s\nstale_grace=%d\nmwi_merge=%s\n", i+1, o.stale, o.staleGrace, o.mwiMerge)
+	fmt.Fprintf(&b, "\n[manager]\nbindaddr=127.0.0.1\nport=%s\nusername=%s\nsecret=%s\n", amiPort, amiUser, amiSecret)
+	if o.gossip {
+		var join []string
+		for _, j := range o.join {
+			join = append(join, c.nodes[j].gossipAddr)
+		}
+		fmt.Fprintf(&b, "\n[cluster]\nbind=%s\nprofile=lan\n", nd.gossipAddr)
+		if len(join) > 0 {
+			fmt.Fprintf(&b, "join=%s\n", strings.Join(join, ", "))
 		}
 	}
-	t.Cleanup(c.stopAll)
-	return c
+	if err := os.WriteFile(nd.conf, []byte(b.String()), 0o600); err != nil {
+		t.Fatal(err)
+	}
 }
 
 func freeAddr(t *testing.T) string {
