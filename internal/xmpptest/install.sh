@@ -29,5 +29,5 @@ fi
 
 export DEBIAN_FRONTEND=noninteractive
 apt-get update
-apt-get install -y --no-install-recommends prosody ejabberd
+apt-get install -y prosody ejabberd  # with recommends: what the tests were run against
 echo "xmpptest: installed$missing"
