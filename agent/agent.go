@@ -70,9 +70,9 @@ type Sink interface {
 
 // Limits on what remote input may make the agent hold.
 const (
-	maxNameLen     = 256 // device or mailbox name, bytes
-	maxServers     = 4096
-	maxCount       = 1 << 30
+	maxServers     = 4096            // remote EIDs tracked
+	maxEIDsPerJID  = 16              // EIDs one account may speak for
+	maxCount       = pubsub.MaxCount // NEWMSGS / OLDMSGS, as the wire takes them
 	unknownBuddyID = "(unknown)"
 )
 
@@ -90,6 +90,7 @@ type Agent struct {
 	servers   map[devstate.EID]*server // remote servers seen, by EID
 	jids      map[string]*peer         // remote accounts, by bare JID
 	spoofed   uint64                   // payloads dropped for claiming another JID's EID
+	warn      warnLimiter              // remote input may not flood the log
 
 	booted   chan struct{}
 	bootOnce sync.Once
@@ -97,9 +98,10 @@ type Agent struct {
 
 // server is a remote server, known by its EID.
 type server struct {
-	eid  devstate.EID
-	jid  string // bare JID it is bound to; "" until known
-	seen time.Time
+	eid    devstate.EID
+	jid    string // bare JID it is bound to; "" until known
+	seen   time.Time
+	member bool // gossip says it is alive: presence does not expire it
 }
 
 // peer is a remote XMPP account (bare JID) and what we know of its presence.
@@ -164,9 +166,11 @@ func (a *Agent) Booted() <-chan struct{} { return a.booted }
 // MarkBooted closes Booted; later calls do nothing.
 func (a *Agent) MarkBooted() { a.bootOnce.Do(func() { close(a.booted) }) }
 
+// checkName applies the wire's rule for names (pubsub.CheckName), so that
+// what is accepted here can also be published.
 func checkName(kind, name string) error {
-	if name == "" || len(name) > maxNameLen || strings.ContainsAny(name, "\r\n\x00") {
-		return fmt.Errorf("%w: %s %q (1 to %d bytes, no line breaks)", ErrBadName, kind, name, maxNameLen)
+	if err := pubsub.CheckName(name); err != nil {
+		return fmt.Errorf("%w: %s %q: %v", ErrBadName, kind, name, err)
 	}
 	return nil
 }
@@ -288,6 +292,21 @@ func (a *Agent) Devices(detail bool) []DeviceView {
 	return out
 }
 
+// Device is one device with its per-server detail.
+func (a *Agent) Device(device string) (DeviceView, bool) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	st, ok := a.devices.Get(device)
+	if !ok {
+		return DeviceView{}, false
+	}
+	v := DeviceView{Device: device, State: st}
+	for _, e := range a.devices.Entries(device) {
+		v.Servers = append(v.Servers, ServerState{EID: e.EID, JID: a.jidOfLocked(e.EID), State: e.State, Cachable: e.Cachable, Updated: e.Updated})
+	}
+	return v, true
+}
+
 // MailboxView is one mailbox as the CLI shows it.
 type MailboxView struct {
 	Mailbox string
@@ -301,6 +320,22 @@ type MailboxServer struct {
 	JID     string
 	Counts  mwi.Counts
 	Updated time.Time
+}
+
+// MailboxDetail is one mailbox with its per-server counts.
+func (a *Agent) MailboxDetail(mailbox string) (MailboxView, bool) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	c, ok := a.mailboxes.Get(mailbox)
+	if !ok {
+		return MailboxView{}, false
+	}
+	v := MailboxView{Mailbox: mailbox, Counts: c}
+	for _, e := range a.mailboxes.Entries(mailbox) {
+		eid := devstate.EID(e.Server)
+		v.Servers = append(v.Servers, MailboxServer{EID: eid, JID: a.jidOfLocked(eid), Counts: e.Counts, Updated: e.Updated})
+	}
+	return v, true
 }
 
 // Mailboxes lists every mailbox, sorted.
@@ -428,12 +463,14 @@ type nopSink struct{}
 func (nopSink) DeviceChanged(string, devstate.State) {}
 func (nopSink) MailboxChanged(string, mwi.Counts)    {}
 
-// bareJID strips the resource of a JID.
+// bareJID strips the resource of a JID and folds its case: local part and
+// domain compare without case (as the servers and pubsub's parser treat
+// them), while a config may spell them with capitals.
 func bareJID(jid string) string {
 	if i := strings.IndexByte(jid, '/'); i >= 0 {
-		return jid[:i]
+		jid = jid[:i]
 	}
-	return jid
+	return strings.ToLower(jid)
 }
 
 // resourceOf is the resource part of a JID, "" if none.

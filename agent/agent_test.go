@@ -4,12 +4,14 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/busylamp/busylamp/devstate"
 	"github.com/busylamp/busylamp/mwi"
+	"github.com/busylamp/busylamp/pubsub"
 )
 
 type published struct {
@@ -104,8 +106,8 @@ func TestLocalAndRemoteMerge(t *testing.T) {
 
 func TestBadInputRejected(t *testing.T) {
 	a, r := newTestAgent(t, Options{})
-	long := string(make([]byte, maxNameLen+1))
-	for _, name := range []string{"", long, "a\r\nEvent: x"} {
+	long := strings.Repeat("x", pubsub.MaxNameLen+1)
+	for _, name := range []string{"", long, "a\r\nEvent: x", "bad\xffutf8"} {
 		if err := a.SetDeviceState(name, devstate.InUse); err == nil {
 			t.Errorf("SetDeviceState(%q) accepted", name)
 		}
@@ -270,5 +272,84 @@ func BenchmarkRemoteDevice(b *testing.B) {
 	b.ReportAllocs()
 	for i := 0; b.Loop(); i++ {
 		a.RemoteDevice(DeviceItem{Device: devices[i%len(devices)], State: states[i%3], EID: eidB, Publisher: "b@x/r"})
+	}
+}
+
+// A server whose states expired must not be revived for good by the items
+// fetched at the next connect: without its presence they expire again.
+func TestResyncRevivedServerExpiresAgain(t *testing.T) {
+	a, r := newTestAgent(t, Options{StaleGrace: 20 * time.Millisecond})
+	a.Presence("b@x.test/r", true)
+	a.RemoteDevice(DeviceItem{Device: "d", State: devstate.InUse, EID: eidB, Publisher: "b@x.test/r"})
+	a.Presence("b@x.test/r", false)
+	waitFor(t, func() bool { return a.Stats().Devices == 0 })
+	r.take()
+	a.Resync([]DeviceItem{{Device: "d", State: devstate.InUse, EID: eidB, Publisher: "b@x.test"}}, nil)
+	equal(t, r.take(), "d=INUSE")
+	waitFor(t, func() bool { return a.Stats().Devices == 0 })
+	equal(t, r.take(), "d=UNKNOWN")
+}
+
+// A member (gossip says alive) is not expired for want of presence.
+func TestMemberNotExpiredByMissingPresence(t *testing.T) {
+	a, _ := newTestAgent(t, Options{StaleGrace: 10 * time.Millisecond})
+	a.BindEID(eidB, "b@x.test/r")
+	a.Resync([]DeviceItem{{Device: "d", State: devstate.InUse, EID: eidB, Publisher: "b@x.test"}}, nil)
+	time.Sleep(50 * time.Millisecond)
+	if a.Stats().Devices != 1 {
+		t.Fatal("member's state expired")
+	}
+	a.RemoveServer(eidB)
+	if a.Stats().Devices != 0 {
+		t.Fatal("dead member's state kept")
+	}
+}
+
+// JIDs compare without case in their local part and domain.
+func TestJIDCaseFolded(t *testing.T) {
+	a, r := newTestAgent(t, Options{})
+	a.BindEID(eidB, "Server2@X.test/Res")
+	a.RemoteDevice(DeviceItem{Device: "d", State: devstate.Busy, EID: eidB, Publisher: "server2@x.test/Res"})
+	equal(t, r.take(), "d=BUSY")
+	if a.Stats().Spoofed != 0 {
+		t.Fatal("same account taken for a spoofer")
+	}
+}
+
+// Two servers sharing one account: an answer from one does not wipe the
+// other's states.
+func TestSharedAccountAnswer(t *testing.T) {
+	a, _ := newTestAgent(t, Options{})
+	a.RemoteDevice(DeviceItem{Device: "d1", State: devstate.InUse, EID: eidB, Publisher: "s@x.test/n1"})
+	a.RemoteDevice(DeviceItem{Device: "d2", State: devstate.InUse, EID: eidC, Publisher: "s@x.test/n2"})
+	a.ApplyServerStates("s@x.test/n1", time.Now(), []DeviceItem{{Device: "d1", State: devstate.Busy, EID: eidB}}, nil)
+	if s, _ := a.DeviceState("d2"); s != devstate.InUse {
+		t.Fatalf("d2 = %v after n1's answer", s)
+	}
+	a.ApplyServerStates("s@x.test/n1", time.Now(), nil, nil) // ambiguous: two EIDs bound
+	if a.Stats().Devices != 2 {
+		t.Fatal("an ambiguous empty answer dropped states")
+	}
+}
+
+// A deleted mailbox (published as zero counts) is not restored as ours.
+func TestDeletedMailboxNotRestored(t *testing.T) {
+	a, r := newTestAgent(t, Options{})
+	a.Resync(nil, []MailboxItem{{Mailbox: "1@c", Counts: mwi.Counts{}, EID: eidA}})
+	a.ApplyServerStates("b@x.test/r", time.Now(), nil, []MailboxItem{{Mailbox: "2@c", EID: eidA}})
+	equal(t, r.take())
+	if _, ms := a.OwnStates(); len(ms) != 0 {
+		t.Fatalf("own mailboxes %v", ms)
+	}
+}
+
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(2 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not met in 2 s")
+		}
+		time.Sleep(2 * time.Millisecond)
 	}
 }

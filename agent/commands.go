@@ -3,11 +3,11 @@ package agent
 import (
 	"context"
 	"fmt"
-	"sort"
 	"strings"
 	"text/tabwriter"
 	"time"
 
+	"github.com/busylamp/busylamp/devstate"
 	"github.com/busylamp/busylamp/pubsub"
 )
 
@@ -50,19 +50,25 @@ func (n *Node) Command(ctx context.Context, line string) (string, error) {
 	case cmd == "show stats":
 		n.showStats(&b)
 	case cmd == "devstate list":
-		n.devstateList(&b, "")
+		ds := n.core.Devices(true)
+		n.devstateTable(&b, ds)
+		fmt.Fprintf(&b, "%d devices\n", len(ds))
 	case cmd == "devstate get" && len(f) == 3:
-		if _, ok := n.core.DeviceState(f[2]); !ok {
+		d, ok := n.core.Device(f[2])
+		if !ok {
 			return "", fmt.Errorf("no such device: %s", f[2])
 		}
-		n.devstateList(&b, f[2])
+		n.devstateTable(&b, []DeviceView{d})
 	case cmd == "mwi list":
-		n.mwiList(&b, "")
+		ms := n.core.Mailboxes(true)
+		n.mwiTable(&b, ms)
+		fmt.Fprintf(&b, "%d mailboxes (merge: %s)\n", len(ms), n.cfg.Core.MWIMerge)
 	case cmd == "mwi get" && len(f) == 3:
-		if _, ok := n.core.Mailbox(f[2]); !ok {
+		m, ok := n.core.MailboxDetail(f[2])
+		if !ok {
 			return "", fmt.Errorf("no such mailbox: %s", f[2])
 		}
-		n.mwiList(&b, f[2])
+		n.mwiTable(&b, []MailboxView{m})
 	case cmd == "node purge" && len(f) <= 3:
 		nodes := []string{pubsub.NodeDevices, pubsub.NodeMailboxes}
 		if arg(2) != "" {
@@ -159,57 +165,39 @@ func (n *Node) showStats(b *strings.Builder) {
 	fmt.Fprintf(b, "Publishes: %+v\n", p)
 }
 
-func (n *Node) devstateList(b *strings.Builder, only string) {
+func (n *Node) devstateTable(b *strings.Builder, ds []DeviceView) {
 	w := tabwriter.NewWriter(b, 0, 4, 2, ' ', 0)
 	fmt.Fprintf(w, "DEVICE\tSTATE\tSERVER EID\tJID\tSERVER STATE\n")
-	count := 0
-	for _, d := range n.core.Devices(true) {
-		if only != "" && d.Device != only {
-			continue
-		}
-		count++
-		sort.Slice(d.Servers, func(i, j int) bool { return d.Servers[i].EID.String() < d.Servers[j].EID.String() })
+	for _, d := range ds {
 		for i, s := range d.Servers {
 			name, st := d.Device, d.State.String()
 			if i > 0 {
 				name, st = "", ""
 			}
-			jid := s.JID
-			if s.EID == n.core.EID() {
-				jid += " (this node)"
-			}
-			fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\n", name, st, s.EID, jid, s.State)
+			fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\n", name, st, s.EID, n.jidLabel(s.EID, s.JID), s.State)
 		}
 	}
 	w.Flush()
-	if only == "" {
-		fmt.Fprintf(b, "%d devices\n", count)
-	}
 }
 
-func (n *Node) mwiList(b *strings.Builder, only string) {
+func (n *Node) mwiTable(b *strings.Builder, ms []MailboxView) {
 	w := tabwriter.NewWriter(b, 0, 4, 2, ' ', 0)
 	fmt.Fprintf(w, "MAILBOX\tNEW\tOLD\tSERVER EID\tJID\tSERVER NEW/OLD\n")
-	count := 0
-	for _, m := range n.core.Mailboxes(true) {
-		if only != "" && m.Mailbox != only {
-			continue
-		}
-		count++
+	for _, m := range ms {
 		for i, s := range m.Servers {
 			name, nw, old := m.Mailbox, fmt.Sprint(m.Counts.New), fmt.Sprint(m.Counts.Old)
 			if i > 0 {
 				name, nw, old = "", "", ""
 			}
-			jid := s.JID
-			if s.EID == n.core.EID() {
-				jid += " (this node)"
-			}
-			fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%d/%d\n", name, nw, old, s.EID, jid, s.Counts.New, s.Counts.Old)
+			fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%d/%d\n", name, nw, old, s.EID, n.jidLabel(s.EID, s.JID), s.Counts.New, s.Counts.Old)
 		}
 	}
 	w.Flush()
-	if only == "" {
-		fmt.Fprintf(b, "%d mailboxes (merge: %s)\n", count, n.cfg.Core.MWIMerge)
+}
+
+func (n *Node) jidLabel(eid devstate.EID, jid string) string {
+	if eid == n.core.EID() {
+		return jid + " (this node)"
 	}
+	return jid
 }

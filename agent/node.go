@@ -7,6 +7,7 @@ import (
 	"net"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/busylamp/busylamp/agent/cluster"
@@ -44,7 +45,10 @@ type Node struct {
 	ln     net.Listener
 	events chan pubsub.Event
 
-	cluster *cluster.Cluster
+	cluster  *cluster.Cluster
+	waiting  atomic.Int32  // states requests held until synced
+	synced   chan struct{} // closed when the first items resync is done
+	syncOnce sync.Once
 
 	resyncMu     sync.Mutex
 	resyncCancel context.CancelFunc
@@ -67,7 +71,7 @@ func NewNode(cfg Config) (*Node, error) {
 	cfg.Core.JID = cfg.XMPP.JID
 	cfg.Core.EID = cfg.XMPP.EID
 	cfg.XMPP.Logger = cfg.Log
-	n := &Node{cfg: cfg, log: cfg.Log, events: make(chan pubsub.Event, 4096)}
+	n := &Node{cfg: cfg, log: cfg.Log, events: make(chan pubsub.Event, 4096), synced: make(chan struct{})}
 	n.core = New(cfg.Core)
 	// Own states are republished by the node after each resync, not by the
 	// client on connect: the resync may first restore them.
@@ -97,6 +101,12 @@ func (n *Node) ManagerAddr() string { return n.ln.Addr().String() }
 func (n *Node) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	// Membership first: the AMI socket's 'show members' reads it.
+	members, err := n.startCluster(ctx)
+	if err != nil {
+		n.ln.Close()
+		return err
+	}
 	errc := make(chan error, 2)
 	n.wg.Add(2)
 	go func() {
@@ -111,12 +121,6 @@ func (n *Node) Run(ctx context.Context) error {
 			errc <- fmt.Errorf("xmpp: %w", err)
 		}
 	}()
-	members, err := n.startCluster(ctx)
-	if err != nil {
-		cancel()
-		n.wg.Wait()
-		return err
-	}
 	bootTimer := time.AfterFunc(n.cfg.BootTimeout, func() {
 		select {
 		case <-n.core.Booted():
@@ -162,7 +166,11 @@ func (n *Node) handle(ctx context.Context, ev pubsub.Event) {
 	case pubsub.MailboxEvent:
 		n.core.RemoteMailbox(ev.Item)
 	case pubsub.Presence:
-		n.core.Presence(ev.JID, ev.Available)
+		if n.core.Presence(ev.JID, ev.Available) && ev.Available && n.booted() {
+			// A buddy came (back): what it holds now is exact only from it.
+			n.wg.Add(1)
+			go func() { defer n.wg.Done(); n.requestStates(ctx, ev.JID) }()
+		}
 		status := "unavailable"
 		if ev.Available {
 			status = "available"
@@ -171,7 +179,7 @@ func (n *Node) handle(ctx context.Context, ev pubsub.Event) {
 			}
 		}
 		n.ami.Emit(manager.BuddyStatus(
-			manager.Header{Key: "Buddy", Value: bareJID(ev.JID)},
+			manager.Header{Key: "JID", Value: bareJID(ev.JID)},
 			manager.Header{Key: "Resource", Value: resourceOf(ev.JID)},
 			manager.Header{Key: "Status", Value: status},
 			manager.Header{Key: "Priority", Value: fmt.Sprint(ev.Priority)},
@@ -179,23 +187,72 @@ func (n *Node) handle(ctx context.Context, ev pubsub.Event) {
 	case pubsub.Connected:
 		n.log.Info("xmpp connected", "jid", ev.JID, "devices", len(ev.Devices), "mailboxes", len(ev.Mailboxes))
 		n.core.Resync(ev.Devices, ev.Mailboxes)
+		n.syncOnce.Do(func() { close(n.synced) })
 		n.startResync(ctx)
 	case pubsub.Disconnected:
 		n.log.Warn("xmpp disconnected", "err", ev.Err)
 		n.cancelResync()
 		n.core.Disconnected()
 	case pubsub.OwnStatesRequest:
-		eid, _ := n.core.EIDOf(ev.From)
-		ds, ms := n.core.AnswerFor(eid)
-		if err := n.xmpp.AnswerOwnStates(ev, ds, ms); err != nil {
-			n.log.Warn("answer states request", "from", ev.From, "err", err)
+		if n.isSynced() || n.waiting.Load() >= maxWaitingAnswers {
+			n.answer(ev)
+			break
 		}
+		// Our own states are not restored from the PubSub items yet, and
+		// a partial answer would make the asker drop our real states.
+		// Answer once they are (well within the asker's timeout). Not
+		// "once booted": agents that start together would each wait for
+		// the other's answer. What later answers restore is republished.
+		n.waiting.Add(1)
+		n.wg.Add(1)
+		go func() {
+			defer n.wg.Done()
+			defer n.waiting.Add(-1)
+			select {
+			case <-n.synced:
+			case <-time.After(n.cfg.ResyncTimeout / 2):
+			case <-ctx.Done():
+				return
+			}
+			n.answer(ev)
+		}()
 	case pubsub.Retracted:
 		n.log.Debug("item retracted", "node", ev.Node, "id", ev.ID) // routine on ejabberd: an item is retracted before another account overwrites it
 	case pubsub.Purged:
 		n.log.Info("node purged", "node", ev.Node)
 	case pubsub.Deleted:
 		n.log.Warn("node deleted", "node", ev.Node)
+	}
+}
+
+// maxWaitingAnswers bounds the states requests held until synced.
+const maxWaitingAnswers = 256
+
+func (n *Node) isSynced() bool {
+	select {
+	case <-n.synced:
+		return true
+	default:
+		return false
+	}
+}
+
+func (n *Node) booted() bool {
+	select {
+	case <-n.core.Booted():
+		return true
+	default:
+		return false
+	}
+}
+
+// answer answers a buddy's states request with our own states and what
+// we hold of the asker's server.
+func (n *Node) answer(req pubsub.OwnStatesRequest) {
+	eid, _ := n.core.EIDOf(req.From)
+	ds, ms := n.core.AnswerFor(eid)
+	if err := n.xmpp.AnswerOwnStates(req, ds, ms); err != nil {
+		n.log.Warn("answer states request", "from", req.From, "err", err)
 	}
 }
 

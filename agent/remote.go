@@ -24,7 +24,7 @@ func (a *Agent) RemoteDevice(it DeviceItem) {
 func (a *Agent) setRemoteDeviceLocked(it DeviceItem) {
 	agg, changed, err := a.devices.Set(it.Device, it.EID, it.State, it.Cachable, a.now())
 	if err != nil {
-		a.log.Warn("device dropped", "device", it.Device, "eid", it.EID.String(), "err", err)
+		a.warn.warn(a.log, a.now(), "device dropped", "device", it.Device, "eid", it.EID.String(), "err", err)
 		return
 	}
 	if changed {
@@ -38,7 +38,7 @@ func (a *Agent) RemoteMailbox(it MailboxItem) {
 		return
 	}
 	if it.Counts.New < 0 || it.Counts.Old < 0 || it.Counts.New > maxCount || it.Counts.Old > maxCount {
-		a.log.Warn("mailbox counts out of range", "mailbox", it.Mailbox, "eid", it.EID.String())
+		a.warn.warn(a.log, a.now(), "mailbox counts out of range", "mailbox", it.Mailbox, "eid", it.EID.String())
 		return
 	}
 	a.mu.Lock()
@@ -52,7 +52,7 @@ func (a *Agent) RemoteMailbox(it MailboxItem) {
 func (a *Agent) setRemoteMailboxLocked(it MailboxItem) {
 	agg, changed, err := a.mailboxes.Set(it.Mailbox, it.EID, it.Counts, a.now())
 	if err != nil {
-		a.log.Warn("mailbox dropped", "mailbox", it.Mailbox, "eid", it.EID.String(), "err", err)
+		a.warn.warn(a.log, a.now(), "mailbox dropped", "mailbox", it.Mailbox, "eid", it.EID.String(), "err", err)
 		return
 	}
 	if changed {
@@ -67,7 +67,7 @@ func (a *Agent) bindLocked(eid devstate.EID, publisher string) bool {
 	s := a.servers[eid]
 	if s == nil {
 		if len(a.servers) >= maxServers {
-			a.log.Warn("too many servers; payload dropped", "eid", eid.String(), "max", maxServers)
+			a.warn.warn(a.log, a.now(), "too many servers; payload dropped", "eid", eid.String(), "max", maxServers)
 			return false
 		}
 		s = &server{eid: eid}
@@ -84,11 +84,15 @@ func (a *Agent) bindLocked(eid devstate.EID, publisher string) bool {
 		if p == nil {
 			return false
 		}
+		if len(p.eids) >= maxEIDsPerJID {
+			a.warn.warn(a.log, a.now(), "payload refused: account speaks for too many EIDs", "jid", bare, "eid", eid.String(), "max", maxEIDsPerJID)
+			return false
+		}
 		s.jid = bare
 		p.eids[eid] = struct{}{}
 	case s.jid != bare:
 		a.spoofed++
-		a.log.Warn("payload refused: EID belongs to another account",
+		a.warn.warn(a.log, a.now(), "payload refused: EID belongs to another account",
 			"eid", eid.String(), "bound_to", s.jid, "claimed_by", bare)
 		return false
 	}
@@ -98,6 +102,8 @@ func (a *Agent) bindLocked(eid devstate.EID, publisher string) bool {
 
 // BindEID ties eid to jid authoritatively (membership knows better than
 // the first publication). A previous binding to another JID is replaced.
+// The server counts as alive until RemoveServer: membership, not presence,
+// then says when its states go.
 func (a *Agent) BindEID(eid devstate.EID, jid string) {
 	if eid == a.opt.EID {
 		return
@@ -113,6 +119,7 @@ func (a *Agent) BindEID(eid devstate.EID, jid string) {
 		s = &server{eid: eid, seen: a.now()}
 		a.servers[eid] = s
 	}
+	s.member = true
 	if s.jid == bare {
 		return
 	}
@@ -129,7 +136,7 @@ func (a *Agent) peerLocked(bare string) *peer {
 	p := a.jids[bare]
 	if p == nil {
 		if len(a.jids) >= maxServers {
-			a.log.Warn("too many peers", "jid", bare, "max", maxServers)
+			a.warn.warn(a.log, a.now(), "too many peers", "jid", bare, "max", maxServers)
 			return nil
 		}
 		p = &peer{jid: bare, resources: make(map[string]bool), eids: make(map[devstate.EID]struct{})}
@@ -193,6 +200,9 @@ func (a *Agent) expire(bare string, gen uint64) {
 	}
 	p.expiry = nil
 	for eid := range p.eids {
+		if s := a.servers[eid]; s != nil && s.member {
+			continue // alive by membership, which says when it dies
+		}
 		a.log.Info("server states expired", "jid", bare, "eid", eid.String(), "grace", a.opt.StaleGrace)
 		a.removeServerLocked(eid)
 	}
@@ -210,6 +220,9 @@ func (a *Agent) RemoveServer(eid devstate.EID) {
 }
 
 func (a *Agent) removeServerLocked(eid devstate.EID) {
+	if s := a.servers[eid]; s != nil {
+		s.member = false
+	}
 	for _, c := range a.devices.RemoveServer(eid) {
 		s := c.State
 		if c.Gone {
@@ -268,13 +281,28 @@ func (a *Agent) Resync(devices []DeviceItem, mailboxes []MailboxItem) {
 			continue
 		}
 		if it.EID == a.opt.EID {
-			if !a.holdsMailboxLocked(it.Mailbox, it.EID) {
+			// Zero counts of our own are what a delete left behind.
+			if it.Counts != (mwi.Counts{}) && !a.holdsMailboxLocked(it.Mailbox, it.EID) {
 				a.setRemoteMailboxLocked(it)
 			}
 			continue
 		}
 		if a.bindLocked(it.EID, it.Publisher) {
 			a.setRemoteMailboxLocked(it)
+		}
+	}
+	a.expireAbsentLocked()
+}
+
+// expireAbsentLocked starts the grace period for every account whose
+// states we hold but whose presence we do not see: items and answers can
+// bring back the states of a server that is gone (it expired before, or
+// died while we were away), and only presence or membership would
+// otherwise ever drop them again. Presence that arrives cancels it.
+func (a *Agent) expireAbsentLocked() {
+	for _, p := range a.jids {
+		if len(p.resources) == 0 && len(p.eids) > 0 && p.expiry == nil {
+			a.scheduleExpiryLocked(p)
 		}
 	}
 }
@@ -303,9 +331,14 @@ func (a *Agent) ApplyServerStates(jid string, since time.Time, devices []DeviceI
 			answerers[it.EID] = true
 		}
 	}
-	if p := a.jids[bareJID(jid)]; p != nil {
-		for eid := range p.eids {
-			answerers[eid] = true
+	// An answer with nothing of its own says "I hold nothing": that is
+	// news about the one EID bound to the account, when there is one (an
+	// account shared by several servers cannot be told apart here).
+	if len(answerers) == 0 {
+		if p := a.jids[bareJID(jid)]; p != nil && len(p.eids) == 1 {
+			for eid := range p.eids {
+				answerers[eid] = true
+			}
 		}
 	}
 	for eid := range answerers {
@@ -333,7 +366,7 @@ func (a *Agent) ApplyServerStates(jid string, since time.Time, devices []DeviceI
 			continue
 		}
 		if it.EID == a.opt.EID {
-			if !a.holdsMailboxLocked(it.Mailbox, it.EID) {
+			if it.Counts != (mwi.Counts{}) && !a.holdsMailboxLocked(it.Mailbox, it.EID) {
 				a.setRemoteMailboxLocked(it)
 			}
 		} else if answerers[it.EID] {

@@ -260,3 +260,8 @@ func (p *parser) parseEvent(msg *elem) []Event {
 	}
 	return out
 }
+
+// CheckName says why s cannot be a device name, mailbox or item id on the
+// wire (empty, too long, not UTF-8, a control character), or nil. The
+// agent refuses such names from its own input with the same rule.
+func CheckName(s string) error { return checkName(s) }
