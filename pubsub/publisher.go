@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"time"
 
 	"github.com/busylamp/busylamp/devstate"
 	"github.com/busylamp/busylamp/mwi"
@@ -18,8 +19,36 @@ type pubKey struct {
 }
 
 type pubValue struct {
-	dev  DeviceItem
-	mbox MailboxItem
+	dev   DeviceItem
+	mbox  MailboxItem
+	tries int // failed attempts so far (transient errors)
+}
+
+// A publish that fails for a passing reason (the server was busy or timed
+// out) is tried again after tries×retryDelay, up to maxPublishTries times,
+// unless a newer value of the same device or mailbox came meanwhile: the
+// newest state must reach the cluster, not be dropped by a hiccup.
+const (
+	maxPublishTries = 5
+	retryDelay      = 200 * time.Millisecond
+)
+
+// transient reports whether a publish error may pass by itself.
+func transient(err error) bool {
+	if errors.Is(err, ErrTimeout) {
+		return true
+	}
+	var se *StanzaError
+	if errors.As(err, &se) {
+		if se.Type == "wait" {
+			return true
+		}
+		switch se.Condition {
+		case "internal-server-error", "resource-constraint", "remote-server-timeout":
+			return true
+		}
+	}
+	return false
 }
 
 // publisher coalesces this server's publishes by back-pressure (STYLE.md,
@@ -41,7 +70,8 @@ type publisher struct {
 	latest    map[pubKey]pubValue
 	order     *list.List // of pubKey, oldest first
 	elems     map[pubKey]*list.Element
-	busy      map[pubKey]bool // in flight
+	busy      map[pubKey]bool     // in flight
+	retrying  map[pubKey]pubValue // failed, waiting to be tried again; a newer put cancels
 	published uint64
 	coalesced uint64
 	errors    uint64
@@ -49,12 +79,14 @@ type publisher struct {
 
 func newPublisher(window int) *publisher {
 	return &publisher{window: window, kick: make(chan struct{}, 1), latest: map[pubKey]pubValue{},
-		order: list.New(), elems: map[pubKey]*list.Element{}, busy: map[pubKey]bool{}}
+		order: list.New(), elems: map[pubKey]*list.Element{}, busy: map[pubKey]bool{},
+		retrying: map[pubKey]pubValue{}}
 }
 
 // put queues v as the newest value of k.
 func (p *publisher) put(k pubKey, v pubValue) {
 	p.mu.Lock()
+	delete(p.retrying, k) // the newer value replaces a failed older one
 	if _, ok := p.latest[k]; ok {
 		p.coalesced++
 	} else {
@@ -74,6 +106,29 @@ func (p *publisher) requeue(k pubKey, v pubValue) {
 		p.latest[k] = v
 	}
 	p.mu.Unlock()
+}
+
+// failed records a value to be tried again after a transient failure.
+func (p *publisher) failed(k pubKey, v pubValue) {
+	p.mu.Lock()
+	if _, newer := p.latest[k]; !newer {
+		p.retrying[k] = v
+	}
+	p.mu.Unlock()
+}
+
+// retry queues a failed value again, behind what is pending, unless a
+// newer value of its key was put since it failed (sent or not).
+func (p *publisher) retry(k pubKey) {
+	p.mu.Lock()
+	v, ok := p.retrying[k]
+	delete(p.retrying, k)
+	if ok {
+		p.elems[k] = p.order.PushBack(k)
+		p.latest[k] = v
+	}
+	p.mu.Unlock()
+	signal(p.kick)
 }
 
 // take returns the oldest pending value whose key is not in flight, when
@@ -131,7 +186,7 @@ type Stats struct {
 func (p *publisher) stats() Stats {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return Stats{Published: p.published, Coalesced: p.coalesced, Errors: p.errors, Pending: p.order.Len(), InFlight: len(p.busy)}
+	return Stats{Published: p.published, Coalesced: p.coalesced, Errors: p.errors, Pending: p.order.Len() + len(p.retrying), InFlight: len(p.busy)}
 }
 
 // run sends pending values while the session lasts. start writes one
@@ -150,8 +205,14 @@ func (p *publisher) run(ctx context.Context, wg *sync.WaitGroup, start func(pubK
 			go func() {
 				defer wg.Done()
 				err := finish(ctx)
-				if err != nil && (errors.Is(err, ErrNotConnected) || ctx.Err() != nil) {
+				switch {
+				case err == nil:
+				case errors.Is(err, ErrNotConnected) || ctx.Err() != nil:
 					p.requeue(k, v)
+				case transient(err) && v.tries+1 < maxPublishTries:
+					v.tries++
+					p.failed(k, v)
+					time.AfterFunc(time.Duration(v.tries)*retryDelay, func() { p.retry(k) })
 				}
 				p.done(k, err != nil)
 			}()

@@ -223,3 +223,60 @@ func TestEventQueueBackPressure(t *testing.T) {
 		t.Fatal("push reported success after the session ended")
 	}
 }
+
+// A transient failure (the server was busy) is tried again until it goes
+// through; a permanent one is not; a newer value supersedes a retry.
+func TestPublisherRetriesTransientFailures(t *testing.T) {
+	p := newPublisher(4)
+	var mu sync.Mutex
+	attempts := map[string]int{}
+	var sent []string
+	start := func(k pubKey, v pubValue) func(context.Context) error {
+		return func(context.Context) error {
+			mu.Lock()
+			defer mu.Unlock()
+			attempts[k.name]++
+			switch {
+			case k.name == "busy" && attempts[k.name] < 3:
+				return &StanzaError{Type: "wait", Condition: "internal-server-error"}
+			case k.name == "denied":
+				return &StanzaError{Type: "auth", Condition: "forbidden"}
+			case k.name == "slow" && attempts[k.name] == 1:
+				return fmt.Errorf("publish: %w", ErrTimeout)
+			}
+			sent = append(sent, fmt.Sprintf("%s=%v", k.name, v.dev.State))
+			return nil
+		}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	done := make(chan struct{})
+	go func() { p.run(ctx, &wg, start); close(done) }()
+	p.put(devValue("busy", devstate.InUse))
+	p.put(devValue("denied", devstate.InUse))
+	p.put(devValue("slow", devstate.Ringing))
+	time.Sleep(50 * time.Millisecond) // the first attempt of slow fails
+	p.put(devValue("slow", devstate.Busy))
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		mu.Lock()
+		n := len(sent)
+		mu.Unlock()
+		if n >= 2 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	time.Sleep(300 * time.Millisecond) // room for a wrong extra retry
+	cancel()
+	<-done
+	wg.Wait()
+	mu.Lock()
+	defer mu.Unlock()
+	if fmt.Sprint(sent) != "[slow=BUSY busy=INUSE]" {
+		t.Fatalf("sent %v (attempts %v)", sent, attempts)
+	}
+	if attempts["denied"] != 1 || attempts["busy"] != 3 || attempts["slow"] != 2 {
+		t.Fatalf("attempts %v", attempts)
+	}
+}
