@@ -481,3 +481,41 @@ func TestFetchManyItems(t *testing.T) {
 		}
 	})
 }
+
+// Prosody's memory store refuses a node's 1001st item unless
+// storage_archive_item_limit is raised (xmpptest and the example config
+// raise it), and Prosody answers an items request in one stanza, ignoring
+// RSM: past some 13,000 devices that stanza exceeded maxStanza and the
+// fetching client could never connect. max_items bounds it to the newest
+// maxUnpaged items.
+func TestMemoryStorePastItemLimit(t *testing.T) {
+	srv := xmpptest.StartT(t, xmpptest.Prosody, xmpptest.Options{Memory: true})
+	aj, apw := srv.Admin("a")
+	bj, bpw := srv.User("b")
+	ca := peerConfig(srv, aj, apw, "astvoip1")
+	ca.Buddies = []string{bj}
+	a := startPeer(t, "A", ca)
+	a.connected(20 * time.Second)
+	const n = 14000
+	t0 := time.Now()
+	for i := 0; i < n; i++ {
+		a.c.PublishDevice(fmt.Sprintf("PJSIP/mem%05d", i), devstate.Busy, true)
+	}
+	waitIdle(t, a.c)
+	t.Logf("%d publishes took %v", n, time.Since(t0))
+	if st := a.c.Stats(); st.Errors > 0 {
+		t.Errorf("the server refused %d of %d publishes", st.Errors, n)
+	}
+	b := startPeer(t, "B", peerConfig(srv, bj, bpw, "astvoip2"))
+	conn := b.connected(20 * time.Second)
+	if len(conn.Devices) != maxUnpaged {
+		t.Errorf("fetched %d items, want the newest %d", len(conn.Devices), maxUnpaged)
+	}
+	for _, d := range conn.Devices {
+		var i int
+		if _, err := fmt.Sscanf(d.Device, "PJSIP/mem%05d", &i); err != nil || i < n-maxUnpaged {
+			t.Errorf("fetched %s, not one of the newest %d", d.Device, maxUnpaged)
+			break
+		}
+	}
+}

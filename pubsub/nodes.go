@@ -151,6 +151,10 @@ func (c *Client) FetchItems(ctx context.Context, node string) ([]DeviceItem, []M
 const (
 	pageSize = 500
 	maxPages = 2000
+	// maxUnpaged is the most items a service that does not page sends
+	// (max_items): at the largest item (a 256-byte id, escaped) it keeps
+	// the answer under maxStanza.
+	maxUnpaged = 3000
 )
 
 func (c *Client) fetchItems(ctx context.Context, s *session, node string) ([]DeviceItem, []MailboxItem, error) {
@@ -182,6 +186,10 @@ func (c *Client) fetchItems(ctx context.Context, s *session, node string) ([]Dev
 		last := ""
 		if set := ps.child(nsRSM, "set"); set != nil {
 			last = set.child("", "last").text()
+		} else if page == 0 && len(items) >= maxUnpaged && !s.unpagedNoted.Swap(true) {
+			c.s.log.Info("the PubSub service does not page items (Prosody): read the newest of them only; "+
+				"busylamp buddies send the rest of their states, an Asterisk node's other devices show when they change",
+				"node", node, "items", len(items))
 		}
 		if last == "" || last == after || len(items) == 0 {
 			break

@@ -33,6 +33,10 @@ const (
 	retryDelay      = 200 * time.Millisecond
 )
 
+// hintInternalError names the usual cause of a refused publish.
+const hintInternalError = "Prosody with PubSub storage in memory refuses every new item past " +
+	"storage_archive_item_limit (1000 by default): raise it above the number of devices (README)"
+
 // transient reports whether a publish error may pass by itself.
 func transient(err error) bool {
 	if errors.Is(err, ErrTimeout) {
@@ -327,7 +331,11 @@ func (c *Client) publishStart(s *session, k pubKey, v pubValue) func(context.Con
 		}
 		err = fmt.Errorf("publish %s to %s: %w", k.name, node, err)
 		if !errors.Is(err, ErrNotConnected) && ctx.Err() == nil && c.limit.allow("publish:"+node) {
-			c.s.log.Warn("publish failed", "err", err)
+			if IsCondition(err, "internal-server-error") {
+				c.s.log.Warn("publish failed", "err", err, "hint", hintInternalError)
+			} else {
+				c.s.log.Warn("publish failed", "err", err)
+			}
 		}
 		return err
 	}

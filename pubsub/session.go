@@ -36,6 +36,7 @@ type session struct {
 
 	noPublishOptions atomic.Bool // the server refuses Asterisk's publish-options
 	overwriteNoted   atomic.Bool // logged once: items of others must be retracted first
+	unpagedNoted     atomic.Bool // logged once: the service answered items unpaged, bounded by max_items
 }
 
 type pendingIQ struct {

@@ -33,7 +33,7 @@ type psRequest struct {
 	Options        *configure    `xml:"options"`
 	Publish        *publishReq   `xml:"publish"`
 	PublishOptions *configure    `xml:"publish-options"`
-	Items          *nodeRef      `xml:"items"`
+	Items          *itemsRef     `xml:"items"`
 	Retract        *retractReq   `xml:"retract"`
 	Subscriptions  *nodeRef      `xml:"subscriptions"`
 	Set            *rsmSet       `xml:"set"`
@@ -69,6 +69,11 @@ type psOwner struct {
 
 type nodeRef struct {
 	Node string `xml:"node,attr"`
+}
+
+type itemsRef struct {
+	Node     string `xml:"node,attr"`
+	MaxItems int    `xml:"max_items,attr,omitempty"`
 }
 
 type configure struct {
@@ -252,8 +257,13 @@ func unsubscribeRequest(node, bare string) *psRequest {
 	return &psRequest{Unsubscribe: &subscribeReq{Node: node, JID: bare}}
 }
 
+// itemsRequest asks for a page of max items after the given RSM key.
+// max_items bounds the answer of a service that ignores RSM (Prosody 0.12
+// answers every item in one stanza otherwise, past maxStanza at some
+// 13,000 devices; with it, the newest unpaged items); a service that pages
+// (ejabberd) follows RSM and ignores max_items.
 func itemsRequest(node string, max int, after string) *psRequest {
-	return &psRequest{Items: &nodeRef{Node: node}, Set: &rsmSet{Max: max, After: after}}
+	return &psRequest{Items: &itemsRef{Node: node, MaxItems: maxUnpaged}, Set: &rsmSet{Max: max, After: after}}
 }
 
 func itoa(n int) string { return strconv.Itoa(n) }

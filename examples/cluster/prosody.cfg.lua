@@ -9,7 +9,9 @@
 --    mailbox), and Prosody's default cap is 256 items per node;
 --  * PubSub storage in memory: agents republish their own states when
 --    they reconnect, so nothing is lost on a server restart, and Prosody
---    carries about ten times more publishes per second than with files.
+--    carries about ten times more publishes per second than with files;
+--    storage_archive_item_limit raised with it: the memory store refuses
+--    a node's 1001st item (internal-server-error) by default.
 daemonize = false
 run_as_root = true
 pidfile = "@DIR@/prosody.pid"
@@ -27,6 +29,7 @@ c2s_require_encryption = false
 allow_unencrypted_plain_auth = true
 admins = { "node1@demo.busylamp.test", "node2@demo.busylamp.test", "node3@demo.busylamp.test" }
 storage = { pubsub_nodes = "memory", pubsub_data = "memory" }
+storage_archive_item_limit = 1000000
 
 VirtualHost "demo.busylamp.test"
 

@@ -33,6 +33,10 @@ c2s_require_encryption = true
 c2s_require_encryption = false
 allow_unencrypted_plain_auth = true
 {{end}}
+{{- if .Memory}}
+-- The memory store refuses a node's 1001st item (internal-server-error).
+storage_archive_item_limit = 1000000
+{{- end}}
 VirtualHost {{printf "%q" .Domain}}
 
 Component {{printf "%q" .Service}} "pubsub"
