@@ -280,3 +280,34 @@ func TestPublisherRetriesTransientFailures(t *testing.T) {
 		t.Fatalf("attempts %v", attempts)
 	}
 }
+
+// Events reach the consumer in the order pushed, whether push hands them
+// over itself (nothing queued) or they wait in the queue for run.
+func TestEventQueueOrder(t *testing.T) {
+	q := newEventQueue()
+	out := make(chan Event, 4)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan struct{})
+	go func() { q.run(ctx, out); close(done) }()
+	const n = 20000
+	go func() {
+		for i := range n {
+			q.push(ctx.Done(), Presence{Priority: i})
+			if i%1000 == 0 {
+				time.Sleep(time.Millisecond) // let the queue drain: the fast path again
+			}
+		}
+	}()
+	for i := range n {
+		ev := <-out
+		if got := ev.(Presence).Priority; got != i {
+			t.Fatalf("event %d arrived as number %d", got, i)
+		}
+		if i%777 == 0 {
+			time.Sleep(100 * time.Microsecond) // a slow consumer: events queue up
+		}
+	}
+	cancel()
+	<-done
+}

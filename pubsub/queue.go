@@ -23,6 +23,14 @@ type eventQueue struct {
 	holding bool
 	ready   chan struct{} // an event was queued
 	space   chan struct{} // an event was taken
+
+	// While run runs: its channel, and whether it is sending an event.
+	// With nothing queued and nothing being sent, push hands an event to
+	// out itself when out has room: every earlier event is in out
+	// already, so order holds, and the consumer is woken without a hop
+	// through run's goroutine (a wake-up off the latency path).
+	out     chan<- Event
+	sending bool
 }
 
 func newEventQueue() *eventQueue {
@@ -40,6 +48,14 @@ func signal(ch chan struct{}) {
 func (q *eventQueue) push(done <-chan struct{}, ev Event) bool {
 	for {
 		q.mu.Lock()
+		if !q.holding && !q.sending && len(q.q) == 0 && q.out != nil {
+			select {
+			case q.out <- ev:
+				q.mu.Unlock()
+				return true
+			default:
+			}
+		}
 		if len(q.q)+len(q.held) < maxQueued {
 			if q.holding {
 				q.held = append(q.held, ev)
@@ -86,6 +102,14 @@ func (q *eventQueue) dropHeld() {
 
 // run delivers queued events to out until ctx is done.
 func (q *eventQueue) run(ctx context.Context, out chan<- Event) {
+	q.mu.Lock()
+	q.out = out
+	q.mu.Unlock()
+	defer func() {
+		q.mu.Lock()
+		q.out, q.sending = nil, false
+		q.mu.Unlock()
+	}()
 	for {
 		q.mu.Lock()
 		if len(q.q) == 0 {
@@ -103,6 +127,7 @@ func (q *eventQueue) run(ctx context.Context, out chan<- Event) {
 		if len(q.q) == 0 {
 			q.q = nil // let the backing array go
 		}
+		q.sending = true
 		q.mu.Unlock()
 		signal(q.space)
 		select {
@@ -110,5 +135,8 @@ func (q *eventQueue) run(ctx context.Context, out chan<- Event) {
 		case <-ctx.Done():
 			return
 		}
+		q.mu.Lock()
+		q.sending = false
+		q.mu.Unlock()
 	}
 }
