@@ -1,0 +1,56 @@
+package pubsub
+
+import (
+	"net"
+	"testing"
+	"time"
+)
+
+// repeatConn is a net.Conn whose reads return a stream header, then the
+// same notification again and again.
+type repeatConn struct {
+	net.Conn
+	head, msg string
+	off       int
+	started   bool
+}
+
+func (r *repeatConn) Read(p []byte) (int, error) {
+	if !r.started {
+		r.started = true
+		return copy(p, r.head), nil
+	}
+	n := copy(p, r.msg[r.off:])
+	r.off = (r.off + n) % len(r.msg)
+	return n, nil
+}
+
+func (r *repeatConn) SetReadDeadline(time.Time) error { return nil }
+
+// The receiving half of the hot path, XMPP bytes in → DeviceEvent: read
+// one notification off the stream and parse it, as the read loop does.
+func BenchmarkReadNotification(b *testing.B) {
+	msg := eventMsg(`<items node="device_state">` + stateItem("PJSIP/1000", otherEID.String(), ` cachable="1"`, "INUSE") + `</items>`)
+	rc := &repeatConn{head: `<stream:stream xmlns="jabber:client" xmlns:stream="http://etherx.jabber.org/streams">`, msg: msg}
+	c := &conn{raw: rc, nc: rc}
+	c.resetDecoder()
+	if _, err := c.dec.Token(); err != nil { // the stream header, as openStream reads it
+		b.Fatal(err)
+	}
+	p := &parser{own: ownEID, reject: func(string, ...any) {}, kindOf: flatKind}
+	b.ReportAllocs()
+	b.SetBytes(int64(len(msg)))
+	for b.Loop() {
+		e, err := c.next()
+		if err != nil {
+			b.Fatal(err)
+		}
+		evs := p.parseEvent(e)
+		if len(evs) != 1 {
+			b.Fatalf("%d events from %s", len(evs), msg)
+		}
+		if _, ok := evs[0].(DeviceEvent); !ok {
+			b.Fatalf("event %#v", evs[0])
+		}
+	}
+}
