@@ -31,8 +31,17 @@ lint:
 demo: build
 	bash examples/demo.sh $(BIN)
 
+# Micro-benchmarks, then the end-to-end run against a real Prosody
+# (internal/bench; about 8 minutes): baseline vs busylamp latency and
+# throughput, the burst, scale; and the publishing agent's CPU profile.
+# BENCHFLAGS=-quick for a short run, BENCHFLAGS=-ejabberd to add ejabberd.
+BENCHFLAGS ?=
 bench:
-	$(GO) test -run=NONE -bench=. -benchmem ./devstate/... ./mwi/... ./agent/...
+	$(GO) test -run=NONE -bench=. -benchmem ./devstate/... ./mwi/... ./agent/... ./pubsub/
+	@mkdir -p bin && rm -f bin/bench-cpu.pprof
+	$(GO) run ./internal/bench -cpuprofile bin/bench-cpu.pprof $(BENCHFLAGS)
+	@if [ -f bin/bench-cpu.pprof ]; then \
+	  $(GO) tool pprof -top -cum -nodecount=25 -tagfocus=node=agent1 bin/bench-cpu.pprof; fi
 
 # Prosody and ejabberd from Debian, when we may install them.
 servers:

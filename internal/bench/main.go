@@ -1,0 +1,362 @@
+// Command bench measures busylamp end to end against a baseline measured in
+// the same run, on real XMPP servers started on loopback (make bench):
+//
+//   - baseline: plain XMPP clients, one publishing Asterisk-shaped
+//     items, the others subscribed, through the same server: publish→notify
+//     latency at light load and the most notifications per second;
+//   - busylamp: Setvar DEVICE_STATE on agent A's AMI socket →
+//     DeviceStateChange on the other agents' sockets, for 2 and 5 agents:
+//     latency at 100 changes/s and the most changes per second with nothing
+//     lost, then their ratios to the baseline;
+//   - a burst of changes over a set of devices, as fast as A's socket takes
+//     them, against the baseline publishing every change;
+//   - scale: the resync time and memory of an agent joining 4 servers that
+//     publish 10,000 or 100,000 devices, and DeviceStateList on it.
+//
+// Every agent and client runs in this process (the joining agent of the
+// scale test runs in a child process, so its RSS is its own), and every
+// timestamp comes from the one monotonic clock.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"runtime"
+	"runtime/pprof"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/busylamp/busylamp/internal/xmpptest"
+)
+
+type options struct {
+	quick      bool
+	ejabberd   bool
+	noProsody  bool
+	rate       int
+	latDur     time.Duration
+	thrDur     time.Duration
+	window     int
+	burst      int
+	burstDevs  int
+	scale      []int
+	cpuProfile string
+	phases     map[string]bool
+	sizes      []int
+	pubWindow  int
+	profiled   bool
+	rounds     int
+	verbose    bool
+	log        *slog.Logger
+}
+
+func main() {
+	if len(os.Args) > 1 && os.Args[1] == childArg {
+		os.Exit(childMain(os.Args[2:]))
+	}
+	var o options
+	var scale string
+	flag.BoolVar(&o.quick, "quick", false, "short run: shorter phases, a 20,000-change burst, scale 10,000 only")
+	flag.BoolVar(&o.ejabberd, "ejabberd", false, "also run everything on ejabberd")
+	flag.BoolVar(&o.noProsody, "no-prosody", false, "skip Prosody (with -ejabberd: ejabberd only)")
+	flag.IntVar(&o.rate, "rate", 100, "light load, changes per second")
+	flag.DurationVar(&o.latDur, "latency-time", 5*time.Second, "duration of each light-load run")
+	flag.DurationVar(&o.thrDur, "throughput-time", 5*time.Second, "duration of each throughput run (the first quarter is warm-up)")
+	flag.IntVar(&o.window, "window", 256, "throughput: most changes outstanding (sent, not yet seen by every receiver)")
+	flag.IntVar(&o.burst, "burst", 100000, "burst: changes")
+	flag.IntVar(&o.burstDevs, "burst-devices", 1000, "burst: devices")
+	flag.StringVar(&scale, "scale", "10000,100000", "scale: device counts (comma-separated; empty: skip)")
+	flag.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the 2-agent busylamp throughput run (labels node=agent1, node=agent2) to this file")
+	flag.BoolVar(&o.verbose, "v", false, "agents log at info level")
+	phases := flag.String("phases", "e2e,burst,scale", "what to run")
+	sizes := flag.String("sizes", "2,5", "cluster sizes (agents, and plain clients for the baseline)")
+	flag.IntVar(&o.pubWindow, "publish-window", 0, "agents' PublishWindow (0: busylamp's default)")
+	flag.IntVar(&o.rounds, "rounds", 3, "rounds of latency and throughput, alternating baseline and busylamp")
+	flag.Parse()
+	o.phases = map[string]bool{}
+	for _, p := range strings.Split(*phases, ",") {
+		o.phases[strings.TrimSpace(p)] = true
+	}
+	if o.quick {
+		o.latDur, o.thrDur, o.burst, o.rounds = 3*time.Second, 4*time.Second, 20000, 1
+		if scale == "10000,100000" {
+			scale = "10000"
+		}
+	}
+	o.scale, o.sizes = intList(scale), intList(*sizes)
+	level := slog.LevelWarn
+	if o.verbose {
+		level = slog.LevelInfo
+	}
+	o.log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	var kinds []xmpptest.Kind
+	if !o.noProsody {
+		kinds = append(kinds, xmpptest.Prosody)
+	}
+	if o.ejabberd {
+		kinds = append(kinds, xmpptest.Ejabberd)
+	}
+	start := time.Now()
+	var reports []*report
+	for _, k := range kinds {
+		r, err := runKind(ctx, k, &o)
+		if r != nil {
+			reports = append(reports, r)
+		}
+		if err != nil {
+			logf("%s: %v", k, err)
+			printReports(os.Stdout, reports, &o, time.Since(start))
+			os.Exit(1)
+		}
+	}
+	printReports(os.Stdout, reports, &o, time.Since(start))
+}
+
+// report holds one server's results.
+type report struct {
+	kind    xmpptest.Kind
+	desc    string
+	version string
+
+	base1     latencyResult // one publisher, one subscriber (not the publisher)
+	base1Thr  throughputResult
+	base      map[int]latencyResult // n clients, all subscribed
+	baseThr   map[int]throughputResult
+	baseBurst burstResult
+	busy      map[int]latencyResult
+	busyThr   map[int]throughputResult
+	busyBurst map[int]burstResult
+	local     map[int]latencyResult // agent A's socket to itself
+	burstBad  map[int]int           // devices not in their final state (DeviceStateList)
+	scale     []scaleResult
+}
+
+func startServer(kind xmpptest.Kind) (*xmpptest.Server, error) {
+	return xmpptest.Start(kind, xmpptest.Options{Memory: kind == xmpptest.Prosody})
+}
+
+func runKind(ctx context.Context, kind xmpptest.Kind, o *options) (*report, error) {
+	r := &report{kind: kind, version: serverVersion(kind),
+		base: map[int]latencyResult{}, baseThr: map[int]throughputResult{},
+		busy: map[int]latencyResult{}, busyThr: map[int]throughputResult{},
+		busyBurst: map[int]burstResult{}, burstBad: map[int]int{}, local: map[int]latencyResult{}}
+	r.desc = string(kind)
+	if kind == xmpptest.Prosody {
+		r.desc += ", PubSub in memory"
+	}
+	for _, n := range o.sizes {
+		if !o.phases["e2e"] && !o.phases["burst"] {
+			break
+		}
+		if err := withServer(kind, func(srv *xmpptest.Server) error { return runCluster(ctx, srv, n, o, r) }); err != nil {
+			return r, fmt.Errorf("%d agents: %w", n, err)
+		}
+	}
+	for _, n := range o.scale {
+		if !o.phases["scale"] {
+			break
+		}
+		err := withServer(kind, func(srv *xmpptest.Server) error {
+			res, err := measureScale(ctx, srv, n, o)
+			r.scale = append(r.scale, res)
+			return err
+		})
+		if err != nil {
+			return r, fmt.Errorf("scale %d: %w", n, err)
+		}
+	}
+	return r, nil
+}
+
+// runCluster measures the baseline and busylamp with n members on one
+// server, alternating between them round by round, so that both meet the
+// same conditions (this machine is shared).
+func runCluster(ctx context.Context, srv *xmpptest.Server, n int, o *options, r *report) error {
+	kind := srv.Kind
+	clk := clock{base: time.Now()}
+	logf("%s: %d plain clients and %d busylamp agents", kind, n, n)
+	base, err := startBare(ctx, srv, "bench_baseline", "base", n, true)
+	if err != nil {
+		return err
+	}
+	defer base.close()
+	busy, err := startBusy(ctx, srv, n, o)
+	if err != nil {
+		return err
+	}
+	defer busy.close()
+	var ref *bareSystem
+	if n == o.sizes[0] {
+		// The configuration: the publisher is not subscribed.
+		if ref, err = startBare(ctx, srv, "bench_reference", "ref", 2, false); err != nil {
+			return err
+		}
+		defer ref.close()
+	}
+	systems := []system{base, busy}
+	if ref != nil {
+		systems = append(systems, ref)
+	}
+	// Each system's changes go to its own pool of devices (its own node).
+	size := max(1000, o.burstDevs)
+	pools := make([]*devicePool, len(systems))
+	for i := range pools {
+		pools[i] = newPool("Custom:D", size)
+	}
+	busyPool := pools[1]
+	// A first second of changes makes sure every path is warm.
+	for i, sys := range systems {
+		if _, err := measureLatency(ctx, sys, pools[i], clk, 50, time.Second); err != nil {
+			return err
+		}
+	}
+	if o.phases["e2e"] {
+		warm := o.thrDur / 4
+		lat := make([][]latencyResult, len(systems))
+		thr := make([][]throughputResult, len(systems))
+		for round := range o.rounds {
+			order := []int{0, 1, 2}[:len(systems)]
+			if round%2 == 1 {
+				order[0], order[1] = 1, 0
+			}
+			logf("%s: %d members, round %d of %d: latency at %d/s, then throughput", kind, n, round+1, o.rounds, o.rate)
+			for _, i := range order {
+				l, err := measureLatency(ctx, systems[i], pools[i], clk, o.rate, o.latDur)
+				if err != nil {
+					return err
+				}
+				lat[i] = append(lat[i], l)
+			}
+			for _, i := range order {
+				profile := i == 1 && n == o.sizes[0] && round == 0 && o.cpuProfile != "" && !o.profiled
+				o.profiled = o.profiled || profile
+				t, err := measureBusyThroughput(ctx, systems[i], pools[i], clk, o, warm, profile)
+				if err != nil {
+					return err
+				}
+				thr[i] = append(thr[i], t)
+			}
+		}
+		// Agent A's own socket: Setvar in, its DeviceStateChange out, no
+		// XMPP on the way: what the AMI hops cost.
+		busy.onlySender = true
+		local, err := measureLatency(ctx, busy, busyPool, clk, o.rate, o.latDur)
+		busy.onlySender = false
+		if err != nil {
+			return err
+		}
+		r.local[n] = local
+		r.base[n], r.baseThr[n] = pool(lat[0]...), median(thr[0]...)
+		r.busy[n], r.busyThr[n] = pool(lat[1]...), median(thr[1]...)
+		if ref != nil {
+			r.base1, r.base1Thr = pool(lat[2]...), median(thr[2]...)
+		}
+		for i, p := range pools {
+			if w := p.wrong.Load(); w > 0 {
+				return fmt.Errorf("system %d: %d changes arrived in a state that was not sent", i, w)
+			}
+		}
+	}
+	if !o.phases["burst"] {
+		return nil
+	}
+	logf("%s: busylamp burst, %d agents, %d changes over %d devices", kind, n, o.burst, o.burstDevs)
+	// Agent A shows each state as soon as its Setvar is answered; its own
+	// events would only load this process, so its listener stops taking
+	// them. Its DeviceStateList is checked with the others'.
+	if err := busy.listeners[0].stopEvents(); err != nil {
+		return err
+	}
+	res, err := measureBurst(ctx, busy, busyPool, clk, o.burst, o.burstDevs, false, 2*time.Minute)
+	if err != nil {
+		return err
+	}
+	r.busyBurst[n] = res
+	busy.withSender = true
+	if r.burstBad[n], err = busy.check(ctx, burstWant(busyPool, o.burst, o.burstDevs)); err != nil {
+		return err
+	}
+	if n == o.sizes[0] {
+		logf("%s: baseline burst, %d changes over %d devices, every change published", kind, o.burst, o.burstDevs)
+		r.baseBurst, err = measureBurst(ctx, base, pools[0], clk, o.burst, o.burstDevs, true, 10*time.Minute)
+	}
+	return err
+}
+
+// measureBusyThroughput measures throughput; for busylamp it then checks
+// every agent's DeviceStateList, and it may profile the run.
+func measureBusyThroughput(ctx context.Context, sys system, p *devicePool, clk clock, o *options, warm time.Duration, profile bool) (throughputResult, error) {
+	if profile {
+		f, err := os.Create(o.cpuProfile)
+		if err != nil {
+			return throughputResult{}, err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return throughputResult{}, err
+		}
+	}
+	t, err := measureThroughput(ctx, sys, p, clk, o.window, o.thrDur, warm)
+	if profile {
+		pprof.StopCPUProfile()
+	}
+	if err != nil {
+		return t, err
+	}
+	if bs, ok := sys.(*busySystem); ok {
+		bad, err := bs.check(ctx, p.want())
+		if err != nil {
+			return t, err
+		}
+		t.lost = max(t.lost, bad)
+	}
+	return t, nil
+}
+
+func intList(s string) []int {
+	var out []int
+	for _, f := range strings.Split(s, ",") {
+		var n int
+		if _, err := fmt.Sscan(strings.TrimSpace(f), &n); err == nil && n > 0 {
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
+func withServer(kind xmpptest.Kind, f func(*xmpptest.Server) error) error {
+	srv, err := startServer(kind)
+	if err != nil {
+		return err
+	}
+	defer srv.Close()
+	return f(srv)
+}
+
+func serverVersion(kind xmpptest.Kind) string {
+	pkg := map[xmpptest.Kind]string{xmpptest.Prosody: "prosody", xmpptest.Ejabberd: "ejabberd"}[kind]
+	out, err := runQuiet("dpkg-query", "-W", "-f=${Version}", pkg)
+	if err != nil {
+		return "?"
+	}
+	return out
+}
+
+func machine() string {
+	mem := ""
+	if b, err := os.ReadFile("/proc/meminfo"); err == nil {
+		var kb int
+		if _, err := fmt.Sscanf(string(b), "MemTotal: %d kB", &kb); err == nil {
+			mem = fmt.Sprintf(", %.1f GiB", float64(kb)/(1<<20))
+		}
+	}
+	return fmt.Sprintf("%d CPUs%s, %s %s/%s", runtime.NumCPU(), mem, runtime.Version(), runtime.GOOS, runtime.GOARCH)
+}

@@ -1,0 +1,346 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"runtime"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/busylamp/busylamp/agent"
+	"github.com/busylamp/busylamp/agent/manager"
+	"github.com/busylamp/busylamp/devstate"
+	"github.com/busylamp/busylamp/internal/xmpptest"
+	"github.com/busylamp/busylamp/pubsub"
+)
+
+// The scale test: 4 agents (in this process) publish total devices
+// between them; then a fifth agent joins in a child process, so that its
+// memory is its own, and reports how long its resync took.
+
+const childArg = "-scale-child"
+
+type scaleResult struct {
+	devices     int
+	publish     time.Duration // until every publisher held every device
+	resync      time.Duration // child: Run started → booted with every device
+	fetched     int           // items the child fetched on connect
+	rssKB       int64         // child VmRSS after the resync
+	hwmKB       int64         // child VmHWM (peak RSS)
+	heapInuse   uint64        // child runtime.MemStats.HeapInuse after a GC
+	listTime    time.Duration // DeviceStateList of every device on the child's socket
+	listDevices int
+	held        int    // devices the publishers held (each: its own and what PubSub brought)
+	pubErrors   uint64 // publishes the server refused
+}
+
+// publishStats reads the node's publish counters from 'show stats'.
+func publishStats(ctx context.Context, n *agent.Node) (st struct {
+	Errors            uint64
+	Pending, InFlight int
+}, err error) {
+	out, err := n.Command(ctx, "show stats")
+	if err != nil {
+		return st, err
+	}
+	_, rest, ok := strings.Cut(out, "Publishes: ")
+	if !ok {
+		return st, fmt.Errorf("show stats: no publish counters in %q", out)
+	}
+	for _, f := range strings.Fields(strings.Trim(strings.TrimSpace(rest), "{}")) {
+		k, v, _ := strings.Cut(f, ":")
+		switch k {
+		case "Errors":
+			fmt.Sscan(v, &st.Errors)
+		case "Pending":
+			fmt.Sscan(v, &st.Pending)
+		case "InFlight":
+			fmt.Sscan(v, &st.InFlight)
+		}
+	}
+	return st, nil
+}
+
+// childReport is what the child prints on stdout, one JSON line.
+type childReport struct {
+	AMI       string `json:"ami"`
+	ResyncNS  int64  `json:"resync_ns"`
+	Devices   int    `json:"devices"`
+	Fetched   int    `json:"fetched"`
+	RSSKB     int64  `json:"rss_kb"`
+	HWMKB     int64  `json:"hwm_kb"`
+	HeapInuse uint64 `json:"heap_inuse"`
+	Err       string `json:"err,omitempty"`
+}
+
+var scaleStates = []string{"NOT_INUSE", "INUSE", "BUSY", "RINGING", "ONHOLD", "UNAVAILABLE"}
+
+func measureScale(ctx context.Context, srv *xmpptest.Server, total int, o *options) (scaleResult, error) {
+	res := scaleResult{devices: total}
+	names := []string{"agent1", "agent2", "agent3", "agent4"}
+	logf("%s: scale, %d devices published by %d agents", srv.Kind, total, len(names))
+	cl, err := startCluster(ctx, srv, names, []string{"agent5"}, o)
+	if err != nil {
+		return res, err
+	}
+	defer cl.close()
+	t0 := time.Now()
+	per := total / len(names)
+	errc := make(chan error, len(names))
+	for i, node := range cl.nodes {
+		go func() {
+			s, err := dialSender(ctx, node.ManagerAddr())
+			if err != nil {
+				errc <- err
+				return
+			}
+			defer s.close()
+			for k := range per {
+				s.setvar(fmt.Sprintf("Custom:S%d-%d", i, k), scaleStates[k%len(scaleStates)])
+			}
+			errc <- s.waitAnswered(ctx)
+		}()
+	}
+	for range names {
+		if err := <-errc; err != nil {
+			return res, err
+		}
+	}
+	// Publishing is over when every publisher has nothing pending or in
+	// flight; then each holds every device, unless the server refused
+	// publishes (Prosody's memory store keeps at most
+	// storage_archive_item_limit items per node, 1000 by default).
+	held := func() int {
+		m := -1
+		for _, n := range cl.nodes {
+			if d := n.Core().Stats().Devices; m < 0 || d < m {
+				m = d
+			}
+		}
+		return m
+	}
+	drained := func() bool {
+		res.pubErrors = 0
+		for _, n := range cl.nodes {
+			st, err := publishStats(ctx, n)
+			if err != nil || st.Pending > 0 || st.InFlight > 0 {
+				return false
+			}
+			res.pubErrors += st.Errors
+		}
+		return true
+	}
+	last := time.Now()
+	ok := waitFor(ctx, 15*time.Minute, func() bool {
+		if time.Since(last) > 10*time.Second {
+			last = time.Now()
+			logf("  publishers hold at least %d of %d devices", held(), per*len(names))
+		}
+		if held() < per*len(names) && !drained() {
+			return false
+		}
+		time.Sleep(100 * time.Millisecond) // the last notifications
+		return drained()
+	})
+	if !ok {
+		return res, fmt.Errorf("publishers hold %d of %d devices after 15 min", held(), per*len(names))
+	}
+	res.held = held()
+	res.publish = time.Since(t0)
+
+	jid, pw := srv.Admin("agent5")
+	var buddies []string
+	for _, n := range names {
+		b, _ := srv.Admin(n)
+		buddies = append(buddies, b+"/bench")
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		return res, err
+	}
+	cmd := exec.CommandContext(ctx, exe, childArg, "-addr", srv.Addr, "-service", srv.Service, "-jid", jid+"/bench",
+		"-password", pw, "-buddies", strings.Join(buddies, ","), "-expect", fmt.Sprint(per*len(names)))
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		return res, err
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		return res, err
+	}
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		return res, fmt.Errorf("start the joining agent: %w", err)
+	}
+	defer func() {
+		stdin.Close()
+		_ = cmd.Wait()
+	}()
+	var rep childReport
+	if err := json.NewDecoder(stdout).Decode(&rep); err != nil {
+		return res, fmt.Errorf("joining agent: %w", err)
+	}
+	if rep.Err != "" {
+		return res, fmt.Errorf("joining agent: %s", rep.Err)
+	}
+	res.resync, res.fetched = time.Duration(rep.ResyncNS), rep.Fetched
+	res.rssKB, res.hwmKB, res.heapInuse = rep.RSSKB, rep.HWMKB, rep.HeapInuse
+	l, err := listen(ctx, rep.AMI)
+	if err != nil {
+		return res, err
+	}
+	defer l.close()
+	devs, took, err := l.devices(ctx)
+	if err != nil {
+		return res, fmt.Errorf("DeviceStateList: %w", err)
+	}
+	res.listTime, res.listDevices = took, len(devs)
+	if len(devs) != per*len(names) {
+		return res, fmt.Errorf("DeviceStateList listed %d devices, want %d", len(devs), per*len(names))
+	}
+	for i := range names {
+		for k := range per {
+			if st := devs[fmt.Sprintf("Custom:S%d-%d", i, k)]; st != scaleStates[k%len(scaleStates)] {
+				return res, fmt.Errorf("joining agent: Custom:S%d-%d is %q, want %s", i, k, st, scaleStates[k%len(scaleStates)])
+			}
+		}
+	}
+	return res, nil
+}
+
+// childMain runs the joining agent: it reports once it has booted with
+// every device, then serves its AMI socket until stdin closes.
+func childMain(args []string) int {
+	fs := flag.NewFlagSet("scale-child", flag.ContinueOnError)
+	addr := fs.String("addr", "", "")
+	service := fs.String("service", "", "")
+	jid := fs.String("jid", "", "")
+	pw := fs.String("password", "", "")
+	buddies := fs.String("buddies", "", "")
+	expect := fs.Int("expect", 0, "")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	out := json.NewEncoder(os.Stdout)
+	fail := func(err error) int {
+		_ = out.Encode(childReport{Err: err.Error()})
+		return 1
+	}
+	capt := &capture{inner: slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}), fetched: new(atomic.Int64)}
+	x := pubsub.DefaultConfig()
+	x.JID, x.Password, x.Address, x.Service, x.UseTLS = *jid, *pw, *addr, *service, false
+	x.EID = devstate.DeriveEID("bench\x00agent5")
+	x.Buddies = strings.Split(*buddies, ",")
+	m := manager.DefaultConfig()
+	m.Username, m.Secret = amiUser, amiSecret
+	node, err := agent.NewNode(agent.Config{Name: "agent5", Version: "bench", XMPP: x, Manager: m,
+		ManagerAddr: "127.0.0.1:0", Log: slog.New(capt).With("agent", "agent5")})
+	if err != nil {
+		return fail(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Add(1)
+	t0 := time.Now()
+	go func() {
+		defer wg.Done()
+		if err := node.Run(ctx); err != nil {
+			fmt.Fprintln(os.Stderr, "joining agent:", err)
+		}
+	}()
+	defer func() { cancel(); wg.Wait() }()
+	booted := waitFor(ctx, 10*time.Minute, func() bool {
+		select {
+		case <-node.Core().Booted():
+			return node.Core().Stats().Devices >= *expect
+		default:
+			return false
+		}
+	})
+	took := time.Since(t0)
+	if !booted {
+		return fail(fmt.Errorf("not booted with %d devices after 10 min (holds %d)", *expect, node.Core().Stats().Devices))
+	}
+	runtime.GC()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	rss, hwm := procStatusKB("VmRSS"), procStatusKB("VmHWM")
+	if err := out.Encode(childReport{AMI: node.ManagerAddr(), ResyncNS: int64(took), Devices: node.Core().Stats().Devices,
+		Fetched: int(capt.fetched.Load()), RSSKB: rss, HWMKB: hwm, HeapInuse: ms.HeapInuse}); err != nil {
+		return 1
+	}
+	_, _ = io.Copy(io.Discard, os.Stdin)
+	return 0
+}
+
+// procStatusKB reads a kB field of /proc/self/status.
+func procStatusKB(field string) int64 {
+	f, err := os.Open("/proc/self/status")
+	if err != nil {
+		return 0
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if rest, ok := strings.CutPrefix(sc.Text(), field+":"); ok {
+			var kb int64
+			fmt.Sscan(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), &kb)
+			return kb
+		}
+	}
+	return 0
+}
+
+// capture passes records on to inner at its level, and notes how many
+// items the agent fetched when it connected.
+type capture struct {
+	inner   slog.Handler
+	fetched *atomic.Int64
+}
+
+func (c *capture) Enabled(context.Context, slog.Level) bool { return true }
+
+func (c *capture) Handle(ctx context.Context, r slog.Record) error {
+	if r.Message == "xmpp connected" {
+		r.Attrs(func(a slog.Attr) bool {
+			if a.Key == "devices" {
+				c.fetched.Store(a.Value.Int64())
+			}
+			return true
+		})
+	}
+	if c.inner.Enabled(ctx, r.Level) {
+		return c.inner.Handle(ctx, r)
+	}
+	return nil
+}
+
+func (c *capture) WithAttrs(as []slog.Attr) slog.Handler {
+	return &capture{inner: c.inner.WithAttrs(as), fetched: c.fetched}
+}
+
+func (c *capture) WithGroup(name string) slog.Handler {
+	return &capture{inner: c.inner.WithGroup(name), fetched: c.fetched}
+}
+
+func runQuiet(name string, args ...string) (string, error) {
+	out, err := exec.Command(name, args...).Output()
+	if err != nil {
+		return "", err
+	}
+	s := strings.TrimSpace(string(out))
+	if s == "" {
+		return "", errors.New("no output")
+	}
+	return s, nil
+}
