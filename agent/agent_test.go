@@ -263,16 +263,7 @@ func TestMailboxDelete(t *testing.T) {
 }
 
 func BenchmarkRemoteDevice(b *testing.B) {
-	a := New(Options{EID: eidA, JID: "a@x/r", Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	devices := make([]string, 1000)
-	for i := range devices {
-		devices[i] = fmt.Sprintf("SIP/%d", i)
-	}
-	states := []devstate.State{devstate.InUse, devstate.NotInUse, devstate.Ringing}
-	b.ReportAllocs()
-	for i := 0; b.Loop(); i++ {
-		a.RemoteDevice(DeviceItem{Device: devices[i%len(devices)], State: states[i%3], EID: eidB, Publisher: "b@x/r"})
-	}
+	benchRemoteChanges(b, New(Options{EID: eidA, JID: "a@x/r", Log: slog.New(slog.NewTextHandler(io.Discard, nil))}))
 }
 
 // A server whose states expired must not be revived for good by the items

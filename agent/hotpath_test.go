@@ -71,6 +71,11 @@ func BenchmarkHotPath(b *testing.B) {
 	c.SetReadDeadline(time.Time{})
 	go io.Copy(io.Discard, r)
 
+	benchRemoteChanges(b, a)
+}
+
+// benchRemoteChanges feeds a a buddy's changes over 1,000 devices.
+func benchRemoteChanges(b *testing.B, a *Agent) {
 	devices := make([]string, 1000)
 	for i := range devices {
 		devices[i] = fmt.Sprintf("SIP/%d", i)
