@@ -32,11 +32,11 @@ demo: build
 	bash examples/demo.sh $(BIN)
 
 # Micro-benchmarks, then the end-to-end run against a real Prosody
-# (internal/bench; about 8 minutes): baseline vs busylamp latency and
+# (internal/bench; about 7 minutes here): baseline vs busylamp latency and
 # throughput, the burst, scale; and the publishing agent's CPU profile.
 # BENCHFLAGS=-quick for a short run, BENCHFLAGS=-ejabberd to add ejabberd.
 BENCHFLAGS ?=
-bench:
+bench: servers
 	$(GO) test -run=NONE -bench=. -benchmem ./devstate/... ./mwi/... ./agent/... ./pubsub/
 	@mkdir -p bin && rm -f bin/bench-cpu.pprof
 	$(GO) run ./internal/bench -cpuprofile bin/bench-cpu.pprof $(BENCHFLAGS)
