@@ -92,6 +92,14 @@ type Agent struct {
 	spoofed   uint64                   // payloads dropped for claiming another JID's EID
 	warn      warnLimiter              // remote input may not flood the log
 
+	// Own states restored after a restart rather than set by the PBX:
+	// from the PubSub items first, then from what buddies hold of ours,
+	// which overrides the items (a buddy's copy is the last notification
+	// it had; Prosody's memory store can hand out stale items). A set by
+	// the PBX ends it. Bounded by the tables.
+	restoredDev map[string]struct{}
+	restoredBox map[string]struct{}
+
 	booted   chan struct{}
 	bootOnce sync.Once
 }
@@ -142,6 +150,9 @@ func New(opt Options) *Agent {
 		servers:   make(map[devstate.EID]*server),
 		jids:      make(map[string]*peer),
 		booted:    make(chan struct{}),
+
+		restoredDev: make(map[string]struct{}),
+		restoredBox: make(map[string]struct{}),
 	}
 }
 
@@ -186,6 +197,7 @@ func (a *Agent) SetDeviceState(device string, s devstate.State) error {
 	if err != nil {
 		return fmt.Errorf("set %s: %w", device, err)
 	}
+	delete(a.restoredDev, device)
 	if changed {
 		a.sink.DeviceChanged(device, agg)
 	}
@@ -207,6 +219,7 @@ func (a *Agent) SetMailbox(mailbox string, c mwi.Counts) error {
 	if err != nil {
 		return fmt.Errorf("set %s: %w", mailbox, err)
 	}
+	delete(a.restoredBox, mailbox)
 	if changed {
 		a.sink.MailboxChanged(mailbox, agg)
 	}
@@ -228,6 +241,7 @@ func (a *Agent) DeleteMailbox(mailbox string) error {
 		return fmt.Errorf("mailbox %s: not set on this node", mailbox)
 	}
 	a.deleteMailboxLocked(mailbox, a.opt.EID)
+	delete(a.restoredBox, mailbox)
 	a.pub.PublishMailbox(mailbox, mwi.Counts{})
 	return nil
 }

@@ -344,3 +344,49 @@ func waitFor(t *testing.T, cond func() bool) {
 		time.Sleep(2 * time.Millisecond)
 	}
 }
+
+// After a restart, an own state restored from the PubSub items gives way to
+// what a buddy holds of ours (the last notification it had; Prosody's
+// memory store can hand out stale items), but a state the PBX set since
+// never does.
+func TestBuddyCopyOfOwnStateBeatsItems(t *testing.T) {
+	a, _ := newTestAgent(t, Options{})
+	a.Presence("b@x.test/r", true)
+	a.Resync([]DeviceItem{
+		{Device: "SIP/stale", State: devstate.InUse, Cachable: true, EID: eidA, Publisher: "a@x/r"},
+		{Device: "SIP/pbx", State: devstate.InUse, Cachable: true, EID: eidA, Publisher: "a@x/r"},
+	}, []MailboxItem{{Mailbox: "1@c", Counts: mwi.Counts{New: 3}, EID: eidA, Publisher: "a@x/r"}})
+	if st, _ := a.DeviceState("SIP/stale"); st != devstate.InUse {
+		t.Fatalf("restored from the items: %v, want INUSE", st)
+	}
+	if err := a.SetDeviceState("SIP/pbx", devstate.Ringing); err != nil {
+		t.Fatal(err)
+	}
+	since := time.Now()
+	a.ApplyServerStates("b@x.test/r", since, []DeviceItem{
+		{Device: "SIP/b", State: devstate.NotInUse, Cachable: true, EID: eidB, Publisher: "b@x.test/r"},
+		{Device: "SIP/stale", State: devstate.Busy, Cachable: true, EID: eidA},
+		{Device: "SIP/pbx", State: devstate.Busy, Cachable: true, EID: eidA},
+	}, []MailboxItem{{Mailbox: "1@c", Counts: mwi.Counts{}, EID: eidA}})
+	if st, _ := a.DeviceState("SIP/stale"); st != devstate.Busy {
+		t.Errorf("restored own state after the buddy's copy: %v, want BUSY", st)
+	}
+	if st, _ := a.DeviceState("SIP/pbx"); st != devstate.Ringing {
+		t.Errorf("state the PBX set: %v, want RINGING (a buddy's copy must not override it)", st)
+	}
+	if c, ok := a.Mailbox("1@c"); ok && c != (mwi.Counts{}) {
+		t.Errorf("mailbox restored with 3 new, the buddy heard it deleted: %+v", c)
+	}
+	// Once the PBX sets it, a restored state is the PBX's: a later copy
+	// (another buddy's answer) leaves it.
+	if err := a.SetDeviceState("SIP/stale", devstate.OnHold); err != nil {
+		t.Fatal(err)
+	}
+	a.ApplyServerStates("b@x.test/r", time.Now(), []DeviceItem{
+		{Device: "SIP/b", State: devstate.NotInUse, Cachable: true, EID: eidB, Publisher: "b@x.test/r"},
+		{Device: "SIP/stale", State: devstate.Busy, Cachable: true, EID: eidA},
+	}, nil)
+	if st, _ := a.DeviceState("SIP/stale"); st != devstate.OnHold {
+		t.Errorf("after the PBX set it: %v, want ONHOLD", st)
+	}
+}

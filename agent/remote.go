@@ -254,6 +254,22 @@ func (a *Agent) Disconnected() {
 	}
 }
 
+// restoreOwnDeviceLocked takes back an own state this node lost (a
+// restart) and notes it as restored, not set by the PBX.
+func (a *Agent) restoreOwnDeviceLocked(it DeviceItem) {
+	a.setRemoteDeviceLocked(it)
+	if a.holdsDeviceLocked(it.Device, it.EID) {
+		a.restoredDev[it.Device] = struct{}{}
+	}
+}
+
+func (a *Agent) restoreOwnMailboxLocked(it MailboxItem) {
+	a.setRemoteMailboxLocked(it)
+	if a.holdsMailboxLocked(it.Mailbox, it.EID) {
+		a.restoredBox[it.Mailbox] = struct{}{}
+	}
+}
+
 // Resync applies the items fetched from both PubSub nodes after a
 // (re)connect. Items carry only the last writer of each device, so they
 // are exact for single-writer devices and Asterisk nodes; ApplyServerStates
@@ -268,7 +284,7 @@ func (a *Agent) Resync(devices []DeviceItem, mailboxes []MailboxItem) {
 		}
 		if it.EID == a.opt.EID {
 			if !a.holdsDeviceLocked(it.Device, it.EID) {
-				a.setRemoteDeviceLocked(it)
+				a.restoreOwnDeviceLocked(it)
 			}
 			continue
 		}
@@ -283,7 +299,7 @@ func (a *Agent) Resync(devices []DeviceItem, mailboxes []MailboxItem) {
 		if it.EID == a.opt.EID {
 			// Zero counts of our own are what a delete left behind.
 			if it.Counts != (mwi.Counts{}) && !a.holdsMailboxLocked(it.Mailbox, it.EID) {
-				a.setRemoteMailboxLocked(it)
+				a.restoreOwnMailboxLocked(it)
 			}
 			continue
 		}
@@ -350,8 +366,9 @@ func (a *Agent) ApplyServerStates(jid string, since time.Time, devices []DeviceI
 			continue
 		}
 		if it.EID == a.opt.EID {
-			if !a.holdsDeviceLocked(it.Device, it.EID) {
-				a.setRemoteDeviceLocked(it)
+			// What a buddy holds of ours beats an item: see restoredDev.
+			if _, restored := a.restoredDev[it.Device]; restored || !a.holdsDeviceLocked(it.Device, it.EID) {
+				a.restoreOwnDeviceLocked(it)
 			}
 		} else if answerers[it.EID] {
 			keepDev[string(it.EID[:])+it.Device] = struct{}{}
@@ -366,8 +383,14 @@ func (a *Agent) ApplyServerStates(jid string, since time.Time, devices []DeviceI
 			continue
 		}
 		if it.EID == a.opt.EID {
-			if it.Counts != (mwi.Counts{}) && !a.holdsMailboxLocked(it.Mailbox, it.EID) {
-				a.setRemoteMailboxLocked(it)
+			_, restored := a.restoredBox[it.Mailbox]
+			switch {
+			case restored && it.Counts == (mwi.Counts{}):
+				// The buddy heard us delete it after the item was written.
+				a.deleteMailboxLocked(it.Mailbox, it.EID)
+				delete(a.restoredBox, it.Mailbox)
+			case it.Counts != (mwi.Counts{}) && (restored || !a.holdsMailboxLocked(it.Mailbox, it.EID)):
+				a.restoreOwnMailboxLocked(it)
 			}
 		} else if answerers[it.EID] {
 			keepBox[string(it.EID[:])+it.Mailbox] = struct{}{}
