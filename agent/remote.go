@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"strings"
 	"time"
 
 	"github.com/busylamp/busylamp/devstate"
@@ -259,14 +260,14 @@ func (a *Agent) Disconnected() {
 func (a *Agent) restoreOwnDeviceLocked(it DeviceItem) {
 	a.setRemoteDeviceLocked(it)
 	if a.holdsDeviceLocked(it.Device, it.EID) {
-		a.restoredDev[it.Device] = struct{}{}
+		a.restoredDev[strings.Clone(it.Device)] = struct{}{} // not a slice of the stanza
 	}
 }
 
 func (a *Agent) restoreOwnMailboxLocked(it MailboxItem) {
 	a.setRemoteMailboxLocked(it)
 	if a.holdsMailboxLocked(it.Mailbox, it.EID) {
-		a.restoredBox[it.Mailbox] = struct{}{}
+		a.restoredBox[strings.Clone(it.Mailbox)] = struct{}{}
 	}
 }
 

@@ -1,9 +1,13 @@
 package pubsub
 
 import (
+	"bufio"
+	"encoding/xml"
 	"net"
 	"testing"
 	"time"
+
+	"gosrc.io/xmpp/stanza"
 )
 
 // repeatConn is a net.Conn whose reads return a stream header, then the
@@ -28,23 +32,14 @@ func (r *repeatConn) Read(p []byte) (int, error) {
 func (r *repeatConn) SetReadDeadline(time.Time) error { return nil }
 
 // The receiving half of the hot path, XMPP bytes in → DeviceEvent: read
-// one notification off the stream and parse it, as the read loop does.
+// one notification off the stream and parse it, as the read loop does
+// (xmlReader), against the encoding/xml reading it replaced (the same-run
+// baseline).
 func BenchmarkReadNotification(b *testing.B) {
 	msg := eventMsg(`<items node="device_state">` + stateItem("PJSIP/1000", otherEID.String(), ` cachable="1"`, "INUSE") + `</items>`)
-	rc := &repeatConn{head: `<stream:stream xmlns="jabber:client" xmlns:stream="http://etherx.jabber.org/streams">`, msg: msg}
-	c := &conn{raw: rc, nc: rc}
-	c.resetDecoder()
-	if _, err := c.dec.Token(); err != nil { // the stream header, as openStream reads it
-		b.Fatal(err)
-	}
+	head := `<stream:stream xmlns="jabber:client" xmlns:stream="http://etherx.jabber.org/streams">`
 	p := &parser{own: ownEID, reject: func(string, ...any) {}, kindOf: flatKind}
-	b.ReportAllocs()
-	b.SetBytes(int64(len(msg)))
-	for b.Loop() {
-		e, err := c.next()
-		if err != nil {
-			b.Fatal(err)
-		}
+	check := func(b *testing.B, e *elem) {
 		evs := p.parseEvent(e)
 		if len(evs) != 1 {
 			b.Fatalf("%d events from %s", len(evs), msg)
@@ -53,4 +48,41 @@ func BenchmarkReadNotification(b *testing.B) {
 			b.Fatalf("event %#v", evs[0])
 		}
 	}
+	b.Run("xmlReader", func(b *testing.B) {
+		rc := &repeatConn{head: head, msg: msg + " "}
+		c := &conn{raw: rc, nc: rc}
+		c.resetDecoder()
+		if err := c.xr.header(); err != nil { // as openStream reads it
+			b.Fatal(err)
+		}
+		b.ReportAllocs()
+		b.SetBytes(int64(len(msg)))
+		for b.Loop() {
+			e, err := c.next()
+			if err != nil {
+				b.Fatal(err)
+			}
+			check(b, e)
+		}
+	})
+	b.Run("encoding-xml", func(b *testing.B) {
+		rc := &repeatConn{head: head, msg: msg + " "}
+		d := xml.NewDecoder(bufio.NewReaderSize(rc, 16<<10))
+		if _, err := stanza.InitStream(d); err != nil {
+			b.Fatal(err)
+		}
+		b.ReportAllocs()
+		b.SetBytes(int64(len(msg)))
+		for b.Loop() {
+			t, err := stanza.NextXmppToken(d)
+			if err != nil {
+				b.Fatal(err)
+			}
+			e, err := readElem(d, t.(xml.StartElement))
+			if err != nil {
+				b.Fatal(err)
+			}
+			check(b, e)
+		}
+	})
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"strings"
 	"sync"
 	"time"
 )
@@ -290,8 +291,10 @@ func (c *Client) learnLeaf(node string, k Kind) {
 		return
 	}
 	c.mu.Lock()
-	if _, ok := c.leaves[node]; ok || len(c.leaves) < maxLeaves {
+	if _, ok := c.leaves[node]; ok {
 		c.leaves[node] = k
+	} else if len(c.leaves) < maxLeaves {
+		c.leaves[strings.Clone(node)] = k // not a slice of the stanza
 	}
 	c.mu.Unlock()
 }

@@ -5,7 +5,6 @@ import (
 	"context"
 	"crypto/tls"
 	"encoding/xml"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -13,8 +12,6 @@ import (
 	"strings"
 	"sync"
 	"time"
-
-	"gosrc.io/xmpp/stanza"
 )
 
 // writeTimeout bounds every write: a peer that does not take our bytes for
@@ -32,7 +29,7 @@ type conn struct {
 	nc   net.Conn // raw, or the TLS connection over it
 	tls  *tls.ConnectionState
 	lim  *limitReader
-	dec  *xml.Decoder
+	xr   *xmlReader
 	log  *slog.Logger
 	tr   bool
 	wmu  sync.Mutex
@@ -73,7 +70,7 @@ func dial(ctx context.Context, addr string, log *slog.Logger, trace bool) (*conn
 // resetDecoder starts reading a new XML stream (after STARTTLS and SASL).
 func (c *conn) resetDecoder() {
 	c.lim = &limitReader{r: c.nc, max: maxStanza}
-	c.dec = xml.NewDecoder(bufio.NewReaderSize(c.lim, 16<<10))
+	c.xr = newXMLReader(bufio.NewReaderSize(c.lim, 16<<10))
 }
 
 // openStream sends the stream header and reads the server's.
@@ -84,7 +81,7 @@ func (c *conn) openStream(domain string) error {
 		return err
 	}
 	c.lim.n = 0
-	if _, err := stanza.InitStream(c.dec); err != nil {
+	if err := c.xr.header(); err != nil {
 		return fmt.Errorf("read stream header: %w", err)
 	}
 	return nil
@@ -106,28 +103,18 @@ func (c *conn) startTLS(cfg *tls.Config) error {
 // </stream:stream> is io.EOF.
 func (c *conn) next() (*elem, error) {
 	c.lim.n = 0
-	t, err := stanza.NextXmppToken(c.dec)
+	e, err := c.xr.next()
 	if err != nil {
 		if c.lim.n >= c.lim.max {
 			return nil, errStanzaTooLarge
 		}
 		return nil, err
 	}
-	switch t := t.(type) {
-	case xml.EndElement:
-		return nil, io.EOF
-	case xml.StartElement:
-		e, err := readElem(c.dec, t)
-		if err != nil && c.lim.n >= c.lim.max {
-			err = errStanzaTooLarge
-		}
-		if err == nil && c.tr {
-			b, _ := xml.Marshal(traceElem{e})
-			c.log.Debug("xmpp recv", "xml", string(b))
-		}
-		return e, err
+	if c.tr {
+		b, _ := xml.Marshal(traceElem{e})
+		c.log.Debug("xmpp recv", "xml", string(b))
 	}
-	return nil, errors.New("unexpected XML token")
+	return e, nil
 }
 
 // setReadDeadline bounds the next reads; the zero time clears it.

@@ -27,8 +27,11 @@
 // id (and only from the entity asked), notifications and presences become
 // events, requests to us are answered (pings; anything unhandled gets
 // service-unavailable). From the library it uses the stanza package: the
-// IQ and presence envelopes, data forms, roster items, bind, SASL auth,
-// stanza.InitStream and stanza.NextXmppToken.
+// IQ and presence envelopes, data forms, roster items, bind, SASL auth.
+// Incoming XML is read by xmlReader (xmlread.go), which frames each stanza
+// into one buffer and parses it as encoding/xml would (a differential
+// fuzz test holds it to that) at about 10 allocations a notification
+// instead of 83: the XML decoder was 40% of a publishing agent's CPU.
 //
 // Events reach the owner's channel in stream order through a queue
 // (capped at 65536 events, then TCP back-pressure), so the read loop does
