@@ -89,7 +89,7 @@ func (a *Agent) bindLocked(eid devstate.EID, publisher string) bool {
 			a.warn.warn(a.log, a.now(), "payload refused: account speaks for too many EIDs", "jid", bare, "eid", eid.String(), "max", maxEIDsPerJID)
 			return false
 		}
-		s.jid = bare
+		s.jid = p.jid
 		p.eids[eid] = struct{}{}
 	case s.jid != bare:
 		a.spoofed++
@@ -128,7 +128,7 @@ func (a *Agent) BindEID(eid devstate.EID, jid string) {
 		delete(old.eids, eid)
 	}
 	if p := a.peerLocked(bare); p != nil {
-		s.jid = bare
+		s.jid = p.jid
 		p.eids[eid] = struct{}{}
 	}
 }
@@ -140,6 +140,7 @@ func (a *Agent) peerLocked(bare string) *peer {
 			a.warn.warn(a.log, a.now(), "too many peers", "jid", bare, "max", maxServers)
 			return nil
 		}
+		bare = strings.Clone(bare) // kept: not a slice of the stanza it came in
 		p = &peer{jid: bare, resources: make(map[string]bool), eids: make(map[devstate.EID]struct{})}
 		a.jids[bare] = p
 	}
@@ -163,8 +164,8 @@ func (a *Agent) Presence(fullJID string, available bool) (changed bool) {
 	}
 	wasUp := len(p.resources) > 0
 	if available {
-		if len(p.resources) < 64 || p.resources[res] {
-			p.resources[res] = true
+		if !p.resources[res] && len(p.resources) < 64 {
+			p.resources[strings.Clone(res)] = true
 		}
 		p.gen++
 		if p.expiry != nil {

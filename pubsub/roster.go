@@ -174,9 +174,9 @@ func (c *Client) rosterItemLocked(it *elem) {
 			return
 		}
 		b = &buddy{}
-		c.buddies[bare] = b
+		c.buddies[strings.Clone(bare)] = b // kept: not a slice of the stanza
 	}
-	b.inRoster, b.subscription, b.ask = true, it.attr("subscription"), it.attr("ask")
+	b.inRoster, b.subscription, b.ask = true, strings.Clone(it.attr("subscription")), strings.Clone(it.attr("ask"))
 }
 
 func (c *Client) handleRosterPush(s *session, e, q *elem) {
@@ -249,6 +249,10 @@ func (c *Client) handlePresence(s *session, e *elem) {
 			if _, ok := b.resources[j.resource]; ok || len(b.resources) < maxResources {
 				if old, ok := b.resources[j.resource]; ok {
 					r.Since = old.Since
+				}
+				r.Show, r.Status = strings.Clone(r.Show), strings.Clone(r.Status)
+				if !ok {
+					j.resource = strings.Clone(j.resource)
 				}
 				b.resources[j.resource] = r
 				evs = append(evs, Presence{JID: bare + "/" + j.resource, Available: true, Show: r.Show, Status: r.Status, Priority: r.Priority})
