@@ -352,14 +352,13 @@ func (p *parser2) name() (xml.Name, error) {
 		}
 		return xml.Name{}, xmlSyntax("expected a name")
 	}
-	c := s[0]
-	if !('A' <= c && c <= 'Z' || 'a' <= c && c <= 'z' || c == '_' || c == ':') {
-		return xml.Name{}, xmlSyntax("invalid XML name: %s", s)
-	}
-	for j := 1; j < len(s); j++ {
+	for j := 0; j < len(s); j++ {
 		if s[j] >= utf8.RuneSelf {
 			return xml.Name{}, xmlSyntax("name not ASCII: %q", s)
 		}
+	}
+	if c := s[0]; !('A' <= c && c <= 'Z' || 'a' <= c && c <= 'z' || c == '_' || c == ':') {
+		return xml.Name{}, xmlSyntax("invalid XML name: %s", s)
 	}
 	if strings.Count(s, ":") > 1 {
 		return xml.Name{}, xmlSyntax("invalid XML name: %s", s)
