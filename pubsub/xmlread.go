@@ -43,7 +43,13 @@ const (
 var (
 	errRestrictedXML = errors.New("restricted XML (comment, processing instruction or DTD) in a stanza")
 	errTextBetween   = errors.New("text between stanzas")
+	errTooManyNS     = fmt.Errorf("more than %d namespace declarations in scope", maxNSDecls)
 )
+
+// maxNSDecls bounds the namespace declarations in scope: resolving a name
+// looks through them, so without a bound a hostile stanza could make that
+// quadratic. XMPP stanzas carry a handful.
+const maxNSDecls = 64
 
 func newXMLReader(r *bufio.Reader) *xmlReader { return &xmlReader{r: r} }
 
@@ -107,12 +113,8 @@ func (x *xmlReader) header() error {
 	if err != nil {
 		return err
 	}
-	for _, a := range attrs {
-		if a.Name.Space == xmlnsPrefix {
-			p.scope = append(p.scope, nsDecl{a.Name.Local, a.Value})
-		} else if a.Name.Space == "" && a.Name.Local == xmlnsPrefix {
-			p.scope = append(p.scope, nsDecl{"", a.Value})
-		}
+	if err := p.declare(attrs); err != nil {
+		return err
 	}
 	name := p.translate(raw, true)
 	if name.Space != nsStream || name.Local != "stream" || empty {
@@ -418,6 +420,26 @@ func (p *parser2) tag() (raw xml.Name, attrs []xml.Attr, empty bool, err error) 
 	}
 }
 
+// declare brings a tag's namespace declarations into scope.
+func (p *parser2) declare(attrs []xml.Attr) error {
+	for _, a := range attrs {
+		var d nsDecl
+		switch {
+		case a.Name.Space == xmlnsPrefix:
+			d = nsDecl{a.Name.Local, a.Value}
+		case a.Name.Space == "" && a.Name.Local == xmlnsPrefix:
+			d = nsDecl{"", a.Value}
+		default:
+			continue
+		}
+		if len(p.scope) >= maxNSDecls {
+			return errTooManyNS
+		}
+		p.scope = append(p.scope, d)
+	}
+	return nil
+}
+
 // translate resolves a name as encoding/xml does: a bound prefix (or, for
 // an element, the default namespace) gives the namespace; xmlns
 // declarations stay as they are; an unbound prefix stays in Space.
@@ -449,12 +471,8 @@ func (p *parser2) element(e *elem, depth int) error {
 		return err
 	}
 	mark := len(p.scope)
-	for _, a := range attrs {
-		if a.Name.Space == xmlnsPrefix {
-			p.scope = append(p.scope, nsDecl{a.Name.Local, a.Value})
-		} else if a.Name.Space == "" && a.Name.Local == xmlnsPrefix {
-			p.scope = append(p.scope, nsDecl{"", a.Value})
-		}
+	if err := p.declare(attrs); err != nil {
+		return err
 	}
 	e.XMLName = p.translate(raw, true)
 	n := 0

@@ -73,7 +73,7 @@ func sameElem(path string, a, b *elem) string {
 // stricter reports whether xmlReader may refuse what encoding/xml takes:
 // what RFC 6120 restricts, and names that are not ASCII.
 func stricter(err error) bool {
-	return errors.Is(err, errRestrictedXML) || errors.Is(err, errTextBetween) ||
+	return errors.Is(err, errRestrictedXML) || errors.Is(err, errTextBetween) || errors.Is(err, errTooManyNS) ||
 		strings.Contains(err.Error(), "not ASCII")
 }
 
@@ -190,6 +190,28 @@ func TestXMLReaderStream(t *testing.T) {
 	x = newXMLReader(bufio.NewReader(strings.NewReader("<html>")))
 	if err := x.header(); err == nil {
 		t.Fatal("a header that is not <stream:stream> was taken")
+	}
+}
+
+// A stanza cannot make name resolution quadratic with namespace
+// declarations: past maxNSDecls in scope it is refused.
+func TestXMLReaderBoundsDeclarations(t *testing.T) {
+	var b strings.Builder
+	b.WriteString("<a")
+	for i := range maxNSDecls + 1 {
+		fmt.Fprintf(&b, " xmlns:p%d='urn:%d'", i, i)
+	}
+	b.WriteString("/>")
+	if _, err := viaReader(testStreamHeader + b.String()); !errors.Is(err, errTooManyNS) {
+		t.Fatalf("%d declarations: %v, want errTooManyNS", maxNSDecls+1, err)
+	}
+	// The stream header's two declarations count: 62 more still pass.
+	ok := "<a" + strings.Repeat(" ", 1)
+	for i := range maxNSDecls - 2 {
+		ok += fmt.Sprintf(" xmlns:p%d='urn:%d'", i, i)
+	}
+	if _, err := viaReader(testStreamHeader + ok + "/>"); err != nil {
+		t.Fatalf("%d declarations refused: %v", maxNSDecls-2, err)
 	}
 }
 
