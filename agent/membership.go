@@ -9,6 +9,7 @@ import (
 
 	"github.com/busylamp/busylamp/agent/cluster"
 	"github.com/busylamp/busylamp/agent/manager"
+	"github.com/busylamp/busylamp/pubsub"
 )
 
 // startCluster joins the gossip cluster when it is configured. Membership
@@ -83,20 +84,42 @@ func (n *Node) memberEvent(ctx context.Context, ev cluster.Event) {
 }
 
 // requestStates asks one buddy for its own states and applies the answer.
+//
+// A member that has not heard of this node yet (gossip reaches members
+// one after another, within a second or two) refuses the request as
+// coming from a stranger (forbidden): it is asked again, a few times.
 func (n *Node) requestStates(ctx context.Context, jid string) bool {
-	since := n.core.now()
 	qctx, cancel := context.WithTimeout(ctx, n.cfg.ResyncTimeout)
 	defer cancel()
-	ds, ms, err := n.xmpp.RequestOwnStates(qctx, jid)
-	if err != nil {
+	wait := statesRetryDelay
+	for attempt := 1; ; attempt++ {
+		since := n.core.now()
+		ds, ms, err := n.xmpp.RequestOwnStates(qctx, jid)
+		if err == nil {
+			n.core.ApplyServerStates(jid, since, ds, ms)
+			return true
+		}
+		if pubsub.IsCondition(err, "forbidden") && attempt < statesTries {
+			select {
+			case <-time.After(wait):
+				wait *= 2
+				continue
+			case <-qctx.Done():
+			}
+		}
 		if ctx.Err() == nil {
-			n.log.Debug("states request", "jid", jid, "err", err)
+			n.log.Debug("states request", "jid", jid, "attempts", attempt, "err", err)
 		}
 		return false
 	}
-	n.core.ApplyServerStates(jid, since, ds, ms)
-	return true
 }
+
+// A states request refused as from a stranger is tried statesTries times,
+// waiting statesRetryDelay, then twice as long each time (7.5 s in all).
+const (
+	statesTries      = 5
+	statesRetryDelay = 500 * time.Millisecond
+)
 
 func (n *Node) showMembers(b *strings.Builder) {
 	if n.cluster == nil {

@@ -88,6 +88,18 @@ func newCluster(t *testing.T, n int, opts ...nodeOpts) *cluster {
 	}
 	t.Cleanup(func() { srv.Close() })
 	c := &cluster{t: t, srv: srv, dir: t.TempDir()}
+	t.Cleanup(func() {
+		if !t.Failed() {
+			return
+		}
+		for _, nd := range c.nodes { // what each agent logged, for the failure
+			l := nd.log()
+			if len(l) > 6000 {
+				l = "…" + l[len(l)-6000:]
+			}
+			t.Logf("%s log:\n%s", nd.name, l)
+		}
+	})
 	for i := 0; i < n; i++ {
 		c.declare()
 	}
