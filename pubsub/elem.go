@@ -33,9 +33,9 @@ const (
 )
 
 // elem is a parsed XML element: the whole of an incoming stanza. Stanzas are
-// parsed into this tree first (bounded in size by the reader and in depth
-// here) and read from it, so nothing in a payload can make the read loop
-// block, allocate without limit, or panic.
+// parsed into this tree first by xmlReader (bounded in size by maxStanza,
+// in depth by maxDepth) and read from it, so nothing in a payload can make
+// the read loop block, allocate without limit, or panic.
 type elem struct {
 	XMLName xml.Name
 	Attr    []xml.Attr
