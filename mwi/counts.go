@@ -4,6 +4,11 @@
 // It does no I/O.
 package mwi
 
+import "fmt"
+
+// MaxCount bounds NEWMSGS and OLDMSGS, as the wire takes them.
+const MaxCount = 1_000_000
+
 // Counts are a mailbox's new and old message counts.
 type Counts struct {
 	New int
@@ -12,3 +17,12 @@ type Counts struct {
 
 // Waiting reports whether there are new messages, as AMI's Waiting header.
 func (c Counts) Waiting() bool { return c.New > 0 }
+
+// Check says why c cannot be held or published (a count out of range), or
+// nil.
+func (c Counts) Check() error {
+	if c.New < 0 || c.Old < 0 || c.New > MaxCount || c.Old > MaxCount {
+		return fmt.Errorf("counts out of range (0 to %d)", MaxCount)
+	}
+	return nil
+}
