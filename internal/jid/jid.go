@@ -88,11 +88,23 @@ func (j JID) String() string {
 // WithResource is j with the resource r.
 func (j JID) WithResource(r string) JID { j.Resource = r; return j }
 
-// Bare is the canonical bare form of s, or "" when s is not a JID.
+// Bare is the canonical bare form of s, or "" when s is not a JID. When
+// s is canonical already (as the servers send JIDs) the result is a slice
+// of s: the agent calls this for every notification.
 func Bare(s string) string {
 	j, err := Parse(s)
 	if err != nil {
 		return ""
+	}
+	bare, _, _ := strings.Cut(s, "/")
+	if j.Local == "" {
+		if bare == j.Domain {
+			return bare
+		}
+		return j.Domain
+	}
+	if n := len(j.Local); len(bare) == n+1+len(j.Domain) && bare[:n] == j.Local && bare[n] == '@' && bare[n+1:] == j.Domain {
+		return bare
 	}
 	return j.Bare()
 }
@@ -145,7 +157,9 @@ func CheckHost(h string) error {
 		}
 		return nil
 	}
-	if net.ParseIP(h) != nil {
+	// Only what could be an IP address is parsed as one: a failed ParseIP
+	// allocates, and this runs for every notification's publisher.
+	if h != "" && (strings.IndexByte(h, ':') >= 0 || h[len(h)-1] >= '0' && h[len(h)-1] <= '9') && net.ParseIP(h) != nil {
 		return nil
 	}
 	switch {

@@ -58,3 +58,12 @@ func TestOneAccountOneSpelling(t *testing.T) {
 		t.Error("a string that is not a JID has no bare form")
 	}
 }
+
+func TestBareAllocatesNothingWhenCanonical(t *testing.T) {
+	if n := testing.AllocsPerRun(100, func() { _ = Bare("node1@example.org/pbx1") }); n != 0 {
+		t.Errorf("Bare of a canonical JID: %v allocations, want 0", n)
+	}
+	if got := Bare("Node1@Example.org./x"); got != "node1@example.org" {
+		t.Errorf("Bare = %q", got)
+	}
+}
