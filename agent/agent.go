@@ -1,496 +1,400 @@
-// Package agent wires busylamp together: this node's own states come in
-// from the AMI socket and the CLI and go out to XMPP PubSub; every other
-// server's publications come in from PubSub and update the per-server
-// tables; every change of a cluster-wide state goes out to the AMI
-// sessions. It also decides when a departed server's states expire.
-//
-// The tables are owned by the Agent and guarded by one mutex that is held
-// only briefly and never across network I/O: publishing and emitting events
-// are non-blocking hand-offs (the publisher coalesces, the AMI fan-out drops
-// slow readers), so doing them under the lock keeps per-device order without
-// ever waiting on the network.
 package agent
 
 import (
-	"errors"
+	"context"
 	"fmt"
 	"log/slog"
-	"sort"
+	"net"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
+	"github.com/busylamp/busylamp/agent/cluster"
+	"github.com/busylamp/busylamp/agent/manager"
 	"github.com/busylamp/busylamp/devstate"
 	"github.com/busylamp/busylamp/mwi"
 	"github.com/busylamp/busylamp/pubsub"
 )
 
-// DeviceItem and MailboxItem are one server's state of a device or a
-// mailbox, as PubSub carries them.
-type (
-	DeviceItem  = pubsub.DeviceItem
-	MailboxItem = pubsub.MailboxItem
-)
-
-// Stale says what happens to a server's states when it leaves.
-type Stale int
-
-const (
-	// StaleExpire drops a departed server's states after the grace period.
-	StaleExpire Stale = iota
-	// StaleKeep keeps them, as Asterisk does.
-	StaleKeep
-)
-
-// Options configure the agent core.
-type Options struct {
-	EID        devstate.EID
-	JID        string // this node's full JID
-	Stale      Stale
-	StaleGrace time.Duration
-	MWIMerge   mwi.Merge
-	MaxDevices int // bound on devices, and on mailboxes
-	Log        *slog.Logger
-	Now        func() time.Time // for tests; time.Now when nil
+// Config is everything a running node needs.
+type Config struct {
+	Name        string // the client section's name, as 'show connected' prints it
+	Version     string
+	XMPP        pubsub.Config
+	Core        Options
+	Manager     manager.Config
+	ManagerAddr string // host:port of the AMI-style socket
+	// ResyncTimeout bounds each directed states request after a connect.
+	ResyncTimeout time.Duration
+	// BootTimeout bounds how long FullyBooted waits for the first resync;
+	// after it the node boots with what it has (the XMPP server may be down).
+	BootTimeout time.Duration
+	Log         *slog.Logger
+	// Cluster, when set, joins gossip membership (the [cluster] section).
+	Cluster *cluster.Config
 }
 
-// Publisher sends this node's own states to the cluster. Both calls must not
-// block: the PubSub client coalesces.
-type Publisher interface {
-	PublishDevice(device string, s devstate.State, cachable bool)
-	PublishMailbox(mailbox string, c mwi.Counts)
+// Node is a running agent: the core, its XMPP client and its AMI socket.
+type Node struct {
+	cfg    Config
+	log    *slog.Logger
+	core   *Agent
+	xmpp   *pubsub.Client
+	ami    *manager.Server
+	ln     net.Listener
+	events chan pubsub.Event
+
+	cluster  *cluster.Cluster
+	waiting  atomic.Int32  // states requests held until synced
+	synced   chan struct{} // closed when the first items resync is done
+	syncOnce sync.Once
+
+	resyncMu     sync.Mutex
+	resyncCancel context.CancelFunc
+	wg           sync.WaitGroup
 }
 
-// Sink receives every change of a cluster-wide state, in order per device
-// and per mailbox, while the agent holds its lock. It must not block.
-type Sink interface {
-	DeviceChanged(device string, s devstate.State)
-	MailboxChanged(mailbox string, c mwi.Counts)
-}
-
-// Limits on what remote input may make the agent hold.
-const (
-	maxServers     = 4096            // remote EIDs tracked
-	maxEIDsPerJID  = 16              // EIDs one account may speak for
-	maxCount       = pubsub.MaxCount // NEWMSGS / OLDMSGS, as the wire takes them
-	unknownBuddyID = "(unknown)"
-)
-
-// Agent holds the cluster state of one node.
-type Agent struct {
-	opt Options
-	log *slog.Logger
-	now func() time.Time
-
-	mu        sync.Mutex
-	devices   *devstate.Table
-	mailboxes *mwi.Table
-	pub       Publisher
-	sink      Sink
-	servers   map[devstate.EID]*server // remote servers seen, by EID
-	jids      map[string]*peer         // remote accounts, by bare JID
-	spoofed   uint64                   // payloads dropped for claiming another JID's EID
-	warn      warnLimiter              // remote input may not flood the log
-
-	// Own states restored after a restart rather than set by the PBX:
-	// from the PubSub items first, then from what buddies hold of ours,
-	// which overrides the items (a buddy's copy is the last notification
-	// it had; Prosody's memory store can hand out stale items). A set by
-	// the PBX ends it. Bounded by the tables.
-	restoredDev map[string]struct{}
-	restoredBox map[string]struct{}
-
-	booted   chan struct{}
-	bootOnce sync.Once
-}
-
-// server is a remote server, known by its EID.
-type server struct {
-	eid    devstate.EID
-	jid    string // bare JID it is bound to; "" until known
-	seen   time.Time
-	member bool // gossip says it is alive: presence does not expire it
-}
-
-// peer is a remote XMPP account (bare JID) and what we know of its presence.
-type peer struct {
-	jid       string
-	resources map[string]bool // available resources
-	eids      map[devstate.EID]struct{}
-	expiry    *time.Timer
-	gen       uint64 // invalidates an expiry timer that fired late
-}
-
-// ErrBadName is returned for an empty or oversized device or mailbox name.
-var ErrBadName = errors.New("bad name")
-
-// New makes an agent core. Publisher and Sink may be nil (no-ops) and set
-// later with Attach.
-func New(opt Options) *Agent {
-	if opt.Log == nil {
-		opt.Log = slog.Default()
+// NewNode checks cfg, opens the AMI socket and prepares the XMPP client;
+// Run starts them.
+func NewNode(cfg Config) (*Node, error) {
+	if cfg.Log == nil {
+		cfg.Log = slog.Default()
 	}
-	if opt.Now == nil {
-		opt.Now = time.Now
+	if cfg.ResyncTimeout <= 0 {
+		cfg.ResyncTimeout = 10 * time.Second
 	}
-	if opt.MaxDevices <= 0 {
-		opt.MaxDevices = 200000
+	if cfg.BootTimeout <= 0 {
+		cfg.BootTimeout = 30 * time.Second
 	}
-	if opt.StaleGrace < 0 {
-		opt.StaleGrace = 0
-	}
-	return &Agent{
-		opt:       opt,
-		log:       opt.Log,
-		now:       opt.Now,
-		devices:   devstate.NewTable(opt.MaxDevices),
-		mailboxes: mwi.NewTable(opt.MWIMerge, opt.MaxDevices),
-		pub:       nopPublisher{},
-		sink:      nopSink{},
-		servers:   make(map[devstate.EID]*server),
-		jids:      make(map[string]*peer),
-		booted:    make(chan struct{}),
-
-		restoredDev: make(map[string]struct{}),
-		restoredBox: make(map[string]struct{}),
-	}
-}
-
-// Attach sets where own states are published and where changes go.
-func (a *Agent) Attach(p Publisher, s Sink) {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	if p != nil {
-		a.pub = p
-	}
-	if s != nil {
-		a.sink = s
-	}
-}
-
-// EID is this node's entity id.
-func (a *Agent) EID() devstate.EID { return a.opt.EID }
-
-// Booted is closed once the agent holds the full cluster state after start.
-func (a *Agent) Booted() <-chan struct{} { return a.booted }
-
-// MarkBooted closes Booted; later calls do nothing.
-func (a *Agent) MarkBooted() { a.bootOnce.Do(func() { close(a.booted) }) }
-
-// checkName applies the wire's rule for names (pubsub.CheckName), so that
-// what is accepted here can also be published.
-func checkName(kind, name string) error {
-	if err := pubsub.CheckName(name); err != nil {
-		return fmt.Errorf("%w: %s %q: %v", ErrBadName, kind, name, err)
-	}
-	return nil
-}
-
-// SetDeviceState sets this node's state of device and publishes it.
-func (a *Agent) SetDeviceState(device string, s devstate.State) error {
-	if err := checkName("device", device); err != nil {
-		return err
-	}
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	agg, changed, err := a.devices.Set(device, a.opt.EID, s, true, a.now())
+	cfg.Core.Log = cfg.Log
+	cfg.Core.JID = cfg.XMPP.JID
+	cfg.Core.EID = cfg.XMPP.EID
+	cfg.XMPP.Logger = cfg.Log
+	n := &Node{cfg: cfg, log: cfg.Log, events: make(chan pubsub.Event, 4096), synced: make(chan struct{})}
+	n.core = New(cfg.Core)
+	// Own states are republished by the node after each resync, not by the
+	// client on connect: the resync may first restore them.
+	cfg.XMPP.OwnStates = nil
+	x, err := pubsub.New(cfg.XMPP, n.events)
 	if err != nil {
-		return fmt.Errorf("set %s: %w", device, err)
+		return nil, fmt.Errorf("xmpp client: %w", err)
 	}
-	delete(a.restoredDev, device)
-	if changed {
-		a.sink.DeviceChanged(device, agg)
-	}
-	a.pub.PublishDevice(device, s, true)
-	return nil
-}
-
-// SetMailbox sets this node's counts of mailbox and publishes them.
-func (a *Agent) SetMailbox(mailbox string, c mwi.Counts) error {
-	if err := checkName("mailbox", mailbox); err != nil {
-		return err
-	}
-	if c.New < 0 || c.Old < 0 || c.New > maxCount || c.Old > maxCount {
-		return fmt.Errorf("mailbox %s: counts out of range (0 to %d)", mailbox, maxCount)
-	}
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	agg, changed, err := a.mailboxes.Set(mailbox, a.opt.EID, c, a.now())
+	n.xmpp = x
+	n.ami = manager.New(cfg.Manager, backend{n}, cfg.Log)
+	n.core.Attach(x, amiSink{n.ami})
+	ln, err := net.Listen("tcp", cfg.ManagerAddr)
 	if err != nil {
-		return fmt.Errorf("set %s: %w", mailbox, err)
+		return nil, fmt.Errorf("manager socket: %w", err)
 	}
-	delete(a.restoredBox, mailbox)
-	if changed {
-		a.sink.MailboxChanged(mailbox, agg)
-	}
-	a.pub.PublishMailbox(mailbox, c)
-	return nil
+	n.ln = ln
+	return n, nil
 }
 
-// DeleteMailbox drops this node's counts of mailbox. The cluster hears
-// zero counts, which is what Asterisk nodes understand: under Asterisk's
-// newest-wins rule a later zero must clear the lamp, so remote nodes keep
-// it as this server's counts rather than forgetting the entry.
-func (a *Agent) DeleteMailbox(mailbox string) error {
-	if err := checkName("mailbox", mailbox); err != nil {
+// Core is the node's state.
+func (n *Node) Core() *Agent { return n.core }
+
+// ManagerAddr is the address the AMI-style socket listens on.
+func (n *Node) ManagerAddr() string { return n.ln.Addr().String() }
+
+// Run runs the node until ctx ends, then stops everything it started.
+func (n *Node) Run(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	// Membership first: the AMI socket's 'show members' reads it.
+	members, err := n.startCluster(ctx)
+	if err != nil {
+		n.ln.Close()
 		return err
 	}
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	if !a.holdsMailboxLocked(mailbox, a.opt.EID) {
-		return fmt.Errorf("mailbox %s: not set on this node", mailbox)
+	errc := make(chan error, 2)
+	n.wg.Add(2)
+	go func() {
+		defer n.wg.Done()
+		if err := n.ami.Serve(ctx, n.ln); err != nil && ctx.Err() == nil {
+			errc <- fmt.Errorf("manager: %w", err)
+		}
+	}()
+	go func() {
+		defer n.wg.Done()
+		if err := n.xmpp.Run(ctx); err != nil && ctx.Err() == nil {
+			errc <- fmt.Errorf("xmpp: %w", err)
+		}
+	}()
+	bootTimer := time.AfterFunc(n.cfg.BootTimeout, func() {
+		select {
+		case <-n.core.Booted():
+		default:
+			n.log.Warn("booting without a complete resync", "waited", n.cfg.BootTimeout)
+			n.core.MarkBooted()
+		}
+	})
+	defer bootTimer.Stop()
+	n.log.Info("busylamp running", "version", n.cfg.Version, "jid", n.cfg.XMPP.JID,
+		"eid", n.cfg.XMPP.EID.String(), "manager", n.ManagerAddr())
+loop:
+	for {
+		select {
+		case <-ctx.Done():
+			break loop
+		case err = <-errc:
+			break loop
+		case ev := <-n.events:
+			n.handle(ctx, ev)
+		case ev := <-members:
+			n.memberEvent(ctx, ev)
+		}
 	}
-	a.deleteMailboxLocked(mailbox, a.opt.EID)
-	delete(a.restoredBox, mailbox)
-	a.pub.PublishMailbox(mailbox, mwi.Counts{})
-	return nil
-}
-
-func (a *Agent) deleteMailboxLocked(mailbox string, eid devstate.EID) {
-	agg, changed, gone := a.mailboxes.Delete(mailbox, eid)
-	if !changed {
-		return
+	cancel()
+	// Keep draining events until the client has stopped, so it never blocks.
+	done := make(chan struct{})
+	go func() { n.wg.Wait(); close(done) }()
+	for {
+		select {
+		case <-n.events:
+		case <-done:
+			n.core.stopTimers()
+			return err
+		}
 	}
-	if gone {
-		agg = mwi.Counts{}
-	}
-	a.sink.MailboxChanged(mailbox, agg)
 }
 
-// DeviceState is the cluster-wide state of device.
-func (a *Agent) DeviceState(device string) (devstate.State, bool) {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	return a.devices.Get(device)
-}
-
-// Mailbox is the cluster-wide counts of mailbox.
-func (a *Agent) Mailbox(mailbox string) (mwi.Counts, bool) {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	return a.mailboxes.Get(mailbox)
-}
-
-// DeviceView is one device as the CLI shows it.
-type DeviceView struct {
-	Device  string
-	State   devstate.State
-	Servers []ServerState
-}
-
-// ServerState is one server's contribution to a device.
-type ServerState struct {
-	EID      devstate.EID
-	JID      string
-	State    devstate.State
-	Cachable bool
-	Updated  time.Time
-}
-
-// Devices lists every device, sorted, with per-server detail when detail
-// is set.
-func (a *Agent) Devices(detail bool) []DeviceView {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	list := a.devices.List()
-	out := make([]DeviceView, 0, len(list))
-	for _, d := range list {
-		v := DeviceView{Device: d.Device, State: d.State}
-		if detail {
-			for _, e := range a.devices.Entries(d.Device) {
-				v.Servers = append(v.Servers, ServerState{EID: e.EID, JID: a.jidOfLocked(e.EID), State: e.State, Cachable: e.Cachable, Updated: e.Updated})
+func (n *Node) handle(ctx context.Context, ev pubsub.Event) {
+	switch ev := ev.(type) {
+	case pubsub.DeviceEvent:
+		n.core.RemoteDevice(ev.Item)
+	case pubsub.MailboxEvent:
+		n.core.RemoteMailbox(ev.Item)
+	case pubsub.Presence:
+		if n.core.Presence(ev.JID, ev.Available) && ev.Available && n.booted() {
+			// A buddy came (back): what it holds now is exact only from it.
+			n.wg.Add(1)
+			go func() { defer n.wg.Done(); n.requestStates(ctx, ev.JID) }()
+		}
+		status := "unavailable"
+		if ev.Available {
+			status = "available"
+			if ev.Show != "" {
+				status = ev.Show
 			}
 		}
-		out = append(out, v)
+		n.ami.Emit(manager.BuddyStatus(
+			manager.Header{Key: "JID", Value: bareJID(ev.JID)},
+			manager.Header{Key: "Resource", Value: resourceOf(ev.JID)},
+			manager.Header{Key: "Status", Value: status},
+			manager.Header{Key: "Priority", Value: fmt.Sprint(ev.Priority)},
+		))
+	case pubsub.Connected:
+		n.log.Info("xmpp connected", "jid", ev.JID, "devices", len(ev.Devices), "mailboxes", len(ev.Mailboxes))
+		n.core.Resync(ev.Devices, ev.Mailboxes)
+		n.syncOnce.Do(func() { close(n.synced) })
+		n.startResync(ctx)
+	case pubsub.Disconnected:
+		n.log.Warn("xmpp disconnected", "err", ev.Err)
+		n.cancelResync()
+		n.core.Disconnected()
+	case pubsub.OwnStatesRequest:
+		if n.isSynced() || n.waiting.Load() >= maxWaitingAnswers {
+			n.answer(ev)
+			break
+		}
+		// Our own states are not restored from the PubSub items yet, and
+		// a partial answer would make the asker drop our real states.
+		// Answer once they are (well within the asker's timeout). Not
+		// "once booted": agents that start together would each wait for
+		// the other's answer. What later answers restore is republished.
+		n.waiting.Add(1)
+		n.wg.Add(1)
+		go func() {
+			defer n.wg.Done()
+			defer n.waiting.Add(-1)
+			select {
+			case <-n.synced:
+			case <-time.After(n.cfg.ResyncTimeout / 2):
+			case <-ctx.Done():
+				return
+			}
+			n.answer(ev)
+		}()
+	case pubsub.Retracted:
+		n.log.Debug("item retracted", "node", ev.Node, "id", ev.ID) // routine on ejabberd: an item is retracted before another account overwrites it
+	case pubsub.Purged:
+		n.log.Info("node purged", "node", ev.Node)
+	case pubsub.Deleted:
+		n.log.Warn("node deleted", "node", ev.Node)
 	}
-	return out
 }
 
-// Device is one device with its per-server detail.
-func (a *Agent) Device(device string) (DeviceView, bool) {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	st, ok := a.devices.Get(device)
-	if !ok {
-		return DeviceView{}, false
+// maxWaitingAnswers bounds the states requests held until synced.
+const maxWaitingAnswers = 256
+
+func (n *Node) isSynced() bool {
+	select {
+	case <-n.synced:
+		return true
+	default:
+		return false
 	}
-	v := DeviceView{Device: device, State: st}
-	for _, e := range a.devices.Entries(device) {
-		v.Servers = append(v.Servers, ServerState{EID: e.EID, JID: a.jidOfLocked(e.EID), State: e.State, Cachable: e.Cachable, Updated: e.Updated})
-	}
-	return v, true
 }
 
-// MailboxView is one mailbox as the CLI shows it.
-type MailboxView struct {
-	Mailbox string
-	Counts  mwi.Counts
-	Servers []MailboxServer
-}
-
-// MailboxServer is one server's counts of a mailbox.
-type MailboxServer struct {
-	EID     devstate.EID
-	JID     string
-	Counts  mwi.Counts
-	Updated time.Time
-}
-
-// MailboxDetail is one mailbox with its per-server counts.
-func (a *Agent) MailboxDetail(mailbox string) (MailboxView, bool) {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	c, ok := a.mailboxes.Get(mailbox)
-	if !ok {
-		return MailboxView{}, false
+func (n *Node) booted() bool {
+	select {
+	case <-n.core.Booted():
+		return true
+	default:
+		return false
 	}
-	v := MailboxView{Mailbox: mailbox, Counts: c}
-	for _, e := range a.mailboxes.Entries(mailbox) {
-		eid := devstate.EID(e.Server)
-		v.Servers = append(v.Servers, MailboxServer{EID: eid, JID: a.jidOfLocked(eid), Counts: e.Counts, Updated: e.Updated})
-	}
-	return v, true
 }
 
-// Mailboxes lists every mailbox, sorted.
-func (a *Agent) Mailboxes(detail bool) []MailboxView {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	list := a.mailboxes.List()
-	out := make([]MailboxView, 0, len(list))
-	for _, m := range list {
-		v := MailboxView{Mailbox: m.Mailbox, Counts: m.Counts}
-		if detail {
-			for _, e := range a.mailboxes.Entries(m.Mailbox) {
-				eid := devstate.EID(e.Server)
-				v.Servers = append(v.Servers, MailboxServer{EID: eid, JID: a.jidOfLocked(eid), Counts: e.Counts, Updated: e.Updated})
+// answer answers a buddy's states request with our own states and what
+// we hold of the asker's server.
+func (n *Node) answer(req pubsub.OwnStatesRequest) {
+	eid, _ := n.core.EIDOf(req.From)
+	ds, ms := n.core.AnswerFor(eid)
+	if err := n.xmpp.AnswerOwnStates(req, ds, ms); err != nil {
+		n.log.Warn("answer states request", "from", req.From, "err", err)
+	}
+}
+
+func (n *Node) cancelResync() {
+	n.resyncMu.Lock()
+	defer n.resyncMu.Unlock()
+	if n.resyncCancel != nil {
+		n.resyncCancel()
+		n.resyncCancel = nil
+	}
+}
+
+// startResync asks every busylamp buddy for its own states (what PubSub
+// items cannot tell exactly), then republishes this node's own states and
+// marks the node booted. Asterisk buddies simply do not answer.
+func (n *Node) startResync(ctx context.Context) {
+	n.cancelResync()
+	rctx, cancel := context.WithCancel(ctx)
+	n.resyncMu.Lock()
+	n.resyncCancel = cancel
+	n.resyncMu.Unlock()
+	targets := n.resyncTargets()
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		defer cancel()
+		start := time.Now()
+		var mu sync.Mutex
+		answered := 0
+		var wg sync.WaitGroup
+		sem := make(chan struct{}, 8)
+		for _, jid := range targets {
+			wg.Add(1)
+			sem <- struct{}{}
+			go func(jid string) {
+				defer wg.Done()
+				defer func() { <-sem }()
+				if !n.requestStates(rctx, jid) {
+					return
+				}
+				mu.Lock()
+				answered++
+				mu.Unlock()
+			}(jid)
+		}
+		wg.Wait()
+		if rctx.Err() != nil {
+			return
+		}
+		n.core.Republish()
+		n.core.MarkBooted()
+		n.log.Info("resync complete", "asked", len(targets), "answered", answered,
+			"took", time.Since(start).Round(time.Millisecond))
+	}()
+}
+
+// resyncTargets are the full JIDs to ask: configured buddies with a
+// resource, and every resource whose presence we know.
+func (n *Node) resyncTargets() []string {
+	seen := make(map[string]bool)
+	var out []string
+	add := func(j string) {
+		if j == "" || seen[j] || bareJID(j) == bareJID(n.cfg.XMPP.JID) && resourceOf(j) == resourceOf(n.cfg.XMPP.JID) {
+			return
+		}
+		seen[j] = true
+		out = append(out, j)
+	}
+	for _, b := range n.cfg.XMPP.Buddies {
+		if strings.Contains(b, "/") {
+			add(b)
+		}
+	}
+	for _, b := range n.xmpp.Buddies() {
+		for _, r := range b.Resources {
+			add(b.JID + "/" + r.Resource)
+		}
+	}
+	if n.cluster != nil {
+		for _, m := range n.cluster.Members() {
+			if m.State == cluster.StateAlive && strings.Contains(m.Meta.JID, "/") {
+				add(m.Meta.JID)
 			}
 		}
-		out = append(out, v)
 	}
 	return out
 }
 
-func (a *Agent) jidOfLocked(eid devstate.EID) string {
-	if eid == a.opt.EID {
-		return bareJID(a.opt.JID)
-	}
-	if s, ok := a.servers[eid]; ok && s.jid != "" {
-		return s.jid
-	}
-	return unknownBuddyID
+// amiSink turns cluster-wide changes into AMI events.
+type amiSink struct{ s *manager.Server }
+
+func (a amiSink) DeviceChanged(device string, st devstate.State) {
+	a.s.Emit(manager.DeviceStateChange(device, st))
 }
 
-// OwnStates are this node's own device states and mailbox counts: what it
-// republishes after (re)connecting and what it answers a buddy's request
-// with.
-func (a *Agent) OwnStates() ([]DeviceItem, []MailboxItem) {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	return a.statesOfLocked(a.opt.EID)
+func (a amiSink) MailboxChanged(mailbox string, c mwi.Counts) {
+	a.s.Emit(manager.MessageWaiting(mailbox, c))
 }
 
-func (a *Agent) statesOfLocked(eid devstate.EID) ([]DeviceItem, []MailboxItem) {
-	des := a.devices.ServerEntries(eid)
-	ds := make([]DeviceItem, 0, len(des))
-	for _, e := range des {
-		ds = append(ds, DeviceItem{Device: e.Device, State: e.State, Cachable: e.Cachable, EID: eid})
+// backend is the node as the AMI socket sees it.
+type backend struct{ n *Node }
+
+func (b backend) DeviceState(_ context.Context, device string) (devstate.State, bool) {
+	return b.n.core.DeviceState(device)
+}
+
+func (b backend) SetDeviceState(_ context.Context, device string, s devstate.State) error {
+	return b.n.core.SetDeviceState(device, s)
+}
+
+func (b backend) Devices(context.Context) []manager.DeviceState {
+	ds := b.n.core.Devices(false)
+	out := make([]manager.DeviceState, len(ds))
+	for i, d := range ds {
+		out[i] = manager.DeviceState{Device: d.Device, State: d.State}
 	}
-	mes := a.mailboxes.ServerEntries(eid)
-	ms := make([]MailboxItem, 0, len(mes))
-	for _, e := range mes {
-		ms = append(ms, MailboxItem{Mailbox: e.Mailbox, Counts: e.Counts, EID: eid})
-	}
-	return ds, ms
-}
-
-func (a *Agent) holdsDeviceLocked(device string, eid devstate.EID) bool {
-	for _, e := range a.devices.Entries(device) {
-		if e.EID == eid {
-			return true
-		}
-	}
-	return false
-}
-
-func (a *Agent) holdsMailboxLocked(mailbox string, eid devstate.EID) bool {
-	for _, e := range a.mailboxes.Entries(mailbox) {
-		if devstate.EID(e.Server) == eid {
-			return true
-		}
-	}
-	return false
-}
-
-// Republish sends all own states again (after a reconnect).
-func (a *Agent) Republish() {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	ds, ms := a.statesOfLocked(a.opt.EID)
-	for _, d := range ds {
-		a.pub.PublishDevice(d.Device, d.State, d.Cachable)
-	}
-	for _, m := range ms {
-		a.pub.PublishMailbox(m.Mailbox, m.Counts)
-	}
-}
-
-// Stats are counters for `show` commands and tests.
-type Stats struct {
-	Devices, Mailboxes, Servers int
-	Spoofed                     uint64
-}
-
-// Stats reports table sizes and counters.
-func (a *Agent) Stats() Stats {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	return Stats{Devices: a.devices.Len(), Mailboxes: a.mailboxes.Len(), Servers: len(a.servers), Spoofed: a.spoofed}
-}
-
-// ServerInfo is one remote server as `show` commands list it.
-type ServerInfo struct {
-	EID  devstate.EID
-	JID  string
-	Seen time.Time
-}
-
-// Servers lists the remote servers seen, sorted by EID.
-func (a *Agent) Servers() []ServerInfo {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	out := make([]ServerInfo, 0, len(a.servers))
-	for _, s := range a.servers {
-		out = append(out, ServerInfo{EID: s.eid, JID: s.jid, Seen: s.seen})
-	}
-	sort.Slice(out, func(i, j int) bool { return out[i].EID.String() < out[j].EID.String() })
 	return out
 }
 
-type nopPublisher struct{}
-
-func (nopPublisher) PublishDevice(string, devstate.State, bool) {}
-func (nopPublisher) PublishMailbox(string, mwi.Counts)          {}
-
-type nopSink struct{}
-
-func (nopSink) DeviceChanged(string, devstate.State) {}
-func (nopSink) MailboxChanged(string, mwi.Counts)    {}
-
-// bareJID strips the resource of a JID and folds its case: local part and
-// domain compare without case (as the servers and pubsub's parser treat
-// them), while a config may spell them with capitals.
-func bareJID(jid string) string {
-	if i := strings.IndexByte(jid, '/'); i >= 0 {
-		jid = jid[:i]
-	}
-	return strings.ToLower(jid)
+func (b backend) Mailbox(_ context.Context, mailbox string) (mwi.Counts, bool) {
+	return b.n.core.Mailbox(mailbox)
 }
 
-// resourceOf is the resource part of a JID, "" if none.
-func resourceOf(jid string) string {
-	if i := strings.IndexByte(jid, '/'); i >= 0 {
-		return jid[i+1:]
+func (b backend) Mailboxes(context.Context) []manager.MailboxState {
+	ms := b.n.core.Mailboxes(false)
+	out := make([]manager.MailboxState, len(ms))
+	for i, m := range ms {
+		out[i] = manager.MailboxState{Mailbox: m.Mailbox, Counts: m.Counts}
 	}
-	return ""
+	return out
 }
+
+func (b backend) SetMailbox(_ context.Context, mailbox string, c mwi.Counts) error {
+	return b.n.core.SetMailbox(mailbox, c)
+}
+
+func (b backend) DeleteMailbox(_ context.Context, mailbox string) error {
+	return b.n.core.DeleteMailbox(mailbox)
+}
+
+func (b backend) Command(ctx context.Context, line string) (string, error) {
+	return b.n.Command(ctx, line)
+}
+
+func (b backend) Booted() <-chan struct{} { return b.n.core.Booted() }

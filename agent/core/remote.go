@@ -1,4 +1,4 @@
-package agent
+package core
 
 import (
 	"strings"
@@ -10,8 +10,8 @@ import (
 
 // RemoteDevice applies a device state that another server published.
 // Payloads with this node's own EID are echoes and are ignored.
-func (a *Agent) RemoteDevice(it DeviceItem) {
-	if it.EID == a.opt.EID || checkName("device", it.Device) != nil {
+func (a *Core) RemoteDevice(it DeviceItem) {
+	if it.EID == a.cfg.EID || checkName("device", it.Device) != nil {
 		return
 	}
 	a.mu.Lock()
@@ -22,7 +22,7 @@ func (a *Agent) RemoteDevice(it DeviceItem) {
 	a.setRemoteDeviceLocked(it)
 }
 
-func (a *Agent) setRemoteDeviceLocked(it DeviceItem) {
+func (a *Core) setRemoteDeviceLocked(it DeviceItem) {
 	agg, changed, err := a.devices.Set(it.Device, it.EID, it.State, it.Cachable, a.now())
 	if err != nil {
 		a.warn.warn(a.log, a.now(), "device dropped", "device", it.Device, "eid", it.EID.String(), "err", err)
@@ -34,11 +34,11 @@ func (a *Agent) setRemoteDeviceLocked(it DeviceItem) {
 }
 
 // RemoteMailbox applies mailbox counts that another server published.
-func (a *Agent) RemoteMailbox(it MailboxItem) {
-	if it.EID == a.opt.EID || checkName("mailbox", it.Mailbox) != nil {
+func (a *Core) RemoteMailbox(it MailboxItem) {
+	if it.EID == a.cfg.EID || checkName("mailbox", it.Mailbox) != nil {
 		return
 	}
-	if it.Counts.New < 0 || it.Counts.Old < 0 || it.Counts.New > maxCount || it.Counts.Old > maxCount {
+	if it.Counts.Check() != nil {
 		a.warn.warn(a.log, a.now(), "mailbox counts out of range", "mailbox", it.Mailbox, "eid", it.EID.String())
 		return
 	}
@@ -50,7 +50,7 @@ func (a *Agent) RemoteMailbox(it MailboxItem) {
 	a.setRemoteMailboxLocked(it)
 }
 
-func (a *Agent) setRemoteMailboxLocked(it MailboxItem) {
+func (a *Core) setRemoteMailboxLocked(it MailboxItem) {
 	agg, changed, err := a.mailboxes.Set(it.Mailbox, it.EID, it.Counts, a.now())
 	if err != nil {
 		a.warn.warn(a.log, a.now(), "mailbox dropped", "mailbox", it.Mailbox, "eid", it.EID.String(), "err", err)
@@ -64,7 +64,7 @@ func (a *Agent) setRemoteMailboxLocked(it MailboxItem) {
 // bindLocked ties eid to the bare JID that published it, the first time a
 // publisher is known, and refuses a payload whose EID is bound to another
 // JID: any whitelisted account could otherwise speak for any server.
-func (a *Agent) bindLocked(eid devstate.EID, publisher string) bool {
+func (a *Core) bindLocked(eid devstate.EID, publisher string) bool {
 	s := a.servers[eid]
 	if s == nil {
 		if len(a.servers) >= maxServers {
@@ -79,6 +79,10 @@ func (a *Agent) bindLocked(eid devstate.EID, publisher string) bool {
 		return true
 	}
 	bare := bareJID(publisher)
+	if bare == "" {
+		a.warn.warn(a.log, a.now(), "payload refused: publisher is not a JID", "eid", eid.String())
+		return false
+	}
 	switch {
 	case s.jid == "":
 		p := a.peerLocked(bare)
@@ -105,11 +109,14 @@ func (a *Agent) bindLocked(eid devstate.EID, publisher string) bool {
 // the first publication). A previous binding to another JID is replaced.
 // The server counts as alive until RemoveServer: membership, not presence,
 // then says when its states go.
-func (a *Agent) BindEID(eid devstate.EID, jid string) {
-	if eid == a.opt.EID {
+func (a *Core) BindEID(eid devstate.EID, jid string) {
+	if eid == a.cfg.EID {
 		return
 	}
 	bare := bareJID(jid)
+	if bare == "" {
+		return
+	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	s := a.servers[eid]
@@ -133,7 +140,7 @@ func (a *Agent) BindEID(eid devstate.EID, jid string) {
 	}
 }
 
-func (a *Agent) peerLocked(bare string) *peer {
+func (a *Core) peerLocked(bare string) *peer {
 	p := a.jids[bare]
 	if p == nil {
 		if len(a.jids) >= maxServers {
@@ -141,19 +148,21 @@ func (a *Agent) peerLocked(bare string) *peer {
 			return nil
 		}
 		bare = strings.Clone(bare) // kept: not a slice of the stanza it came in
-		p = &peer{jid: bare, resources: make(map[string]bool), eids: make(map[devstate.EID]struct{})}
+		p = &peer{jid: bare, eids: make(map[devstate.EID]struct{})}
 		a.jids[bare] = p
 	}
 	return p
 }
 
-// Presence records a buddy resource coming or going. When the last
-// resource of an account goes, its servers' states expire after the grace
-// period (stale=expire); a resource that comes back in time cancels that.
-// It reports whether the account as a whole changed between up and down.
-func (a *Agent) Presence(fullJID string, available bool) (changed bool) {
-	bare, res := bareJID(fullJID), resourceOf(fullJID)
-	if bare == bareJID(a.opt.JID) && res == resourceOf(a.opt.JID) {
+// Presence records whether a buddy's account is online (any of its
+// resources available: the XMPP client's roster knows which). When it goes
+// offline its servers' states expire after the grace period
+// (stale=expire); coming back in time cancels that. It reports whether the
+// account changed between online and offline. A JID with a resource names
+// its account; this node's own account is ignored.
+func (a *Core) Presence(account string, online bool) (changed bool) {
+	bare := bareJID(account)
+	if bare == "" || bare == a.self.Bare() {
 		return false
 	}
 	a.mu.Lock()
@@ -162,27 +171,22 @@ func (a *Agent) Presence(fullJID string, available bool) (changed bool) {
 	if p == nil {
 		return false
 	}
-	wasUp := len(p.resources) > 0
-	if available {
-		if !p.resources[res] && len(p.resources) < 64 {
-			p.resources[strings.Clone(res)] = true
-		}
+	was := p.online
+	p.online = online
+	if online {
 		p.gen++
 		if p.expiry != nil {
 			p.expiry.Stop()
 			p.expiry = nil
 		}
-	} else {
-		delete(p.resources, res)
-		if len(p.resources) == 0 && wasUp {
-			a.scheduleExpiryLocked(p)
-		}
+	} else if was {
+		a.scheduleExpiryLocked(p)
 	}
-	return wasUp != (len(p.resources) > 0)
+	return was != online
 }
 
-func (a *Agent) scheduleExpiryLocked(p *peer) {
-	if a.opt.Stale == StaleKeep || len(p.eids) == 0 {
+func (a *Core) scheduleExpiryLocked(p *peer) {
+	if a.cfg.Stale == StaleKeep || len(p.eids) == 0 {
 		return
 	}
 	p.gen++
@@ -190,14 +194,14 @@ func (a *Agent) scheduleExpiryLocked(p *peer) {
 	if p.expiry != nil {
 		p.expiry.Stop()
 	}
-	p.expiry = time.AfterFunc(a.opt.StaleGrace, func() { a.expire(p.jid, gen) })
+	p.expiry = a.clock.AfterFunc(a.cfg.StaleGrace, func() { a.expire(p.jid, gen) })
 }
 
-func (a *Agent) expire(bare string, gen uint64) {
+func (a *Core) expire(bare string, gen uint64) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	p := a.jids[bare]
-	if p == nil || p.gen != gen || len(p.resources) > 0 {
+	if p == nil || p.gen != gen || p.online {
 		return
 	}
 	p.expiry = nil
@@ -205,15 +209,15 @@ func (a *Agent) expire(bare string, gen uint64) {
 		if s := a.servers[eid]; s != nil && s.member {
 			continue // alive by membership, which says when it dies
 		}
-		a.log.Info("server states expired", "jid", bare, "eid", eid.String(), "grace", a.opt.StaleGrace)
+		a.log.Info("server states expired", "jid", bare, "eid", eid.String(), "grace", a.cfg.StaleGrace)
 		a.removeServerLocked(eid)
 	}
 }
 
-// RemoveServer drops every state of the server with this EID at once (its
-// member died or left) and emits the resulting changes.
-func (a *Agent) RemoveServer(eid devstate.EID) {
-	if eid == a.opt.EID {
+// RemoveServer drops every state of the server with this EID at once and
+// emits the resulting changes, whatever the stale policy.
+func (a *Core) RemoveServer(eid devstate.EID) {
+	if eid == a.cfg.EID {
 		return
 	}
 	a.mu.Lock()
@@ -221,7 +225,31 @@ func (a *Agent) RemoveServer(eid devstate.EID) {
 	a.removeServerLocked(eid)
 }
 
-func (a *Agent) removeServerLocked(eid devstate.EID) {
+// MemberJoined is membership telling that the server eid, speaking as
+// jid, is alive: the binding is authoritative (see BindEID) and presence
+// no longer expires it.
+func (a *Core) MemberJoined(eid devstate.EID, jid string) { a.BindEID(eid, jid) }
+
+// MemberGone is membership telling that the server eid died or left. With
+// stale=expire its states go at once (membership is surer than presence,
+// so no grace); with stale=keep they stay, as Asterisk keeps them. It
+// reports whether they went.
+func (a *Core) MemberGone(eid devstate.EID, why string) bool {
+	if eid == a.cfg.EID || a.cfg.Stale != StaleExpire {
+		return false
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	jid := ""
+	if s := a.servers[eid]; s != nil {
+		jid = s.jid
+	}
+	a.log.Info("member gone: its states expire", "jid", jid, "eid", eid.String(), "status", why)
+	a.removeServerLocked(eid)
+	return true
+}
+
+func (a *Core) removeServerLocked(eid devstate.EID) {
 	if s := a.servers[eid]; s != nil {
 		s.member = false
 	}
@@ -245,12 +273,12 @@ func (a *Agent) removeServerLocked(eid devstate.EID) {
 // on it hears no presence, so every account is considered away until the
 // server tells again who is there after the reconnect. States expire only
 // if that does not happen within the grace period.
-func (a *Agent) Disconnected() {
+func (a *Core) Disconnected() {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	for _, p := range a.jids {
-		if len(p.resources) > 0 {
-			clear(p.resources)
+		if p.online {
+			p.online = false
 			a.scheduleExpiryLocked(p)
 		}
 	}
@@ -258,14 +286,14 @@ func (a *Agent) Disconnected() {
 
 // restoreOwnDeviceLocked takes back an own state this node lost (a
 // restart) and notes it as restored, not set by the PBX.
-func (a *Agent) restoreOwnDeviceLocked(it DeviceItem) {
+func (a *Core) restoreOwnDeviceLocked(it DeviceItem) {
 	a.setRemoteDeviceLocked(it)
 	if a.holdsDeviceLocked(it.Device, it.EID) {
 		a.restoredDev[strings.Clone(it.Device)] = struct{}{} // not a slice of the stanza
 	}
 }
 
-func (a *Agent) restoreOwnMailboxLocked(it MailboxItem) {
+func (a *Core) restoreOwnMailboxLocked(it MailboxItem) {
 	a.setRemoteMailboxLocked(it)
 	if a.holdsMailboxLocked(it.Mailbox, it.EID) {
 		a.restoredBox[strings.Clone(it.Mailbox)] = struct{}{}
@@ -277,14 +305,14 @@ func (a *Agent) restoreOwnMailboxLocked(it MailboxItem) {
 // are exact for single-writer devices and Asterisk nodes; ApplyServerStates
 // completes the picture per busylamp server. An item with this node's own
 // EID restores an own state this node does not hold (after a restart).
-func (a *Agent) Resync(devices []DeviceItem, mailboxes []MailboxItem) {
+func (a *Core) Resync(devices []DeviceItem, mailboxes []MailboxItem) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	for _, it := range devices {
 		if checkName("device", it.Device) != nil {
 			continue
 		}
-		if it.EID == a.opt.EID {
+		if it.EID == a.cfg.EID {
 			if !a.holdsDeviceLocked(it.Device, it.EID) {
 				a.restoreOwnDeviceLocked(it)
 			}
@@ -295,10 +323,10 @@ func (a *Agent) Resync(devices []DeviceItem, mailboxes []MailboxItem) {
 		}
 	}
 	for _, it := range mailboxes {
-		if checkName("mailbox", it.Mailbox) != nil || it.Counts.New < 0 || it.Counts.Old < 0 {
+		if checkName("mailbox", it.Mailbox) != nil || it.Counts.Check() != nil {
 			continue
 		}
-		if it.EID == a.opt.EID {
+		if it.EID == a.cfg.EID {
 			// Zero counts of our own are what a delete left behind.
 			if it.Counts != (mwi.Counts{}) && !a.holdsMailboxLocked(it.Mailbox, it.EID) {
 				a.restoreOwnMailboxLocked(it)
@@ -317,12 +345,24 @@ func (a *Agent) Resync(devices []DeviceItem, mailboxes []MailboxItem) {
 // bring back the states of a server that is gone (it expired before, or
 // died while we were away), and only presence or membership would
 // otherwise ever drop them again. Presence that arrives cancels it.
-func (a *Agent) expireAbsentLocked() {
+func (a *Core) expireAbsentLocked() {
 	for _, p := range a.jids {
-		if len(p.resources) == 0 && len(p.eids) > 0 && p.expiry == nil {
+		if !p.online && len(p.eids) > 0 && p.expiry == nil {
 			a.scheduleExpiryLocked(p)
 		}
 	}
+}
+
+// StatesRequest is a directed states request about to be sent to the
+// buddy JID; ApplyServerStates takes its answer.
+type StatesRequest struct {
+	JID   string
+	since time.Time
+}
+
+// StatesRequest notes that the buddy jid is asked for its own states now.
+func (a *Core) StatesRequest(jid string) StatesRequest {
+	return StatesRequest{JID: jid, since: a.now()}
 }
 
 // ApplyServerStates replaces everything held for the server(s) of the
@@ -332,20 +372,20 @@ func (a *Agent) expireAbsentLocked() {
 // this node's EID are what the buddy holds of ours, and restore own states
 // this node lost (a restart).
 //
-// since is when the request was sent: an entry updated after it (a
-// publication that overtook the answer) is newer than the answer and is
-// left as it is.
-func (a *Agent) ApplyServerStates(jid string, since time.Time, devices []DeviceItem, mailboxes []MailboxItem) {
+// An entry updated after the request was made (a publication that
+// overtook the answer) is newer than the answer and is left as it is.
+func (a *Core) ApplyServerStates(req StatesRequest, devices []DeviceItem, mailboxes []MailboxItem) {
+	jid, since := req.JID, req.since
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	answerers := make(map[devstate.EID]bool)
 	for _, it := range devices {
-		if it.EID != a.opt.EID {
+		if it.EID != a.cfg.EID {
 			answerers[it.EID] = true
 		}
 	}
 	for _, it := range mailboxes {
-		if it.EID != a.opt.EID {
+		if it.EID != a.cfg.EID {
 			answerers[it.EID] = true
 		}
 	}
@@ -367,7 +407,7 @@ func (a *Agent) ApplyServerStates(jid string, since time.Time, devices []DeviceI
 		if checkName("device", it.Device) != nil {
 			continue
 		}
-		if it.EID == a.opt.EID {
+		if it.EID == a.cfg.EID {
 			// What a buddy holds of ours beats an item: see restoredDev.
 			if _, restored := a.restoredDev[it.Device]; restored || !a.holdsDeviceLocked(it.Device, it.EID) {
 				a.restoreOwnDeviceLocked(it)
@@ -381,10 +421,10 @@ func (a *Agent) ApplyServerStates(jid string, since time.Time, devices []DeviceI
 	}
 	keepBox := make(map[string]struct{}, len(mailboxes))
 	for _, it := range mailboxes {
-		if checkName("mailbox", it.Mailbox) != nil || it.Counts.New < 0 || it.Counts.Old < 0 {
+		if checkName("mailbox", it.Mailbox) != nil || it.Counts.Check() != nil {
 			continue
 		}
-		if it.EID == a.opt.EID {
+		if it.EID == a.cfg.EID {
 			_, restored := a.restoredBox[it.Mailbox]
 			switch {
 			case restored && it.Counts == (mwi.Counts{}):
@@ -428,7 +468,7 @@ func (a *Agent) ApplyServerStates(jid string, since time.Time, devices []DeviceI
 }
 
 // EIDOf is the EID bound to the account jid, when exactly one is.
-func (a *Agent) EIDOf(jid string) (devstate.EID, bool) {
+func (a *Core) EIDOf(jid string) (devstate.EID, bool) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	p := a.jids[bareJID(jid)]
@@ -444,11 +484,11 @@ func (a *Agent) EIDOf(jid string) (devstate.EID, bool) {
 // AnswerFor is what this node answers a buddy's directed states request
 // with: its own states, and what it holds of the requester's server (so a
 // restarted buddy recovers its own states exactly).
-func (a *Agent) AnswerFor(requester devstate.EID) ([]DeviceItem, []MailboxItem) {
+func (a *Core) AnswerFor(requester devstate.EID) ([]DeviceItem, []MailboxItem) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	ds, ms := a.statesOfLocked(a.opt.EID)
-	if !requester.IsZero() && requester != a.opt.EID {
+	ds, ms := a.statesOfLocked(a.cfg.EID)
+	if !requester.IsZero() && requester != a.cfg.EID {
 		rd, rm := a.statesOfLocked(requester)
 		ds = append(ds, rd...)
 		ms = append(ms, rm...)
@@ -456,7 +496,7 @@ func (a *Agent) AnswerFor(requester devstate.EID) ([]DeviceItem, []MailboxItem) 
 	return ds, ms
 }
 
-func (a *Agent) deviceNewerLocked(device string, eid devstate.EID, since time.Time) bool {
+func (a *Core) deviceNewerLocked(device string, eid devstate.EID, since time.Time) bool {
 	for _, e := range a.devices.Entries(device) {
 		if e.EID == eid {
 			return e.Updated.After(since)
@@ -465,17 +505,18 @@ func (a *Agent) deviceNewerLocked(device string, eid devstate.EID, since time.Ti
 	return false
 }
 
-func (a *Agent) mailboxNewerLocked(mailbox string, eid devstate.EID, since time.Time) bool {
+func (a *Core) mailboxNewerLocked(mailbox string, eid devstate.EID, since time.Time) bool {
 	for _, e := range a.mailboxes.Entries(mailbox) {
-		if devstate.EID(e.Server) == eid {
+		if e.EID == eid {
 			return e.Updated.After(since)
 		}
 	}
 	return false
 }
 
-// stopTimers stops pending expiries (the node is stopping).
-func (a *Agent) stopTimers() {
+// Stop stops pending expiries (the node is stopping). The core stays
+// usable; it expires nothing more until presence is lost again.
+func (a *Core) Stop() {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	for _, p := range a.jids {

@@ -1,4 +1,4 @@
-package agent
+package core
 
 import (
 	"fmt"
@@ -11,7 +11,6 @@ import (
 
 	"github.com/busylamp/busylamp/devstate"
 	"github.com/busylamp/busylamp/mwi"
-	"github.com/busylamp/busylamp/pubsub"
 )
 
 type published struct {
@@ -60,16 +59,20 @@ var (
 	eidC = devstate.EID{2, 0, 0, 0, 0, 3}
 )
 
-func newTestAgent(t *testing.T, opt Options) (*Agent, *recorder) {
+// newTestCore makes a core on a ManualClock: grace periods pass when the
+// test advances the clock, never by sleeping.
+func newTestCore(t *testing.T, cfg Config) (*Core, *recorder, *ManualClock) {
 	t.Helper()
-	opt.EID = eidA
-	opt.JID = "a@x.test/r"
-	opt.Log = slog.New(slog.NewTextHandler(io.Discard, nil))
-	a := New(opt)
+	cfg.EID = eidA
+	cfg.JID = "a@x.test/r"
+	cfg.Log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	clk := NewManualClock()
+	cfg.Clock = clk
+	a := New(cfg)
 	r := &recorder{}
 	a.Attach(r, r)
-	t.Cleanup(a.stopTimers)
-	return a, r
+	t.Cleanup(a.Stop)
+	return a, r, clk
 }
 
 func equal(t *testing.T, got []string, want ...string) {
@@ -80,7 +83,7 @@ func equal(t *testing.T, got []string, want ...string) {
 }
 
 func TestLocalAndRemoteMerge(t *testing.T) {
-	a, r := newTestAgent(t, Options{})
+	a, r, _ := newTestCore(t, Config{})
 	if err := a.SetDeviceState("SIP/100", devstate.InUse); err != nil {
 		t.Fatal(err)
 	}
@@ -105,8 +108,8 @@ func TestLocalAndRemoteMerge(t *testing.T) {
 }
 
 func TestBadInputRejected(t *testing.T) {
-	a, r := newTestAgent(t, Options{})
-	long := strings.Repeat("x", pubsub.MaxNameLen+1)
+	a, r, _ := newTestCore(t, Config{})
+	long := strings.Repeat("x", devstate.MaxNameLen+1)
 	for _, name := range []string{"", long, "a\r\nEvent: x", "bad\xffutf8"} {
 		if err := a.SetDeviceState(name, devstate.InUse); err == nil {
 			t.Errorf("SetDeviceState(%q) accepted", name)
@@ -120,7 +123,7 @@ func TestBadInputRejected(t *testing.T) {
 }
 
 func TestSpoofedEIDRefused(t *testing.T) {
-	a, r := newTestAgent(t, Options{})
+	a, r, _ := newTestCore(t, Config{})
 	a.RemoteDevice(DeviceItem{Device: "d", State: devstate.InUse, EID: eidB, Publisher: "b@x.test/r1"})
 	equal(t, r.take(), "d=INUSE")
 	// Another resource of the same account may speak for it.
@@ -135,7 +138,7 @@ func TestSpoofedEIDRefused(t *testing.T) {
 }
 
 func TestPresenceExpiry(t *testing.T) {
-	a, r := newTestAgent(t, Options{StaleGrace: 30 * time.Millisecond})
+	a, r, clk := newTestCore(t, Config{StaleGrace: 30 * time.Millisecond})
 	a.Presence("b@x.test/r", true)
 	a.RemoteDevice(DeviceItem{Device: "d1", State: devstate.InUse, EID: eidB, Publisher: "b@x.test/r"})
 	a.RemoteMailbox(MailboxItem{Mailbox: "1@c", Counts: mwi.Counts{New: 2}, EID: eidB, Publisher: "b@x.test/r"})
@@ -145,16 +148,15 @@ func TestPresenceExpiry(t *testing.T) {
 
 	// Away and back within the grace: nothing expires.
 	a.Presence("b@x.test/r", false)
-	time.Sleep(10 * time.Millisecond)
+	clk.Advance(10 * time.Millisecond)
 	a.Presence("b@x.test/r", true)
-	time.Sleep(60 * time.Millisecond)
+	clk.Advance(60 * time.Millisecond)
 	equal(t, r.take())
 
 	a.Presence("b@x.test/r", false)
-	deadline := time.Now().Add(2 * time.Second)
-	for a.Stats().Devices != 1 && time.Now().Before(deadline) {
-		time.Sleep(5 * time.Millisecond)
-	}
+	clk.Advance(29 * time.Millisecond)
+	equal(t, r.take()) // not before the grace is over
+	clk.Advance(time.Millisecond)
 	equal(t, r.take(), "d1=UNKNOWN", "d2=RINGING", "1@c=0/0")
 	if _, ok := a.DeviceState("d1"); ok {
 		t.Fatal("d1 still held")
@@ -162,11 +164,11 @@ func TestPresenceExpiry(t *testing.T) {
 }
 
 func TestStaleKeep(t *testing.T) {
-	a, r := newTestAgent(t, Options{Stale: StaleKeep, StaleGrace: time.Millisecond})
+	a, r, clk := newTestCore(t, Config{Stale: StaleKeep, StaleGrace: time.Millisecond})
 	a.Presence("b@x.test/r", true)
 	a.RemoteDevice(DeviceItem{Device: "d1", State: devstate.InUse, EID: eidB, Publisher: "b@x.test/r"})
 	a.Presence("b@x.test/r", false)
-	time.Sleep(30 * time.Millisecond)
+	clk.Advance(30 * time.Millisecond)
 	equal(t, r.take(), "d1=INUSE")
 	if s, _ := a.DeviceState("d1"); s != devstate.InUse {
 		t.Fatal("kept state lost")
@@ -174,16 +176,16 @@ func TestStaleKeep(t *testing.T) {
 }
 
 func TestApplyServerStatesIsExact(t *testing.T) {
-	a, r := newTestAgent(t, Options{})
+	a, r, clk := newTestCore(t, Config{})
 	pubB := "b@x.test/r"
 	a.RemoteDevice(DeviceItem{Device: "gone", State: devstate.InUse, EID: eidB, Publisher: pubB})
 	a.RemoteDevice(DeviceItem{Device: "kept", State: devstate.InUse, EID: eidB, Publisher: pubB})
 	a.RemoteDevice(DeviceItem{Device: "kept", State: devstate.Ringing, EID: eidC, Publisher: "c@x.test/r"})
 	r.take()
-	since := time.Now()
+	req := a.StatesRequest(pubB)
 	// B answers: "kept" is BUSY now, "gone" it no longer holds; it also
 	// holds a state of ours that we lost.
-	a.ApplyServerStates(pubB, since, []DeviceItem{
+	a.ApplyServerStates(req, []DeviceItem{
 		{Device: "kept", State: devstate.Busy, EID: eidB},
 		{Device: "mine", State: devstate.OnHold, EID: eidA},
 	}, nil)
@@ -197,23 +199,23 @@ func TestApplyServerStatesIsExact(t *testing.T) {
 		t.Fatalf("own states %v", ds)
 	}
 	// A publication newer than the request wins over the answer.
-	before := time.Now()
-	time.Sleep(time.Millisecond)
+	before := a.StatesRequest(pubB)
+	clk.Advance(time.Millisecond)
 	a.RemoteDevice(DeviceItem{Device: "kept", State: devstate.NotInUse, EID: eidB, Publisher: pubB})
 	r.take()
-	a.ApplyServerStates(pubB, before, []DeviceItem{{Device: "kept", State: devstate.Busy, EID: eidB}}, nil)
+	a.ApplyServerStates(before, []DeviceItem{{Device: "kept", State: devstate.Busy, EID: eidB}}, nil)
 	equal(t, r.take())
 	if got := serverStates(a, "kept"); got != "[020000000002=NOT_INUSE 020000000003=RINGING]" {
 		t.Fatalf("kept entries %s", got)
 	}
 	// An empty answer from a known account drops what it held.
-	a.ApplyServerStates(pubB, time.Now(), nil, nil)
+	a.ApplyServerStates(a.StatesRequest(pubB), nil, nil)
 	if got := serverStates(a, "kept"); got != "[020000000003=RINGING]" {
 		t.Fatalf("kept entries %s", got)
 	}
 }
 
-func serverStates(a *Agent, device string) string {
+func serverStates(a *Core, device string) string {
 	var out []string
 	for _, d := range a.Devices(true) {
 		if d.Device == device {
@@ -226,7 +228,7 @@ func serverStates(a *Agent, device string) string {
 }
 
 func TestResyncRestoresOwnStatesOnce(t *testing.T) {
-	a, r := newTestAgent(t, Options{})
+	a, r, _ := newTestCore(t, Config{})
 	a.Resync([]DeviceItem{
 		{Device: "x", State: devstate.InUse, EID: eidA},
 		{Device: "y", State: devstate.Busy, EID: eidB, Publisher: "b@x.test/r"},
@@ -245,7 +247,7 @@ func TestResyncRestoresOwnStatesOnce(t *testing.T) {
 }
 
 func TestMailboxDelete(t *testing.T) {
-	a, r := newTestAgent(t, Options{MWIMerge: mwi.Sum})
+	a, r, _ := newTestCore(t, Config{MWIMerge: mwi.Sum})
 	a.SetMailbox("1@c", mwi.Counts{New: 2})
 	a.RemoteMailbox(MailboxItem{Mailbox: "1@c", Counts: mwi.Counts{New: 3, Old: 1}, EID: eidB})
 	equal(t, r.take(), "1@c=2/0", "1@c=5/1")
@@ -262,31 +264,33 @@ func TestMailboxDelete(t *testing.T) {
 	}
 }
 
-func BenchmarkRemoteDevice(b *testing.B) {
-	benchRemoteChanges(b, New(Options{EID: eidA, JID: "a@x/r", Log: slog.New(slog.NewTextHandler(io.Discard, nil))}))
-}
-
 // A server whose states expired must not be revived for good by the items
 // fetched at the next connect: without its presence they expire again.
 func TestResyncRevivedServerExpiresAgain(t *testing.T) {
-	a, r := newTestAgent(t, Options{StaleGrace: 20 * time.Millisecond})
+	a, r, clk := newTestCore(t, Config{StaleGrace: 20 * time.Millisecond})
 	a.Presence("b@x.test/r", true)
 	a.RemoteDevice(DeviceItem{Device: "d", State: devstate.InUse, EID: eidB, Publisher: "b@x.test/r"})
 	a.Presence("b@x.test/r", false)
-	waitFor(t, func() bool { return a.Stats().Devices == 0 })
+	clk.Advance(20 * time.Millisecond)
+	if a.Stats().Devices != 0 {
+		t.Fatal("state not expired after the grace")
+	}
 	r.take()
 	a.Resync([]DeviceItem{{Device: "d", State: devstate.InUse, EID: eidB, Publisher: "b@x.test"}}, nil)
 	equal(t, r.take(), "d=INUSE")
-	waitFor(t, func() bool { return a.Stats().Devices == 0 })
+	clk.Advance(20 * time.Millisecond)
+	if a.Stats().Devices != 0 {
+		t.Fatal("revived state not expired after the grace")
+	}
 	equal(t, r.take(), "d=UNKNOWN")
 }
 
 // A member (gossip says alive) is not expired for want of presence.
 func TestMemberNotExpiredByMissingPresence(t *testing.T) {
-	a, _ := newTestAgent(t, Options{StaleGrace: 10 * time.Millisecond})
+	a, _, clk := newTestCore(t, Config{StaleGrace: 10 * time.Millisecond})
 	a.BindEID(eidB, "b@x.test/r")
 	a.Resync([]DeviceItem{{Device: "d", State: devstate.InUse, EID: eidB, Publisher: "b@x.test"}}, nil)
-	time.Sleep(50 * time.Millisecond)
+	clk.Advance(50 * time.Millisecond)
 	if a.Stats().Devices != 1 {
 		t.Fatal("member's state expired")
 	}
@@ -298,7 +302,7 @@ func TestMemberNotExpiredByMissingPresence(t *testing.T) {
 
 // JIDs compare without case in their local part and domain.
 func TestJIDCaseFolded(t *testing.T) {
-	a, r := newTestAgent(t, Options{})
+	a, r, _ := newTestCore(t, Config{})
 	a.BindEID(eidB, "Server2@X.test/Res")
 	a.RemoteDevice(DeviceItem{Device: "d", State: devstate.Busy, EID: eidB, Publisher: "server2@x.test/Res"})
 	equal(t, r.take(), "d=BUSY")
@@ -310,14 +314,14 @@ func TestJIDCaseFolded(t *testing.T) {
 // Two servers sharing one account: an answer from one does not wipe the
 // other's states.
 func TestSharedAccountAnswer(t *testing.T) {
-	a, _ := newTestAgent(t, Options{})
+	a, _, _ := newTestCore(t, Config{})
 	a.RemoteDevice(DeviceItem{Device: "d1", State: devstate.InUse, EID: eidB, Publisher: "s@x.test/n1"})
 	a.RemoteDevice(DeviceItem{Device: "d2", State: devstate.InUse, EID: eidC, Publisher: "s@x.test/n2"})
-	a.ApplyServerStates("s@x.test/n1", time.Now(), []DeviceItem{{Device: "d1", State: devstate.Busy, EID: eidB}}, nil)
+	a.ApplyServerStates(a.StatesRequest("s@x.test/n1"), []DeviceItem{{Device: "d1", State: devstate.Busy, EID: eidB}}, nil)
 	if s, _ := a.DeviceState("d2"); s != devstate.InUse {
 		t.Fatalf("d2 = %v after n1's answer", s)
 	}
-	a.ApplyServerStates("s@x.test/n1", time.Now(), nil, nil) // ambiguous: two EIDs bound
+	a.ApplyServerStates(a.StatesRequest("s@x.test/n1"), nil, nil) // ambiguous: two EIDs bound
 	if a.Stats().Devices != 2 {
 		t.Fatal("an ambiguous empty answer dropped states")
 	}
@@ -325,23 +329,12 @@ func TestSharedAccountAnswer(t *testing.T) {
 
 // A deleted mailbox (published as zero counts) is not restored as ours.
 func TestDeletedMailboxNotRestored(t *testing.T) {
-	a, r := newTestAgent(t, Options{})
+	a, r, _ := newTestCore(t, Config{})
 	a.Resync(nil, []MailboxItem{{Mailbox: "1@c", Counts: mwi.Counts{}, EID: eidA}})
-	a.ApplyServerStates("b@x.test/r", time.Now(), nil, []MailboxItem{{Mailbox: "2@c", EID: eidA}})
+	a.ApplyServerStates(a.StatesRequest("b@x.test/r"), nil, []MailboxItem{{Mailbox: "2@c", EID: eidA}})
 	equal(t, r.take())
 	if _, ms := a.OwnStates(); len(ms) != 0 {
 		t.Fatalf("own mailboxes %v", ms)
-	}
-}
-
-func waitFor(t *testing.T, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(2 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatal("condition not met in 2 s")
-		}
-		time.Sleep(2 * time.Millisecond)
 	}
 }
 
@@ -350,7 +343,7 @@ func waitFor(t *testing.T, cond func() bool) {
 // memory store can hand out stale items), but a state the PBX set since
 // never does.
 func TestBuddyCopyOfOwnStateBeatsItems(t *testing.T) {
-	a, _ := newTestAgent(t, Options{})
+	a, _, _ := newTestCore(t, Config{})
 	a.Presence("b@x.test/r", true)
 	a.Resync([]DeviceItem{
 		{Device: "SIP/stale", State: devstate.InUse, Cachable: true, EID: eidA, Publisher: "a@x/r"},
@@ -362,8 +355,8 @@ func TestBuddyCopyOfOwnStateBeatsItems(t *testing.T) {
 	if err := a.SetDeviceState("SIP/pbx", devstate.Ringing); err != nil {
 		t.Fatal(err)
 	}
-	since := time.Now()
-	a.ApplyServerStates("b@x.test/r", since, []DeviceItem{
+	req := a.StatesRequest("b@x.test/r")
+	a.ApplyServerStates(req, []DeviceItem{
 		{Device: "SIP/b", State: devstate.NotInUse, Cachable: true, EID: eidB, Publisher: "b@x.test/r"},
 		{Device: "SIP/stale", State: devstate.Busy, Cachable: true, EID: eidA},
 		{Device: "SIP/pbx", State: devstate.Busy, Cachable: true, EID: eidA},
@@ -374,7 +367,7 @@ func TestBuddyCopyOfOwnStateBeatsItems(t *testing.T) {
 	if st, _ := a.DeviceState("SIP/pbx"); st != devstate.Ringing {
 		t.Errorf("state the PBX set: %v, want RINGING (a buddy's copy must not override it)", st)
 	}
-	if c, ok := a.Mailbox("1@c"); ok && c != (mwi.Counts{}) {
+	if c, ok := a.MailboxCounts("1@c"); ok && c != (mwi.Counts{}) {
 		t.Errorf("mailbox restored with 3 new, the buddy heard it deleted: %+v", c)
 	}
 	// Once the PBX sets it, a restored state is the PBX's: a later copy
@@ -382,7 +375,7 @@ func TestBuddyCopyOfOwnStateBeatsItems(t *testing.T) {
 	if err := a.SetDeviceState("SIP/stale", devstate.OnHold); err != nil {
 		t.Fatal(err)
 	}
-	a.ApplyServerStates("b@x.test/r", time.Now(), []DeviceItem{
+	a.ApplyServerStates(a.StatesRequest("b@x.test/r"), []DeviceItem{
 		{Device: "SIP/b", State: devstate.NotInUse, Cachable: true, EID: eidB, Publisher: "b@x.test/r"},
 		{Device: "SIP/stale", State: devstate.Busy, Cachable: true, EID: eidA},
 	}, nil)
