@@ -171,11 +171,11 @@ func BenchmarkList(b *testing.B) {
 	b.Run("sortAll", func(b *testing.B) {
 		b.ReportAllocs()
 		for i := 0; i < b.N; i++ {
-			out := make([]DeviceView, 0, len(tab.index))
+			out := make([]DeviceState, 0, len(tab.index))
 			for name, es := range tab.index {
-				out = append(out, DeviceView{name, es[0].state})
+				out = append(out, DeviceState{name, es[0].state})
 			}
-			slices.SortFunc(out, func(a, b DeviceView) int {
+			slices.SortFunc(out, func(a, b DeviceState) int {
 				if a.Device < b.Device {
 					return -1
 				}

@@ -37,8 +37,8 @@ type Entry struct {
 	Updated  time.Time // as given to Set, kept to the nanosecond, in UTC and without a monotonic reading; zero if Set was given the zero time
 }
 
-// DeviceView is one device and its cluster-wide state.
-type DeviceView struct {
+// DeviceState is one device and its cluster-wide state.
+type DeviceState struct {
 	Device string
 	State  State
 }
@@ -312,12 +312,12 @@ func (t *Table) ServerEntries(eid EID) []DeviceEntry {
 // name. It costs one allocation and a pass over the devices; when devices
 // came or went since the last List it also sorts the new names and merges
 // them in. Per-server details are in Entries.
-func (t *Table) List() []DeviceView {
+func (t *Table) List() []DeviceState {
 	t.sortIndex()
-	out := make([]DeviceView, len(t.sorted))
+	out := make([]DeviceState, len(t.sorted))
 	for i, slot := range t.sorted {
 		d := &t.devs[slot]
-		out[i] = DeviceView{Device: d.name, State: d.es[0].state}
+		out[i] = DeviceState{Device: d.name, State: d.es[0].state}
 	}
 	return out
 }

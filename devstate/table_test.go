@@ -127,7 +127,7 @@ func TestTableFull(t *testing.T) {
 	// Room again once a device goes.
 	tab.Remove("b", eidA)
 	mustSet(t, tab, "c", eidA, Busy, Busy, true)
-	if got := tab.List(); !reflect.DeepEqual(got, []DeviceView{{"a", RingInUse}, {"c", Busy}}) {
+	if got := tab.List(); !reflect.DeepEqual(got, []DeviceState{{"a", RingInUse}, {"c", Busy}}) {
 		t.Fatalf("List = %v", got)
 	}
 
@@ -196,7 +196,7 @@ func TestTableRemoveServer(t *testing.T) {
 	if got := tab.RemoveServer(eidA); got != nil {
 		t.Fatalf("second RemoveServer = %v", got)
 	}
-	wantList := []DeviceView{{"Custom:y", Unavailable}, {"SIP/100", NotInUse}, {"SIP/300", InUse}, {"SIP/400", Busy}}
+	wantList := []DeviceState{{"Custom:y", Unavailable}, {"SIP/100", NotInUse}, {"SIP/300", InUse}, {"SIP/400", Busy}}
 	if got := tab.List(); !reflect.DeepEqual(got, wantList) {
 		t.Fatalf("List = %v", got)
 	}
@@ -233,10 +233,10 @@ func (m model) agg(dev string) State {
 	return refMerge(states)
 }
 
-func (m model) list() []DeviceView {
-	out := []DeviceView{}
+func (m model) list() []DeviceState {
+	out := []DeviceState{}
 	for dev := range m {
-		out = append(out, DeviceView{dev, m.agg(dev)})
+		out = append(out, DeviceState{dev, m.agg(dev)})
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Device < out[j].Device })
 	return out
@@ -354,7 +354,7 @@ func TestTableChurnBounded(t *testing.T) {
 	if len(tab.devs) > 2 || len(tab.pending) > 2*tab.Len()+1024 || len(tab.index) != 1 {
 		t.Fatalf("after churn: %d slots, %d pending, %d devices", len(tab.devs), len(tab.pending), len(tab.index))
 	}
-	if got := tab.List(); !reflect.DeepEqual(got, []DeviceView{{"keep", InUse}}) {
+	if got := tab.List(); !reflect.DeepEqual(got, []DeviceState{{"keep", InUse}}) {
 		t.Fatalf("List = %v", got)
 	}
 }

@@ -6,6 +6,8 @@ import (
 	"runtime"
 	"testing"
 	"time"
+
+	"github.com/busylamp/busylamp/devstate"
 )
 
 const (
@@ -21,15 +23,15 @@ func benchNames(n int) []string {
 	return names
 }
 
-func benchServerKeys(n int) [][6]byte {
-	out := make([][6]byte, n)
+func benchEIDs(n int) []devstate.EID {
+	out := make([]devstate.EID, n)
 	for i := range out {
-		out[i] = [6]byte{0x02, 0, 0, 0, byte(i >> 8), byte(i)}
+		out[i] = devstate.EID{0x02, 0, 0, 0, byte(i >> 8), byte(i)}
 	}
 	return out
 }
 
-func fullTable(tb testing.TB, merge Merge, names []string, servers [][6]byte) *Table {
+func fullTable(tb testing.TB, merge Merge, names []string, servers []devstate.EID) *Table {
 	tab := NewTable(merge, len(names)+16) // room for the List benchmarks' extra mailbox
 	for i, name := range names {
 		for j, s := range servers {
@@ -60,7 +62,7 @@ func benchOps(boxes, servers int) []benchOp {
 // servers in a table of 100,000 mailboxes × 16 servers, with the time
 // moving forward (so under Latest the entry moves to the newest place).
 func BenchmarkTableSet(b *testing.B) {
-	names, servers := benchNames(benchMailboxes), benchServerKeys(benchServers)
+	names, servers := benchNames(benchMailboxes), benchEIDs(benchServers)
 	ops := benchOps(benchMailboxes, benchServers)
 	for _, merge := range []Merge{Latest, Sum} {
 		b.Run(merge.String(), func(b *testing.B) {
@@ -108,7 +110,7 @@ func BenchmarkTableSetNew(b *testing.B) {
 			tab = NewTable(Latest, benchMailboxes)
 			b.StartTimer()
 		}
-		if _, _, err := tab.Set(names[k], [6]byte{2}, Counts{1, 0}, t0); err != nil {
+		if _, _, err := tab.Set(names[k], devstate.EID{2}, Counts{1, 0}, t0); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -117,7 +119,7 @@ func BenchmarkTableSetNew(b *testing.B) {
 // BenchmarkList lists 100,000 mailboxes: unchanged since the last List,
 // and after one mailbox came (which sorts them all again).
 func BenchmarkList(b *testing.B) {
-	tab := fullTable(b, Latest, benchNames(benchMailboxes), benchServerKeys(1))
+	tab := fullTable(b, Latest, benchNames(benchMailboxes), benchEIDs(1))
 	tab.List()
 	b.Run("unchanged", func(b *testing.B) {
 		b.ReportAllocs()
@@ -129,7 +131,7 @@ func BenchmarkList(b *testing.B) {
 		b.ReportAllocs()
 		for i := 0; i < b.N; i++ {
 			b.StopTimer()
-			if _, _, err := tab.Set("x@default", [6]byte{1}, Counts{1, 0}, t0); err != nil {
+			if _, _, err := tab.Set("x@default", devstate.EID{1}, Counts{1, 0}, t0); err != nil {
 				b.Fatal(err)
 			}
 			b.StartTimer()
@@ -137,7 +139,7 @@ func BenchmarkList(b *testing.B) {
 				b.Fatal("wrong length")
 			}
 			b.StopTimer()
-			tab.Delete("x@default", [6]byte{1})
+			tab.Remove("x@default", devstate.EID{1})
 			tab.List()
 			b.StartTimer()
 		}
@@ -155,7 +157,7 @@ func heapInUse() uint64 {
 // BenchmarkTableMemory fills 100,000 mailboxes × 16 servers (far more
 // servers per mailbox than usual) and reports the live heap.
 func BenchmarkTableMemory(b *testing.B) {
-	names, servers := benchNames(benchMailboxes), benchServerKeys(benchServers)
+	names, servers := benchNames(benchMailboxes), benchEIDs(benchServers)
 	var total uint64
 	for i := 0; i < b.N; i++ {
 		before := heapInUse()

@@ -9,6 +9,8 @@ import (
 	"sort"
 	"strings"
 	"time"
+
+	"github.com/busylamp/busylamp/devstate"
 )
 
 // Merge says how the servers' counts of one mailbox make its cluster-wide
@@ -50,9 +52,10 @@ func ParseMerge(s string) (Merge, error) {
 // DefaultMaxMailboxes is the bound NewTable uses when given none.
 const DefaultMaxMailboxes = 200000
 
-// MaxServers bounds the distinct servers a Table holds entries of (server
-// keys arrive in payloads); a server stops counting once it has no entry
-// left.
+// MaxServers bounds the distinct servers (EIDs) a Table holds entries of.
+// EIDs arrive in payloads, so without a bound a misbehaving publisher could
+// grow every mailbox's entry list; a server stops counting once it has no
+// entry left.
 const MaxServers = 256
 
 var (
@@ -67,13 +70,13 @@ var (
 
 // Entry is one server's counts of a mailbox.
 type Entry struct {
-	Server  [6]byte // the server's EID (devstate.EID converts directly)
+	EID     devstate.EID
 	Counts  Counts
-	Updated time.Time // as given to Set, in UTC without a monotonic reading; zero if Set was given the zero time
+	Updated time.Time // as given to Set, kept to the nanosecond, in UTC and without a monotonic reading; zero if Set was given the zero time
 }
 
-// MailboxView is one mailbox and its cluster-wide counts.
-type MailboxView struct {
+// MailboxState is one mailbox and its cluster-wide counts.
+type MailboxState struct {
 	Mailbox string
 	Counts  Counts
 }
@@ -109,10 +112,10 @@ type Table struct {
 	merge   Merge
 	max     int
 	boxes   map[string]*box
-	servers map[[6]byte]int32 // server → number of entries it holds
-	sorted  []*box            // in mailbox order as of the last sort; may hold gone boxes
-	pending []*box            // added since the last sort; may hold gone boxes
-	stale   int               // gone boxes in sorted
+	servers map[devstate.EID]int32 // server → number of entries it holds
+	sorted  []*box                 // in mailbox order as of the last sort; may hold gone boxes
+	pending []*box                 // added since the last sort; may hold gone boxes
+	stale   int                    // gone boxes in sorted
 }
 
 type box struct {
@@ -125,7 +128,7 @@ type box struct {
 
 type entry struct {
 	updated int64 // Unix nanoseconds; 0 for the zero time
-	server  [6]byte
+	eid     devstate.EID
 	counts  Counts
 }
 
@@ -139,18 +142,18 @@ func NewTable(merge Merge, maxMailboxes int) *Table {
 		merge:   merge,
 		max:     maxMailboxes,
 		boxes:   make(map[string]*box),
-		servers: make(map[[6]byte]int32),
+		servers: make(map[devstate.EID]int32),
 	}
 }
 
 // Merge is the table's merge rule.
 func (t *Table) Merge() Merge { return t.merge }
 
-// Set records server's counts of mailbox, updated at now, and returns the
+// Set records server eid's counts of mailbox, updated at now, and returns the
 // mailbox's cluster-wide counts and whether they changed (always true for
 // a mailbox the table did not hold). On error (ErrFull, ErrNoMailbox,
 // ErrCounts) the table is unchanged and agg is the current aggregate.
-func (t *Table) Set(mailbox string, server [6]byte, c Counts, now time.Time) (agg Counts, changed bool, err error) {
+func (t *Table) Set(mailbox string, eid devstate.EID, c Counts, now time.Time) (agg Counts, changed bool, err error) {
 	b := t.boxes[mailbox]
 	if b != nil {
 		agg = b.agg
@@ -158,11 +161,11 @@ func (t *Table) Set(mailbox string, server [6]byte, c Counts, now time.Time) (ag
 	if c.New < 0 || c.Old < 0 {
 		return agg, false, fmt.Errorf("set %s: %w (new %d, old %d)", mailbox, ErrCounts, c.New, c.Old)
 	}
-	e := entry{updated: unixNano(now), server: server, counts: c}
+	e := entry{updated: unixNano(now), eid: eid, counts: c}
 	if b != nil {
-		if i := b.find(server); i >= 0 {
+		if i := b.find(eid); i >= 0 {
 			b.entries = append(b.entries[:i], b.entries[i+1:]...)
-		} else if err := t.addServer(server); err != nil {
+		} else if err := t.addServer(eid); err != nil {
 			return agg, false, err
 		}
 		b.insert(e)
@@ -174,7 +177,7 @@ func (t *Table) Set(mailbox string, server [6]byte, c Counts, now time.Time) (ag
 	if len(t.boxes) >= t.max {
 		return Counts{}, false, fmt.Errorf("add mailbox %q: %w (%d mailboxes)", mailbox, ErrFull, t.max)
 	}
-	if err := t.addServer(server); err != nil {
+	if err := t.addServer(eid); err != nil {
 		return Counts{}, false, err
 	}
 	// Clone: the name may be a slice of a larger buffer the table must not
@@ -228,25 +231,26 @@ func addSat(a, b int) int {
 	return a + b
 }
 
-// Delete drops server's entry of mailbox. It returns the mailbox's
+// Remove drops server eid's entry of mailbox. It returns the mailbox's
 // cluster-wide counts afterwards, whether they changed, and whether the
 // mailbox is gone because no server holds it any longer (then agg is zero
-// and changed is true). Deleting an entry that is not there changes
+// and changed is true). Removing an entry that is not there changes
 // nothing.
-func (t *Table) Delete(mailbox string, server [6]byte) (agg Counts, changed, gone bool) {
+func (t *Table) Remove(mailbox string, eid devstate.EID) (agg Counts, changed, gone bool) {
 	b := t.boxes[mailbox]
 	if b == nil {
 		return Counts{}, false, false
 	}
-	i := b.find(server)
+	i := b.find(eid)
 	if i < 0 {
 		return b.agg, false, false
 	}
-	return t.deleteAt(b, i)
+	return t.removeAt(b, i)
 }
 
-func (t *Table) deleteAt(b *box, i int) (agg Counts, changed, gone bool) {
-	t.dropServer(b.entries[i].server)
+// removeAt drops entry i of the mailbox b.
+func (t *Table) removeAt(b *box, i int) (agg Counts, changed, gone bool) {
+	t.dropServer(b.entries[i].eid)
 	b.entries = slices.Delete(b.entries, i, i+1)
 	if len(b.entries) == 0 {
 		delete(t.boxes, b.name)
@@ -260,11 +264,11 @@ func (t *Table) deleteAt(b *box, i int) (agg Counts, changed, gone bool) {
 	return agg, changed, false
 }
 
-// RemoveServer drops every entry of server, as when it leaves the cluster,
-// and returns the mailboxes whose cluster-wide counts changed or that are
-// gone, sorted by mailbox.
-func (t *Table) RemoveServer(server [6]byte) []Change {
-	n := t.servers[server]
+// RemoveServer drops every entry of server eid, as when that server leaves
+// the cluster, and returns the mailboxes whose cluster-wide counts changed
+// or that are gone, sorted by mailbox.
+func (t *Table) RemoveServer(eid devstate.EID) []Change {
+	n := t.servers[eid]
 	if n == 0 {
 		return nil
 	}
@@ -273,12 +277,12 @@ func (t *Table) RemoveServer(server [6]byte) []Change {
 		if n == 0 {
 			break
 		}
-		i := b.find(server)
+		i := b.find(eid)
 		if i < 0 {
 			continue
 		}
 		n--
-		agg, changed, gone := t.deleteAt(b, i)
+		agg, changed, gone := t.removeAt(b, i)
 		if changed {
 			changes = append(changes, Change{Mailbox: b.name, Counts: agg, Gone: gone})
 		}
@@ -297,7 +301,7 @@ func (t *Table) Get(mailbox string) (agg Counts, ok bool) {
 	return b.agg, true
 }
 
-// Entries returns every server's entry of mailbox, sorted by server; nil if
+// Entries returns every server's entry of mailbox, sorted by EID; nil if
 // the table does not hold the mailbox.
 func (t *Table) Entries(mailbox string) []Entry {
 	b := t.boxes[mailbox]
@@ -308,20 +312,20 @@ func (t *Table) Entries(mailbox string) []Entry {
 	for i := range b.entries {
 		out[i] = b.entries[i].export()
 	}
-	slices.SortFunc(out, func(a, b Entry) int { return bytes.Compare(a.Server[:], b.Server[:]) })
+	slices.SortFunc(out, func(a, b Entry) int { return bytes.Compare(a.EID[:], b.EID[:]) })
 	return out
 }
 
-// ServerEntries returns server's entries, sorted by mailbox: what that
+// ServerEntries returns server eid's entries, sorted by mailbox: what that
 // server has published, e.g. this node's own counts to republish.
-func (t *Table) ServerEntries(server [6]byte) []MailboxEntry {
-	n := t.servers[server]
+func (t *Table) ServerEntries(eid devstate.EID) []MailboxEntry {
+	n := t.servers[eid]
 	if n == 0 {
 		return nil
 	}
 	out := make([]MailboxEntry, 0, n)
 	for _, b := range t.boxes {
-		if i := b.find(server); i >= 0 {
+		if i := b.find(eid); i >= 0 {
 			out = append(out, MailboxEntry{Mailbox: b.name, Entry: b.entries[i].export()})
 		}
 	}
@@ -330,12 +334,12 @@ func (t *Table) ServerEntries(server [6]byte) []MailboxEntry {
 }
 
 // List returns every mailbox and its cluster-wide counts, sorted by
-// mailbox.
-func (t *Table) List() []MailboxView {
+// mailbox. Per-server details are in Entries.
+func (t *Table) List() []MailboxState {
 	t.sortIndex()
-	out := make([]MailboxView, len(t.sorted))
+	out := make([]MailboxState, len(t.sorted))
 	for i, b := range t.sorted {
-		out[i] = MailboxView{Mailbox: b.name, Counts: b.agg}
+		out[i] = MailboxState{Mailbox: b.name, Counts: b.agg}
 	}
 	return out
 }
@@ -385,18 +389,19 @@ func (t *Table) sortIndex() {
 func (t *Table) Len() int { return len(t.boxes) }
 
 // Servers returns the servers that hold at least one entry, sorted.
-func (t *Table) Servers() [][6]byte {
-	out := make([][6]byte, 0, len(t.servers))
-	for s := range t.servers {
-		out = append(out, s)
+func (t *Table) Servers() []devstate.EID {
+	out := make([]devstate.EID, 0, len(t.servers))
+	for eid := range t.servers {
+		out = append(out, eid)
 	}
-	slices.SortFunc(out, func(a, b [6]byte) int { return bytes.Compare(a[:], b[:]) })
+	slices.SortFunc(out, func(a, b devstate.EID) int { return bytes.Compare(a[:], b[:]) })
 	return out
 }
 
-func (b *box) find(server [6]byte) int {
+// find returns the index in b.entries of eid's entry, or -1.
+func (b *box) find(eid devstate.EID) int {
 	for i := range b.entries {
-		if b.entries[i].server == server {
+		if b.entries[i].eid == eid {
 			return i
 		}
 	}
@@ -404,7 +409,7 @@ func (b *box) find(server [6]byte) int {
 }
 
 func (e *entry) export() Entry {
-	x := Entry{Server: e.server, Counts: e.counts}
+	x := Entry{EID: e.eid, Counts: e.counts}
 	if e.updated != 0 {
 		x.Updated = time.Unix(0, e.updated).UTC()
 	}
@@ -418,19 +423,19 @@ func unixNano(t time.Time) int64 {
 	return t.UnixNano()
 }
 
-func (t *Table) addServer(s [6]byte) error {
-	n, ok := t.servers[s]
+func (t *Table) addServer(eid devstate.EID) error {
+	n, ok := t.servers[eid]
 	if !ok && len(t.servers) >= MaxServers {
-		return fmt.Errorf("add server %x: %w (%d servers)", s, ErrFull, MaxServers)
+		return fmt.Errorf("add server %s: %w (%d servers)", eid, ErrFull, MaxServers)
 	}
-	t.servers[s] = n + 1
+	t.servers[eid] = n + 1
 	return nil
 }
 
-func (t *Table) dropServer(s [6]byte) {
-	if n := t.servers[s]; n > 1 {
-		t.servers[s] = n - 1
+func (t *Table) dropServer(eid devstate.EID) {
+	if n := t.servers[eid]; n > 1 {
+		t.servers[eid] = n - 1
 	} else {
-		delete(t.servers, s)
+		delete(t.servers, eid)
 	}
 }

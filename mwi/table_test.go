@@ -12,6 +12,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/busylamp/busylamp/devstate"
 )
 
 var (
@@ -20,9 +22,9 @@ var (
 	t2 = t0.Add(2 * time.Second)
 	t3 = t0.Add(3 * time.Second)
 
-	srvA = [6]byte{0, 0, 0, 0, 0, 0xa}
-	srvB = [6]byte{0, 0, 0, 0, 0, 0xb}
-	srvC = [6]byte{0, 0, 0, 0, 0, 0xc}
+	srvA = devstate.EID{0, 0, 0, 0, 0, 0xa}
+	srvB = devstate.EID{0, 0, 0, 0, 0, 0xb}
+	srvC = devstate.EID{0, 0, 0, 0, 0, 0xc}
 )
 
 func TestCountsWaiting(t *testing.T) {
@@ -48,10 +50,10 @@ func TestParseMerge(t *testing.T) {
 }
 
 // step is one operation on a table and what it must return. A step with
-// del set deletes server's entry; otherwise it sets counts at time at.
+// remove set removes server's entry; otherwise it sets counts at time at.
 type step struct {
-	del     bool
-	server  [6]byte
+	remove  bool
+	server  devstate.EID
 	counts  Counts
 	at      time.Time
 	agg     Counts
@@ -64,16 +66,16 @@ func runSteps(t *testing.T, merge Merge, steps []step) {
 	tab := NewTable(merge, 10)
 	const mb = "1000@default"
 	for i, s := range steps {
-		if s.del {
-			agg, changed, gone := tab.Delete(mb, s.server)
+		if s.remove {
+			agg, changed, gone := tab.Remove(mb, s.server)
 			if agg != s.agg || changed != s.changed || gone != s.gone {
-				t.Fatalf("%v step %d: Delete(%x) = %v, %v, %v; want %v, %v, %v", merge, i, s.server, agg, changed, gone, s.agg, s.changed, s.gone)
+				t.Fatalf("%v step %d: Remove(%v) = %v, %v, %v; want %v, %v, %v", merge, i, s.server, agg, changed, gone, s.agg, s.changed, s.gone)
 			}
 			continue
 		}
 		agg, changed, err := tab.Set(mb, s.server, s.counts, s.at)
 		if err != nil || agg != s.agg || changed != s.changed {
-			t.Fatalf("%v step %d: Set(%x, %v) = %v, %v, %v; want %v, %v", merge, i, s.server, s.counts, agg, changed, err, s.agg, s.changed)
+			t.Fatalf("%v step %d: Set(%v, %v) = %v, %v, %v; want %v, %v", merge, i, s.server, s.counts, agg, changed, err, s.agg, s.changed)
 		}
 		if got, ok := tab.Get(mb); !ok || got != s.agg {
 			t.Fatalf("%v step %d: Get = %v, %v", merge, i, got, ok)
@@ -89,11 +91,11 @@ func TestTableLatest(t *testing.T) {
 		{server: srvA, counts: Counts{2, 1}, at: t3, agg: Counts{2, 1}, changed: true}, // A again newest
 		{server: srvA, counts: Counts{2, 1}, at: t3, agg: Counts{2, 1}},                // refresh, no change
 		// The latest writer goes: the next newest (B at t2) takes over.
-		{del: true, server: srvA, agg: Counts{0, 3}, changed: true},
-		{del: true, server: srvA, agg: Counts{0, 3}}, // not there
-		{del: true, server: srvC, agg: Counts{0, 3}}, // not the latest: nothing changes
-		{del: true, server: srvB, agg: Counts{}, changed: true, gone: true},
-		{del: true, server: srvB},
+		{remove: true, server: srvA, agg: Counts{0, 3}, changed: true},
+		{remove: true, server: srvA, agg: Counts{0, 3}}, // not there
+		{remove: true, server: srvC, agg: Counts{0, 3}}, // not the latest: nothing changes
+		{remove: true, server: srvB, agg: Counts{}, changed: true, gone: true},
+		{remove: true, server: srvB},
 	})
 	// Equal times: the one set last wins; remove it and the other wins.
 	runSteps(t, Latest, []step{
@@ -101,8 +103,8 @@ func TestTableLatest(t *testing.T) {
 		{server: srvA, counts: Counts{7, 0}, at: t1, agg: Counts{7, 0}, changed: true},
 		{server: srvB, counts: Counts{3, 0}, at: t1, agg: Counts{3, 0}, changed: true},
 		{server: srvC, counts: Counts{3, 0}, at: t1, agg: Counts{3, 0}},
-		{del: true, server: srvC, agg: Counts{3, 0}},
-		{del: true, server: srvB, agg: Counts{7, 0}, changed: true},
+		{remove: true, server: srvC, agg: Counts{3, 0}},
+		{remove: true, server: srvB, agg: Counts{7, 0}, changed: true},
 	})
 	// An entry's update time moves with each Set: A set at t2, then again
 	// at t0 (a clock stepped back) is older than B's t1.
@@ -110,7 +112,7 @@ func TestTableLatest(t *testing.T) {
 		{server: srvA, counts: Counts{1, 1}, at: t2, agg: Counts{1, 1}, changed: true},
 		{server: srvB, counts: Counts{2, 2}, at: t1, agg: Counts{1, 1}},
 		{server: srvA, counts: Counts{3, 3}, at: t0, agg: Counts{2, 2}, changed: true},
-		{del: true, server: srvB, agg: Counts{3, 3}, changed: true},
+		{remove: true, server: srvB, agg: Counts{3, 3}, changed: true},
 	})
 }
 
@@ -122,15 +124,15 @@ func TestTableSum(t *testing.T) {
 		{server: srvA, counts: Counts{1, 2}, at: t3, agg: Counts{1, 5}, changed: true},
 		{server: srvB, counts: Counts{1, 2}, at: t3, agg: Counts{2, 4}, changed: true},
 		{server: srvA, counts: Counts{2, 1}, at: t3, agg: Counts{3, 3}, changed: true},
-		{del: true, server: srvA, agg: Counts{1, 2}, changed: true},
-		{del: true, server: srvC, agg: Counts{1, 2}},
-		{del: true, server: srvB, agg: Counts{}, changed: true, gone: true},
+		{remove: true, server: srvA, agg: Counts{1, 2}, changed: true},
+		{remove: true, server: srvC, agg: Counts{1, 2}},
+		{remove: true, server: srvB, agg: Counts{}, changed: true, gone: true},
 	})
 	// Sums stop at the largest int instead of wrapping.
 	runSteps(t, Sum, []step{
 		{server: srvA, counts: Counts{math.MaxInt, 1}, at: t1, agg: Counts{math.MaxInt, 1}, changed: true},
 		{server: srvB, counts: Counts{5, math.MaxInt}, at: t1, agg: Counts{math.MaxInt, math.MaxInt}, changed: true},
-		{del: true, server: srvA, agg: Counts{5, math.MaxInt}, changed: true},
+		{remove: true, server: srvA, agg: Counts{5, math.MaxInt}, changed: true},
 	})
 }
 
@@ -153,21 +155,21 @@ func TestTableErrors(t *testing.T) {
 	if _, _, err := tab.Set("", srvA, Counts{}, t1); !errors.Is(err, ErrNoMailbox) {
 		t.Fatalf("empty mailbox: %v", err)
 	}
-	tab.Delete("b@x", srvA)
+	tab.Remove("b@x", srvA)
 	if _, _, err := tab.Set("c@x", srvA, Counts{0, 0}, t1); err != nil {
 		t.Fatalf("Set after room was made: %v", err)
 	}
 
 	tab = NewTable(Sum, 0)
 	for i := range MaxServers {
-		if _, _, err := tab.Set("m", [6]byte{1, byte(i)}, Counts{1, 0}, t1); err != nil {
+		if _, _, err := tab.Set("m", devstate.EID{1, byte(i)}, Counts{1, 0}, t1); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if _, _, err := tab.Set("n", [6]byte{2}, Counts{1, 0}, t1); !errors.Is(err, ErrFull) {
+	if _, _, err := tab.Set("n", devstate.EID{2}, Counts{1, 0}, t1); !errors.Is(err, ErrFull) {
 		t.Fatalf("server %d: %v", MaxServers+1, err)
 	}
-	if _, _, err := tab.Set("m", [6]byte{2}, Counts{1, 0}, t1); !errors.Is(err, ErrFull) {
+	if _, _, err := tab.Set("m", devstate.EID{2}, Counts{1, 0}, t1); !errors.Is(err, ErrFull) {
 		t.Fatalf("server %d: %v", MaxServers+1, err)
 	}
 	if got, _ := tab.Get("m"); got != (Counts{MaxServers, 0}) {
@@ -191,15 +193,15 @@ func TestTableRemoveServerAndList(t *testing.T) {
 		if !reflect.DeepEqual(got, want) {
 			t.Fatalf("%v: RemoveServer =\n%v\nwant\n%v", merge, got, want)
 		}
-		wantList := []MailboxView{{"200@default", Counts{0, 9}}, {"300@default", Counts{2, 0}}, {"400@other", Counts{3, 0}}}
+		wantList := []MailboxState{{"200@default", Counts{0, 9}}, {"300@default", Counts{2, 0}}, {"400@other", Counts{3, 0}}}
 		if got := tab.List(); !reflect.DeepEqual(got, wantList) {
 			t.Fatalf("%v: List = %v", merge, got)
 		}
 		if got := tab.RemoveServer(srvA); got != nil {
 			t.Fatalf("%v: second RemoveServer = %v", merge, got)
 		}
-		if got := tab.Servers(); !reflect.DeepEqual(got, [][6]byte{srvB}) {
-			t.Fatalf("%v: Servers = %x", merge, got)
+		if got := tab.Servers(); !reflect.DeepEqual(got, []devstate.EID{srvB}) {
+			t.Fatalf("%v: Servers = %v", merge, got)
 		}
 	}
 }
@@ -232,12 +234,12 @@ func TestTableSetAllocs(t *testing.T) {
 	for _, merge := range []Merge{Latest, Sum} {
 		tab := NewTable(merge, 0)
 		for s := range 4 {
-			tab.Set("1000@default", [6]byte{byte(s)}, Counts{1, 1}, t0)
+			tab.Set("1000@default", devstate.EID{byte(s)}, Counts{1, 1}, t0)
 		}
 		i := 0
 		allocs := testing.AllocsPerRun(1000, func() {
 			i++
-			tab.Set("1000@default", [6]byte{byte(i % 4)}, Counts{i % 3, i % 5}, t0.Add(time.Duration(i)))
+			tab.Set("1000@default", devstate.EID{byte(i % 4)}, Counts{i % 3, i % 5}, t0.Add(time.Duration(i)))
 		})
 		if allocs != 0 {
 			t.Fatalf("%v: Set of an existing entry: %v allocs, want 0", merge, allocs)
@@ -252,7 +254,7 @@ type modelEntry struct {
 	seq int
 }
 
-type model map[string]map[[6]byte]modelEntry
+type model map[string]map[devstate.EID]modelEntry
 
 func (m model) agg(merge Merge, mb string) Counts {
 	var out Counts
@@ -284,7 +286,7 @@ func TestTableRandom(t *testing.T) {
 			for i := range names {
 				names[i] = fmt.Sprintf("%d@%c", rng.Intn(1000), 'a'+rng.Intn(3))
 			}
-			servers := [][6]byte{srvA, srvB, srvC, {1}}
+			servers := []devstate.EID{srvA, srvB, srvC, {1}}
 			for seq := 0; seq < 30000; seq++ {
 				mb := names[rng.Intn(len(names))]
 				srv := servers[rng.Intn(len(servers))]
@@ -301,7 +303,7 @@ func TestTableRandom(t *testing.T) {
 						continue
 					}
 					if !had {
-						m[mb] = map[[6]byte]modelEntry{}
+						m[mb] = map[devstate.EID]modelEntry{}
 					}
 					m[mb][srv] = modelEntry{c, at, seq}
 					want := m.agg(merge, mb)
@@ -310,7 +312,7 @@ func TestTableRandom(t *testing.T) {
 					}
 				case op < 92:
 					_, hadEntry := m[mb][srv]
-					agg, changed, gone := tab.Delete(mb, srv)
+					agg, changed, gone := tab.Remove(mb, srv)
 					delete(m[mb], srv)
 					wantGone := hadEntry && len(m[mb]) == 0
 					if wantGone {
@@ -318,7 +320,7 @@ func TestTableRandom(t *testing.T) {
 					}
 					want := m.agg(merge, mb)
 					if agg != want || gone != wantGone || changed != (wantGone || want != old) {
-						t.Fatalf("%v seed %d op %d: Delete = %v %v %v; want %v gone %v", merge, seed, seq, agg, changed, gone, want, wantGone)
+						t.Fatalf("%v seed %d op %d: Remove = %v %v %v; want %v gone %v", merge, seed, seq, agg, changed, gone, want, wantGone)
 					}
 				case op < 94:
 					var want []Change
@@ -340,9 +342,9 @@ func TestTableRandom(t *testing.T) {
 						t.Fatalf("%v seed %d op %d: RemoveServer =\n%v\nwant\n%v", merge, seed, seq, got, want)
 					}
 				default:
-					var want []MailboxView
+					var want []MailboxState
 					for name := range m {
-						want = append(want, MailboxView{name, m.agg(merge, name)})
+						want = append(want, MailboxState{name, m.agg(merge, name)})
 					}
 					sort.Slice(want, func(i, j int) bool { return want[i].Mailbox < want[j].Mailbox })
 					got := tab.List()
@@ -353,7 +355,7 @@ func TestTableRandom(t *testing.T) {
 						t.Fatalf("%v seed %d op %d: List =\n%v\nwant\n%v", merge, seed, seq, got, want)
 					}
 					es := tab.Entries(mb)
-					if len(es) != len(m[mb]) || !slices.IsSortedFunc(es, func(a, b Entry) int { return bytes.Compare(a.Server[:], b.Server[:]) }) {
+					if len(es) != len(m[mb]) || !slices.IsSortedFunc(es, func(a, b Entry) int { return bytes.Compare(a.EID[:], b.EID[:]) }) {
 						t.Fatalf("%v seed %d op %d: Entries = %v", merge, seed, seq, es)
 					}
 				}
@@ -374,14 +376,14 @@ func TestTableChurnBounded(t *testing.T) {
 	for i := range 100000 {
 		mb := fmt.Sprint(i, "@tmp")
 		tab.Set(mb, srvA, Counts{1, 0}, t0)
-		tab.Delete(mb, srvA)
+		tab.Remove(mb, srvA)
 	}
 	if len(tab.pending) > 2*tab.Len()+1024 || len(tab.sorted) > 2 { // keep@x, and a box that went after the last repair
 		t.Fatalf("after churn: %d pending, %d sorted", len(tab.pending), len(tab.sorted))
 	}
-	tab.Delete("keep@x", srvA)
+	tab.Remove("keep@x", srvA)
 	tab.Set("new@x", srvB, Counts{0, 2}, t1)
-	if got := tab.List(); !reflect.DeepEqual(got, []MailboxView{{"new@x", Counts{0, 2}}}) {
+	if got := tab.List(); !reflect.DeepEqual(got, []MailboxState{{"new@x", Counts{0, 2}}}) {
 		t.Fatalf("List = %v", got)
 	}
 }
