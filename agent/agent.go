@@ -1,28 +1,65 @@
+// Package agent is the busylamp process: it wires the config to the XMPP
+// client (seen through the small XMPP interface), the core (agent/core: the
+// tables and their rules), the AMI-style socket (agent/manager) and gossip
+// membership (agent/cluster). This node's own states come in from the AMI
+// socket and go out to XMPP PubSub; every other server's publications come
+// in from PubSub into the core; every change of a cluster-wide state goes
+// out to the AMI sessions.
+//
+// One goroutine, Run's event loop, hands the XMPP client's and
+// membership's events to the core in order. Whatever waits on the network
+// runs beside it, bounded: the answers to buddies' states requests on one
+// goroutine with a bounded queue, the requests to buddies and the roster
+// changes membership asks for on a fixed set of workers with a bounded,
+// deduplicated queue, the resync after each connect on at most eight
+// requests at a time.
 package agent
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
-	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/busylamp/busylamp/agent/cluster"
+	"github.com/busylamp/busylamp/agent/core"
 	"github.com/busylamp/busylamp/agent/manager"
 	"github.com/busylamp/busylamp/devstate"
 	"github.com/busylamp/busylamp/mwi"
 	"github.com/busylamp/busylamp/pubsub"
 )
 
-// Config is everything a running node needs.
+// XMPP is the XMPP client as the agent uses it: *pubsub.Client, or a fake
+// in the agent's in-memory tests. Its events reach the agent on the
+// channel given when it was made. PublishDevice and PublishMailbox must
+// not block (the client coalesces).
+type XMPP interface {
+	Run(ctx context.Context) error
+	Status() pubsub.ConnStatus
+	Stats() pubsub.Stats
+	Buddies() []pubsub.Buddy
+	AddBuddy(ctx context.Context, jid string) error
+	RequestOwnStates(ctx context.Context, fullJID string) ([]pubsub.DeviceItem, []pubsub.MailboxItem, error)
+	AnswerOwnStates(req pubsub.OwnStatesRequest, devices []pubsub.DeviceItem, mailboxes []pubsub.MailboxItem) error
+	PublishDevice(device string, s devstate.State, cachable bool)
+	PublishMailbox(mailbox string, c mwi.Counts)
+	Purge(ctx context.Context, node string) error
+	DeleteNode(ctx context.Context, node string) error
+	CreateCollection(ctx context.Context, node string) error
+	CreateLeaf(ctx context.Context, collection, node string) error
+}
+
+var _ XMPP = (*pubsub.Client)(nil)
+
+// Config is everything a running agent needs. Start from DefaultConfig.
 type Config struct {
 	Name        string // the client section's name, as 'show connected' prints it
 	Version     string
 	XMPP        pubsub.Config
-	Core        Options
+	Core        core.Config // EID and JID are taken from XMPP
 	Manager     manager.Config
 	ManagerAddr string // host:port of the AMI-style socket
 	// ResyncTimeout bounds each directed states request after a connect.
@@ -35,18 +72,47 @@ type Config struct {
 	Cluster *cluster.Config
 }
 
-// Node is a running agent: the core, its XMPP client and its AMI socket.
-type Node struct {
+// DefaultConfig is the agent's configuration when nothing else is said.
+// New takes a zero ResyncTimeout, BootTimeout or Log from it.
+func DefaultConfig() Config {
+	return Config{
+		XMPP:          pubsub.DefaultConfig(),
+		Core:          core.DefaultConfig(),
+		Manager:       manager.DefaultConfig(),
+		ManagerAddr:   "127.0.0.1:5039",
+		ResyncTimeout: 10 * time.Second,
+		BootTimeout:   30 * time.Second,
+		Log:           slog.Default(),
+	}
+}
+
+// ErrConfig marks an error of New that a corrected configuration cures
+// (as against a socket that could not be opened).
+var ErrConfig = errors.New("configuration")
+
+// Bounds on work that buddies and members can queue.
+const (
+	maxWaitingAnswers = 256  // states requests held until synced
+	maxAsks           = 4096 // buddies waiting to be asked or added
+	askWorkers        = 4    // buddies asked at once outside a resync
+	resyncParallel    = 8    // buddies asked at once in a resync
+)
+
+// Agent is a running busylamp node: the core, its XMPP client, its AMI
+// socket and, when configured, gossip membership.
+type Agent struct {
 	cfg    Config
 	log    *slog.Logger
-	core   *Agent
-	xmpp   *pubsub.Client
+	clock  core.Clock
+	core   *core.Core
+	xmpp   XMPP
 	ami    *manager.Server
 	ln     net.Listener
 	events chan pubsub.Event
 
 	cluster  *cluster.Cluster
-	waiting  atomic.Int32  // states requests held until synced
+	answers  chan heldRequest // states requests to answer, in arrival order
+	asks     *askQueue
 	synced   chan struct{} // closed when the first items resync is done
 	syncOnce sync.Once
 
@@ -55,83 +121,108 @@ type Node struct {
 	wg           sync.WaitGroup
 }
 
-// NewNode checks cfg, opens the AMI socket and prepares the XMPP client;
-// Run starts them.
-func NewNode(cfg Config) (*Node, error) {
+// New checks cfg, opens the AMI socket and prepares the XMPP client; Run
+// starts them.
+func New(cfg Config) (*Agent, error) {
+	events := make(chan pubsub.Event, 4096)
+	xc := cfg.XMPP
+	xc.Logger = cfg.Log
+	if xc.Logger == nil {
+		xc.Logger = slog.Default()
+	}
+	// Own states are republished by the agent after each resync, not by
+	// the client on connect: the resync may first restore them.
+	xc.OwnStates = nil
+	x, err := pubsub.New(xc, events)
+	if err != nil {
+		return nil, fmt.Errorf("%w: xmpp client: %w", ErrConfig, err)
+	}
+	return newAgent(cfg, x, events)
+}
+
+// newAgent builds the agent around an XMPP client that sends its events
+// on events.
+func newAgent(cfg Config, x XMPP, events chan pubsub.Event) (*Agent, error) {
+	def := DefaultConfig()
 	if cfg.Log == nil {
-		cfg.Log = slog.Default()
+		cfg.Log = def.Log
 	}
 	if cfg.ResyncTimeout <= 0 {
-		cfg.ResyncTimeout = 10 * time.Second
+		cfg.ResyncTimeout = def.ResyncTimeout
 	}
 	if cfg.BootTimeout <= 0 {
-		cfg.BootTimeout = 30 * time.Second
+		cfg.BootTimeout = def.BootTimeout
+	}
+	if cfg.Core.Clock == nil {
+		cfg.Core.Clock = def.Core.Clock
 	}
 	cfg.Core.Log = cfg.Log
 	cfg.Core.JID = cfg.XMPP.JID
 	cfg.Core.EID = cfg.XMPP.EID
-	cfg.XMPP.Logger = cfg.Log
-	n := &Node{cfg: cfg, log: cfg.Log, events: make(chan pubsub.Event, 4096), synced: make(chan struct{})}
-	n.core = New(cfg.Core)
-	// Own states are republished by the node after each resync, not by the
-	// client on connect: the resync may first restore them.
-	cfg.XMPP.OwnStates = nil
-	x, err := pubsub.New(cfg.XMPP, n.events)
-	if err != nil {
-		return nil, fmt.Errorf("xmpp client: %w", err)
+	a := &Agent{
+		cfg:     cfg,
+		log:     cfg.Log,
+		clock:   cfg.Core.Clock,
+		core:    core.New(cfg.Core),
+		xmpp:    x,
+		events:  events,
+		answers: make(chan heldRequest, maxWaitingAnswers),
+		asks:    newAskQueue(maxAsks),
+		synced:  make(chan struct{}),
 	}
-	n.xmpp = x
-	n.ami = manager.New(cfg.Manager, backend{n}, cfg.Log)
-	n.core.Attach(x, amiSink{n.ami})
+	a.ami = manager.New(cfg.Manager, backend{a}, cfg.Log)
+	a.core.Attach(x, amiSink{a.ami})
 	ln, err := net.Listen("tcp", cfg.ManagerAddr)
 	if err != nil {
 		return nil, fmt.Errorf("manager socket: %w", err)
 	}
-	n.ln = ln
-	return n, nil
+	a.ln = ln
+	return a, nil
 }
 
-// Core is the node's state.
-func (n *Node) Core() *Agent { return n.core }
+// Core is the agent's state.
+func (a *Agent) Core() *core.Core { return a.core }
 
 // ManagerAddr is the address the AMI-style socket listens on.
-func (n *Node) ManagerAddr() string { return n.ln.Addr().String() }
+func (a *Agent) ManagerAddr() string { return a.ln.Addr().String() }
 
-// Run runs the node until ctx ends, then stops everything it started.
-func (n *Node) Run(ctx context.Context) error {
+// Run runs the agent until ctx ends, then stops everything it started and
+// waits for it.
+func (a *Agent) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	// Membership first: the AMI socket's 'show members' reads it.
-	members, err := n.startCluster(ctx)
+	members, err := a.startCluster(ctx)
 	if err != nil {
-		n.ln.Close()
+		a.ln.Close()
 		return err
 	}
 	errc := make(chan error, 2)
-	n.wg.Add(2)
-	go func() {
-		defer n.wg.Done()
-		if err := n.ami.Serve(ctx, n.ln); err != nil && ctx.Err() == nil {
+	a.goRun(func() {
+		if err := a.ami.Serve(ctx, a.ln); err != nil && ctx.Err() == nil {
 			errc <- fmt.Errorf("manager: %w", err)
 		}
-	}()
-	go func() {
-		defer n.wg.Done()
-		if err := n.xmpp.Run(ctx); err != nil && ctx.Err() == nil {
+	})
+	a.goRun(func() {
+		if err := a.xmpp.Run(ctx); err != nil && ctx.Err() == nil {
 			errc <- fmt.Errorf("xmpp: %w", err)
 		}
-	}()
-	bootTimer := time.AfterFunc(n.cfg.BootTimeout, func() {
+	})
+	a.goRun(func() { a.answerLoop(ctx) })
+	for range askWorkers {
+		a.goRun(func() { a.askLoop(ctx) })
+	}
+	bootTimer := a.clock.AfterFunc(a.cfg.BootTimeout, func() {
 		select {
-		case <-n.core.Booted():
+		case <-a.core.Booted():
 		default:
-			n.log.Warn("booting without a complete resync", "waited", n.cfg.BootTimeout)
-			n.core.MarkBooted()
+			a.log.Warn("booting without a complete resync", "waited", a.cfg.BootTimeout)
+			a.core.MarkBooted()
 		}
 	})
 	defer bootTimer.Stop()
-	n.log.Info("busylamp running", "version", n.cfg.Version, "jid", n.cfg.XMPP.JID,
-		"eid", n.cfg.XMPP.EID.String(), "manager", n.ManagerAddr())
+	a.log.Info("busylamp running", "version", a.cfg.Version, "jid", a.cfg.XMPP.JID,
+		"eid", a.cfg.XMPP.EID.String(), "manager", a.ManagerAddr())
 loop:
 	for {
 		select {
@@ -139,37 +230,43 @@ loop:
 			break loop
 		case err = <-errc:
 			break loop
-		case ev := <-n.events:
-			n.handle(ctx, ev)
+		case ev := <-a.events:
+			a.handle(ctx, ev)
 		case ev := <-members:
-			n.memberEvent(ctx, ev)
+			a.memberEvent(ev)
 		}
 	}
 	cancel()
+	a.asks.close()
 	// Keep draining events until the client has stopped, so it never blocks.
 	done := make(chan struct{})
-	go func() { n.wg.Wait(); close(done) }()
+	go func() { a.wg.Wait(); close(done) }()
 	for {
 		select {
-		case <-n.events:
+		case <-a.events:
 		case <-done:
-			n.core.stopTimers()
+			a.core.Stop()
 			return err
 		}
 	}
 }
 
-func (n *Node) handle(ctx context.Context, ev pubsub.Event) {
+// goRun runs f on a goroutine that Run waits for before it returns.
+func (a *Agent) goRun(f func()) {
+	a.wg.Add(1)
+	go func() { defer a.wg.Done(); f() }()
+}
+
+func (a *Agent) handle(ctx context.Context, ev pubsub.Event) {
 	switch ev := ev.(type) {
 	case pubsub.DeviceEvent:
-		n.core.RemoteDevice(ev.Item)
+		a.core.RemoteDevice(core.DeviceItem(ev.Item))
 	case pubsub.MailboxEvent:
-		n.core.RemoteMailbox(ev.Item)
+		a.core.RemoteMailbox(core.MailboxItem(ev.Item))
 	case pubsub.Presence:
-		if n.core.Presence(ev.JID, ev.Available) && ev.Available && n.booted() {
+		if a.core.Presence(ev.JID, ev.Online) && ev.Online && a.booted() {
 			// A buddy came (back): what it holds now is exact only from it.
-			n.wg.Add(1)
-			go func() { defer n.wg.Done(); n.requestStates(ctx, ev.JID) }()
+			a.asks.add(ev.JID, askStates)
 		}
 		status := "unavailable"
 		if ev.Available {
@@ -178,223 +275,67 @@ func (n *Node) handle(ctx context.Context, ev pubsub.Event) {
 				status = ev.Show
 			}
 		}
-		n.ami.Emit(manager.BuddyStatus(
+		a.ami.Emit(manager.BuddyStatus(
 			manager.Header{Key: "JID", Value: bareJID(ev.JID)},
 			manager.Header{Key: "Resource", Value: resourceOf(ev.JID)},
 			manager.Header{Key: "Status", Value: status},
 			manager.Header{Key: "Priority", Value: fmt.Sprint(ev.Priority)},
 		))
 	case pubsub.Connected:
-		n.log.Info("xmpp connected", "jid", ev.JID, "devices", len(ev.Devices), "mailboxes", len(ev.Mailboxes))
-		n.core.Resync(ev.Devices, ev.Mailboxes)
-		n.syncOnce.Do(func() { close(n.synced) })
-		n.startResync(ctx)
+		a.log.Info("xmpp connected", "jid", ev.JID, "devices", len(ev.Devices), "mailboxes", len(ev.Mailboxes))
+		a.core.Resync(convert(ev.Devices, toCoreDevice), convert(ev.Mailboxes, toCoreMailbox))
+		a.syncOnce.Do(func() { close(a.synced) })
+		a.startResync(ctx)
 	case pubsub.Disconnected:
-		n.log.Warn("xmpp disconnected", "err", ev.Err)
-		n.cancelResync()
-		n.core.Disconnected()
+		a.log.Warn("xmpp disconnected", "err", ev.Err)
+		a.cancelResync()
+		a.core.Disconnected()
 	case pubsub.OwnStatesRequest:
-		if n.isSynced() || n.waiting.Load() >= maxWaitingAnswers {
-			n.answer(ev)
-			break
+		// Answered off this loop: the answer is written to the socket,
+		// and may first wait for our own states to be restored.
+		select {
+		case a.answers <- heldRequest{req: ev, until: a.clock.Now().Add(a.cfg.ResyncTimeout / 2)}:
+		default:
+			a.log.Warn("states request dropped: too many waiting", "from", ev.From, "max", maxWaitingAnswers)
 		}
-		// Our own states are not restored from the PubSub items yet, and
-		// a partial answer would make the asker drop our real states.
-		// Answer once they are (well within the asker's timeout). Not
-		// "once booted": agents that start together would each wait for
-		// the other's answer. What later answers restore is republished.
-		n.waiting.Add(1)
-		n.wg.Add(1)
-		go func() {
-			defer n.wg.Done()
-			defer n.waiting.Add(-1)
-			select {
-			case <-n.synced:
-			case <-time.After(n.cfg.ResyncTimeout / 2):
-			case <-ctx.Done():
-				return
-			}
-			n.answer(ev)
-		}()
 	case pubsub.Retracted:
-		n.log.Debug("item retracted", "node", ev.Node, "id", ev.ID) // routine on ejabberd: an item is retracted before another account overwrites it
+		a.log.Debug("item retracted", "node", ev.Node, "id", ev.ID) // routine on ejabberd: an item is retracted before another account overwrites it
 	case pubsub.Purged:
-		n.log.Info("node purged", "node", ev.Node)
+		a.log.Info("node purged", "node", ev.Node)
 	case pubsub.Deleted:
-		n.log.Warn("node deleted", "node", ev.Node)
+		a.log.Warn("node deleted", "node", ev.Node)
 	}
 }
 
-// maxWaitingAnswers bounds the states requests held until synced.
-const maxWaitingAnswers = 256
-
-func (n *Node) isSynced() bool {
+func (a *Agent) booted() bool {
 	select {
-	case <-n.synced:
+	case <-a.core.Booted():
 		return true
 	default:
 		return false
 	}
-}
-
-func (n *Node) booted() bool {
-	select {
-	case <-n.core.Booted():
-		return true
-	default:
-		return false
-	}
-}
-
-// answer answers a buddy's states request with our own states and what
-// we hold of the asker's server.
-func (n *Node) answer(req pubsub.OwnStatesRequest) {
-	eid, _ := n.core.EIDOf(req.From)
-	ds, ms := n.core.AnswerFor(eid)
-	if err := n.xmpp.AnswerOwnStates(req, ds, ms); err != nil {
-		n.log.Warn("answer states request", "from", req.From, "err", err)
-	}
-}
-
-func (n *Node) cancelResync() {
-	n.resyncMu.Lock()
-	defer n.resyncMu.Unlock()
-	if n.resyncCancel != nil {
-		n.resyncCancel()
-		n.resyncCancel = nil
-	}
-}
-
-// startResync asks every busylamp buddy for its own states (what PubSub
-// items cannot tell exactly), then republishes this node's own states and
-// marks the node booted. Asterisk buddies simply do not answer.
-func (n *Node) startResync(ctx context.Context) {
-	n.cancelResync()
-	rctx, cancel := context.WithCancel(ctx)
-	n.resyncMu.Lock()
-	n.resyncCancel = cancel
-	n.resyncMu.Unlock()
-	targets := n.resyncTargets()
-	n.wg.Add(1)
-	go func() {
-		defer n.wg.Done()
-		defer cancel()
-		start := time.Now()
-		var mu sync.Mutex
-		answered := 0
-		var wg sync.WaitGroup
-		sem := make(chan struct{}, 8)
-		for _, jid := range targets {
-			wg.Add(1)
-			sem <- struct{}{}
-			go func(jid string) {
-				defer wg.Done()
-				defer func() { <-sem }()
-				if !n.requestStates(rctx, jid) {
-					return
-				}
-				mu.Lock()
-				answered++
-				mu.Unlock()
-			}(jid)
-		}
-		wg.Wait()
-		if rctx.Err() != nil {
-			return
-		}
-		n.core.Republish()
-		n.core.MarkBooted()
-		n.log.Info("resync complete", "asked", len(targets), "answered", answered,
-			"took", time.Since(start).Round(time.Millisecond))
-	}()
-}
-
-// resyncTargets are the full JIDs to ask: configured buddies with a
-// resource, and every resource whose presence we know.
-func (n *Node) resyncTargets() []string {
-	seen := make(map[string]bool)
-	var out []string
-	add := func(j string) {
-		if j == "" || seen[j] || bareJID(j) == bareJID(n.cfg.XMPP.JID) && resourceOf(j) == resourceOf(n.cfg.XMPP.JID) {
-			return
-		}
-		seen[j] = true
-		out = append(out, j)
-	}
-	for _, b := range n.cfg.XMPP.Buddies {
-		if strings.Contains(b, "/") {
-			add(b)
-		}
-	}
-	for _, b := range n.xmpp.Buddies() {
-		for _, r := range b.Resources {
-			add(b.JID + "/" + r.Resource)
-		}
-	}
-	if n.cluster != nil {
-		for _, m := range n.cluster.Members() {
-			if m.State == cluster.StateAlive && strings.Contains(m.Meta.JID, "/") {
-				add(m.Meta.JID)
-			}
-		}
-	}
-	return out
 }
 
 // amiSink turns cluster-wide changes into AMI events.
 type amiSink struct{ s *manager.Server }
 
-func (a amiSink) DeviceChanged(device string, st devstate.State) {
-	a.s.Emit(manager.DeviceStateChange(device, st))
+func (s amiSink) DeviceChanged(device string, st devstate.State) {
+	s.s.Emit(manager.DeviceStateChange(device, st))
 }
 
-func (a amiSink) MailboxChanged(mailbox string, c mwi.Counts) {
-	a.s.Emit(manager.MessageWaiting(mailbox, c))
+func (s amiSink) MailboxChanged(mailbox string, c mwi.Counts) {
+	s.s.Emit(manager.MessageWaiting(mailbox, c))
 }
 
-// backend is the node as the AMI socket sees it.
-type backend struct{ n *Node }
-
-func (b backend) DeviceState(_ context.Context, device string) (devstate.State, bool) {
-	return b.n.core.DeviceState(device)
-}
-
-func (b backend) SetDeviceState(_ context.Context, device string, s devstate.State) error {
-	return b.n.core.SetDeviceState(device, s)
-}
-
-func (b backend) Devices(context.Context) []manager.DeviceState {
-	ds := b.n.core.Devices(false)
-	out := make([]manager.DeviceState, len(ds))
-	for i, d := range ds {
-		out[i] = manager.DeviceState{Device: d.Device, State: d.State}
+// The XMPP client's items and the core's are the same fields.
+func toCoreDevice(it pubsub.DeviceItem) core.DeviceItem     { return core.DeviceItem(it) }
+func toCoreMailbox(it pubsub.MailboxItem) core.MailboxItem  { return core.MailboxItem(it) }
+func toWireDevice(it core.DeviceItem) pubsub.DeviceItem     { return pubsub.DeviceItem(it) }
+func toWireMailbox(it core.MailboxItem) pubsub.MailboxItem  { return pubsub.MailboxItem(it) }
+func convert[T, U any](in []T, f func(T) U) []U {
+	out := make([]U, len(in))
+	for i, v := range in {
+		out[i] = f(v)
 	}
 	return out
 }
-
-func (b backend) Mailbox(_ context.Context, mailbox string) (mwi.Counts, bool) {
-	return b.n.core.Mailbox(mailbox)
-}
-
-func (b backend) Mailboxes(context.Context) []manager.MailboxState {
-	ms := b.n.core.Mailboxes(false)
-	out := make([]manager.MailboxState, len(ms))
-	for i, m := range ms {
-		out[i] = manager.MailboxState{Mailbox: m.Mailbox, Counts: m.Counts}
-	}
-	return out
-}
-
-func (b backend) SetMailbox(_ context.Context, mailbox string, c mwi.Counts) error {
-	return b.n.core.SetMailbox(mailbox, c)
-}
-
-func (b backend) DeleteMailbox(_ context.Context, mailbox string) error {
-	return b.n.core.DeleteMailbox(mailbox)
-}
-
-func (b backend) Command(ctx context.Context, line string) (string, error) {
-	return b.n.Command(ctx, line)
-}
-
-func (b backend) Booted() <-chan struct{} { return b.n.core.Booted() }

@@ -7,6 +7,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/busylamp/busylamp/agent/core"
 	"github.com/busylamp/busylamp/devstate"
 	"github.com/busylamp/busylamp/pubsub"
 )
@@ -28,7 +29,7 @@ node create-leaf COLLECTION NODE
 help`
 
 // Command runs one CLI command line and returns its text output.
-func (n *Node) Command(ctx context.Context, line string) (string, error) {
+func (a *Agent) Command(ctx context.Context, line string) (string, error) {
 	f := strings.Fields(line)
 	var b strings.Builder
 	arg := func(i int) string {
@@ -42,56 +43,56 @@ func (n *Node) Command(ctx context.Context, line string) (string, error) {
 	case len(f) == 0 || cmd == "help":
 		b.WriteString(commandHelp)
 	case cmd == "show connected" || cmd == "show connections":
-		n.showConnected(&b)
+		a.showConnected(&b)
 	case cmd == "show buddies":
-		n.showBuddies(&b)
+		a.showBuddies(&b)
 	case cmd == "show members":
-		n.showMembers(&b)
+		a.showMembers(&b)
 	case cmd == "show stats":
-		n.showStats(&b)
+		a.showStats(&b)
 	case cmd == "devstate list":
-		ds := n.core.Devices(true)
-		n.devstateTable(&b, ds)
+		ds := a.core.Devices(true)
+		a.devstateTable(&b, ds)
 		fmt.Fprintf(&b, "%d devices\n", len(ds))
 	case cmd == "devstate get" && len(f) == 3:
-		d, ok := n.core.Device(f[2])
+		d, ok := a.core.Device(f[2])
 		if !ok {
 			return "", fmt.Errorf("no such device: %s", f[2])
 		}
-		n.devstateTable(&b, []DeviceView{d})
+		a.devstateTable(&b, []core.Device{d})
 	case cmd == "mwi list":
-		ms := n.core.Mailboxes(true)
-		n.mwiTable(&b, ms)
-		fmt.Fprintf(&b, "%d mailboxes (merge: %s)\n", len(ms), n.cfg.Core.MWIMerge)
+		ms := a.core.Mailboxes(true)
+		a.mwiTable(&b, ms)
+		fmt.Fprintf(&b, "%d mailboxes (merge: %s)\n", len(ms), a.cfg.Core.MWIMerge)
 	case cmd == "mwi get" && len(f) == 3:
-		m, ok := n.core.MailboxDetail(f[2])
+		m, ok := a.core.Mailbox(f[2])
 		if !ok {
 			return "", fmt.Errorf("no such mailbox: %s", f[2])
 		}
-		n.mwiTable(&b, []MailboxView{m})
+		a.mwiTable(&b, []core.Mailbox{m})
 	case cmd == "node purge" && len(f) <= 3:
 		nodes := []string{pubsub.NodeDevices, pubsub.NodeMailboxes}
 		if arg(2) != "" {
 			nodes = []string{arg(2)}
 		}
 		for _, node := range nodes {
-			if err := n.xmpp.Purge(ctx, node); err != nil {
+			if err := a.xmpp.Purge(ctx, node); err != nil {
 				return b.String(), err
 			}
 			fmt.Fprintf(&b, "Purged node %s.\n", node)
 		}
 	case cmd == "node delete" && len(f) == 3:
-		if err := n.xmpp.DeleteNode(ctx, f[2]); err != nil {
+		if err := a.xmpp.DeleteNode(ctx, f[2]); err != nil {
 			return "", err
 		}
 		fmt.Fprintf(&b, "Deleted node %s.\n", f[2])
 	case cmd == "node create-collection" && len(f) == 3:
-		if err := n.xmpp.CreateCollection(ctx, f[2]); err != nil {
+		if err := a.xmpp.CreateCollection(ctx, f[2]); err != nil {
 			return "", err
 		}
 		fmt.Fprintf(&b, "Created collection node %s.\n", f[2])
 	case cmd == "node create-leaf" && len(f) == 4:
-		if err := n.xmpp.CreateLeaf(ctx, f[2], f[3]); err != nil {
+		if err := a.xmpp.CreateLeaf(ctx, f[2], f[3]); err != nil {
 			return "", err
 		}
 		fmt.Fprintf(&b, "Created leaf node %s in collection %s.\n", f[3], f[2])
@@ -101,14 +102,14 @@ func (n *Node) Command(ctx context.Context, line string) (string, error) {
 	return b.String(), nil
 }
 
-func (n *Node) showConnected(b *strings.Builder) {
-	st := n.xmpp.Status()
+func (a *Agent) showConnected(b *strings.Builder) {
+	st := a.xmpp.Status()
 	state := map[string]string{"connecting": "Connecting", "connected": "Connected", "disconnected": "Disconnected"}[st.State]
 	if state == "" {
 		state = "Unknown"
 	}
 	fmt.Fprintf(b, "Jabber Users and their status:\n")
-	fmt.Fprintf(b, "       [%s] %s     - %s\n", n.cfg.Name, st.JID, state)
+	fmt.Fprintf(b, "       [%s] %s     - %s\n", a.cfg.Name, st.JID, state)
 	tls := "no"
 	if st.TLS {
 		tls = "yes (" + st.TLSName + ")"
@@ -124,10 +125,10 @@ func (n *Node) showConnected(b *strings.Builder) {
 	fmt.Fprintf(b, "   Number of clients: 1\n")
 }
 
-func (n *Node) showBuddies(b *strings.Builder) {
+func (a *Agent) showBuddies(b *strings.Builder) {
 	fmt.Fprintf(b, "XMPP buddy lists\n")
-	fmt.Fprintf(b, "Client: %s\n", n.cfg.Name)
-	for _, bd := range n.xmpp.Buddies() {
+	fmt.Fprintf(b, "Client: %s\n", a.cfg.Name)
+	for _, bd := range a.xmpp.Buddies() {
 		fmt.Fprintf(b, "\tBuddy:\t%s\n", bd.JID)
 		sub := bd.Subscription
 		if sub == "" {
@@ -137,7 +138,7 @@ func (n *Node) showBuddies(b *strings.Builder) {
 			sub += " (request pending)"
 		}
 		fmt.Fprintf(b, "\t\tSubscription: %s\n", sub)
-		if eid, ok := n.core.EIDOf(bd.JID); ok {
+		if eid, ok := a.core.EIDOf(bd.JID); ok {
 			fmt.Fprintf(b, "\t\tEID: %s\n", eid)
 		}
 		if len(bd.Resources) == 0 {
@@ -158,14 +159,14 @@ func (n *Node) showBuddies(b *strings.Builder) {
 	}
 }
 
-func (n *Node) showStats(b *strings.Builder) {
-	s := n.core.Stats()
-	p := n.xmpp.Stats()
+func (a *Agent) showStats(b *strings.Builder) {
+	s := a.core.Stats()
+	p := a.xmpp.Stats()
 	fmt.Fprintf(b, "Devices: %d\nMailboxes: %d\nServers: %d\nSpoofed payloads refused: %d\n", s.Devices, s.Mailboxes, s.Servers, s.Spoofed)
 	fmt.Fprintf(b, "Publishes: %+v\n", p)
 }
 
-func (n *Node) devstateTable(b *strings.Builder, ds []DeviceView) {
+func (a *Agent) devstateTable(b *strings.Builder, ds []core.Device) {
 	w := tabwriter.NewWriter(b, 0, 4, 2, ' ', 0)
 	fmt.Fprintf(w, "DEVICE\tSTATE\tSERVER EID\tJID\tSERVER STATE\n")
 	for _, d := range ds {
@@ -174,13 +175,13 @@ func (n *Node) devstateTable(b *strings.Builder, ds []DeviceView) {
 			if i > 0 {
 				name, st = "", ""
 			}
-			fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\n", name, st, s.EID, n.jidLabel(s.EID, s.JID), s.State)
+			fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\n", name, st, s.EID, a.jidLabel(s.EID, s.JID), s.State)
 		}
 	}
 	w.Flush()
 }
 
-func (n *Node) mwiTable(b *strings.Builder, ms []MailboxView) {
+func (a *Agent) mwiTable(b *strings.Builder, ms []core.Mailbox) {
 	w := tabwriter.NewWriter(b, 0, 4, 2, ' ', 0)
 	fmt.Fprintf(w, "MAILBOX\tNEW\tOLD\tSERVER EID\tJID\tSERVER NEW/OLD\n")
 	for _, m := range ms {
@@ -189,14 +190,14 @@ func (n *Node) mwiTable(b *strings.Builder, ms []MailboxView) {
 			if i > 0 {
 				name, nw, old = "", "", ""
 			}
-			fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%d/%d\n", name, nw, old, s.EID, n.jidLabel(s.EID, s.JID), s.Counts.New, s.Counts.Old)
+			fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%d/%d\n", name, nw, old, s.EID, a.jidLabel(s.EID, s.JID), s.Counts.New, s.Counts.Old)
 		}
 	}
 	w.Flush()
 }
 
-func (n *Node) jidLabel(eid devstate.EID, jid string) string {
-	if eid == n.core.EID() {
+func (a *Agent) jidLabel(eid devstate.EID, jid string) string {
+	if eid == a.core.EID() {
 		return jid + " (this node)"
 	}
 	return jid

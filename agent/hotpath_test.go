@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/busylamp/busylamp/agent/core"
 	"github.com/busylamp/busylamp/agent/manager"
 	"github.com/busylamp/busylamp/devstate"
 )
@@ -22,8 +23,8 @@ import (
 // goroutine's allocations count, the session writer's included.
 func BenchmarkHotPath(b *testing.B) {
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	a := New(Options{EID: eidA, JID: "a@x/r", Log: log})
-	n := &Node{core: a}
+	a := newBenchCore(log)
+	n := &Agent{core: a}
 	mcfg := manager.DefaultConfig()
 	mcfg.Username, mcfg.Secret = "bench", "secret"
 	mcfg.QueueLen = 1 << 20 // measure the path, not a slow reader's cut-off
@@ -56,7 +57,7 @@ func BenchmarkHotPath(b *testing.B) {
 		}
 	}
 	// Wait until the session takes events, then drain it.
-	probe := DeviceItem{Device: "SIP/probe", State: devstate.InUse, EID: eidB, Publisher: "b@x/r"}
+	probe := core.DeviceItem{Device: "SIP/probe", State: devstate.InUse, EID: eidB, Publisher: "b@x/r"}
 	a.RemoteDevice(probe)
 	c.SetReadDeadline(time.Now().Add(5 * time.Second))
 	for {
@@ -74,8 +75,25 @@ func BenchmarkHotPath(b *testing.B) {
 	benchRemoteChanges(b, a)
 }
 
+// BenchmarkRemoteDevice is the core alone: a buddy's change into the
+// table and the merge, no AMI session.
+func BenchmarkRemoteDevice(b *testing.B) {
+	benchRemoteChanges(b, newBenchCore(slog.New(slog.NewTextHandler(io.Discard, nil))))
+}
+
+func newBenchCore(log *slog.Logger) *core.Core {
+	cfg := core.DefaultConfig()
+	cfg.EID, cfg.JID, cfg.Log = eidA, "a@x/r", log
+	return core.New(cfg)
+}
+
+var (
+	eidA = devstate.EID{2, 0, 0, 0, 0, 1}
+	eidB = devstate.EID{2, 0, 0, 0, 0, 2}
+)
+
 // benchRemoteChanges feeds a a buddy's changes over 1,000 devices.
-func benchRemoteChanges(b *testing.B, a *Agent) {
+func benchRemoteChanges(b *testing.B, a *core.Core) {
 	devices := make([]string, 1000)
 	for i := range devices {
 		devices[i] = fmt.Sprintf("SIP/%d", i)
@@ -83,6 +101,6 @@ func benchRemoteChanges(b *testing.B, a *Agent) {
 	states := []devstate.State{devstate.InUse, devstate.NotInUse, devstate.Ringing}
 	b.ReportAllocs()
 	for i := 0; b.Loop(); i++ {
-		a.RemoteDevice(DeviceItem{Device: devices[i%len(devices)], State: states[i%3], EID: eidB, Publisher: "b@x/r"})
+		a.RemoteDevice(core.DeviceItem{Device: devices[i%len(devices)], State: states[i%3], EID: eidB, Publisher: "b@x/r"})
 	}
 }

@@ -60,6 +60,7 @@ type Deleted struct {
 type Presence struct {
 	JID       string // full JID
 	Available bool
+	Online    bool   // the account still has an available resource after this presence
 	Show      string // "", chat, away, xa, dnd
 	Status    string
 	Priority  int

@@ -258,8 +258,11 @@ func (c *Client) handlePresence(s *session, e *elem) {
 				evs = append(evs, Presence{JID: bare + "/" + j.resource, Available: true, Show: r.Show, Status: r.Status, Priority: r.Priority})
 			}
 		}
+		online := len(b.resources) > 0
 		c.mu.Unlock()
 		for _, ev := range evs {
+			ev := ev.(Presence)
+			ev.Online = online
 			if !c.q.push(s.ctx.Done(), ev) {
 				return
 			}

@@ -21,7 +21,6 @@ import (
 
 // Bounds on names a client may send.
 const (
-	maxName    = 256 // device and mailbox names
 	maxPattern = 256 // MWIGet/MWIDelete /regex/
 	chunkSize  = 32 << 10
 )
@@ -229,14 +228,19 @@ func deviceStateVar(v string) (device string, ok bool) {
 	return strings.TrimSpace(v[len(prefix) : len(v)-1]), true
 }
 
+// checkName applies the one rule for names (devstate.CheckName) and
+// says what is wrong in AMI's words.
 func checkName(kind, name string) string {
+	err := devstate.CheckName(name)
 	switch {
+	case err == nil:
+		return ""
 	case name == "":
 		return "Missing " + kind + " name"
-	case len(name) > maxName:
-		return fmt.Sprintf("%s name too long (limit %d bytes)", kind, maxName)
+	case len(name) > devstate.MaxNameLen:
+		return fmt.Sprintf("%s name too long (limit %d bytes)", kind, devstate.MaxNameLen)
 	}
-	return ""
+	return fmt.Sprintf("Bad %s name: %v", kind, err)
 }
 
 func (s *session) getvar(m Message) bool {

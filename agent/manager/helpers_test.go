@@ -73,7 +73,7 @@ func (b *fakeBackend) Devices(context.Context) []DeviceState {
 	defer b.mu.Unlock()
 	var out []DeviceState
 	for d, s := range b.devices {
-		out = append(out, DeviceState{d, s})
+		out = append(out, DeviceState{Device: d, State: s})
 	}
 	slices.SortFunc(out, func(x, y DeviceState) int { return strings.Compare(x.Device, y.Device) })
 	return out
@@ -91,7 +91,7 @@ func (b *fakeBackend) Mailboxes(context.Context) []MailboxState {
 	defer b.mu.Unlock()
 	var out []MailboxState
 	for m, c := range b.mailboxes {
-		out = append(out, MailboxState{m, c})
+		out = append(out, MailboxState{Mailbox: m, Counts: c})
 	}
 	slices.SortFunc(out, func(x, y MailboxState) int { return strings.Compare(x.Mailbox, y.Mailbox) })
 	return out

@@ -116,17 +116,13 @@ func (c Config) withDefaults() Config {
 	return c
 }
 
-// DeviceState is one device and its cluster-wide state.
-type DeviceState struct {
-	Device string
-	State  devstate.State
-}
+// DeviceState is one device and its cluster-wide state, as the tables list
+// them.
+type DeviceState = devstate.DeviceState
 
-// MailboxState is one mailbox and its cluster-wide counts.
-type MailboxState struct {
-	Mailbox string
-	Counts  mwi.Counts
-}
+// MailboxState is one mailbox and its cluster-wide counts, as the tables
+// list them.
+type MailboxState = mwi.MailboxState
 
 // Backend is what the socket reads and drives: the agent. Calls come from
 // the sessions' goroutines, concurrently; ctx ends when the session does.

@@ -23,6 +23,7 @@ const (
 	exitOK          = 0
 	exitUsage       = 1 // usage or config error
 	exitUnreachable = 2 // the agent is not reachable or refused the login
+	exitRuntime     = 3 // run stopped by a runtime failure (login refused for good, socket not opened)
 )
 
 // exitError ends the program with code after its message (if any) has

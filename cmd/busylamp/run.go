@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -12,7 +13,7 @@ import (
 
 	"github.com/busylamp/busylamp/agent"
 	"github.com/busylamp/busylamp/agent/cluster"
-	"github.com/busylamp/busylamp/agent/manager"
+	"github.com/busylamp/busylamp/agent/core"
 	"github.com/busylamp/busylamp/config"
 	"github.com/busylamp/busylamp/devstate"
 	"github.com/busylamp/busylamp/mwi"
@@ -31,12 +32,15 @@ func newRunCmd(c *cli) *cobra.Command {
 			}
 			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
-			node, err := agent.NewNode(nodeConfig(cfg, c))
-			if err != nil {
+			a, err := agent.New(agentConfig(cfg, c))
+			if errors.Is(err, agent.ErrConfig) {
 				return &exitError{code: exitUsage, err: err}
 			}
-			if err := node.Run(ctx); err != nil {
-				return &exitError{code: exitUsage, err: err}
+			if err != nil {
+				return &exitError{code: exitRuntime, err: err}
+			}
+			if err := a.Run(ctx); err != nil {
+				return &exitError{code: exitRuntime, err: err}
 			}
 			return nil
 		},
@@ -58,8 +62,8 @@ func (c *cli) loadConfig() (*config.Config, error) {
 	return cfg, nil
 }
 
-// nodeConfig maps the file's sections onto the agent's configuration.
-func nodeConfig(cfg *config.Config, c *cli) agent.Config {
+// agentConfig maps the file's sections onto the agent's configuration.
+func agentConfig(cfg *config.Config, c *cli) agent.Config {
 	level := slog.LevelInfo
 	if cfg.Client.Debug {
 		level = slog.LevelDebug
@@ -97,12 +101,14 @@ func nodeConfig(cfg *config.Config, c *cli) agent.Config {
 	x.EID = eid
 	x.Trace = cl.Debug
 
-	core := agent.Options{StaleGrace: cfg.Agent.StaleGrace, MaxDevices: cfg.Agent.MaxDevices}
+	ac := agent.DefaultConfig()
+	ac.Core.StaleGrace = cfg.Agent.StaleGrace
+	ac.Core.MaxDevices = cfg.Agent.MaxDevices
 	if cfg.Agent.Stale == config.StaleKeep {
-		core.Stale = agent.StaleKeep
+		ac.Core.Stale = core.StaleKeep
 	}
 	if cfg.Agent.MWIMerge == config.MWISum {
-		core.MWIMerge = mwi.Sum
+		ac.Core.MWIMerge = mwi.Sum
 	}
 	var cc *cluster.Config
 	if cfg.Cluster.Enabled() {
@@ -114,17 +120,13 @@ func nodeConfig(cfg *config.Config, c *cli) agent.Config {
 			Profile:   string(cfg.Cluster.Profile),
 		}
 	}
-	m := manager.DefaultConfig()
-	m.Username = cfg.Manager.Username
-	m.Secret = cfg.Manager.Secret.Reveal()
-	return agent.Config{
-		Name:        cl.Name,
-		Version:     version,
-		XMPP:        x,
-		Core:        core,
-		Manager:     m,
-		ManagerAddr: cfg.Manager.Addr(),
-		Log:         log,
-		Cluster:     cc,
-	}
+	ac.Manager.Username = cfg.Manager.Username
+	ac.Manager.Secret = cfg.Manager.Secret.Reveal()
+	ac.Name = cl.Name
+	ac.Version = version
+	ac.XMPP = x
+	ac.ManagerAddr = cfg.Manager.Addr()
+	ac.Log = log
+	ac.Cluster = cc
+	return ac
 }

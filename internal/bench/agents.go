@@ -33,7 +33,7 @@ const (
 // pprof label node=NAME so a CPU profile can be cut per agent.
 type cluster struct {
 	names  []string
-	nodes  []*agent.Node
+	nodes  []*agent.Agent
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 	errs   chan error
@@ -75,7 +75,7 @@ func startCluster(ctx context.Context, srv *xmpptest.Server, names, extraBuddies
 		if o.pubWindow > 0 {
 			cfg.XMPP.PublishWindow = o.pubWindow
 		}
-		n, err := agent.NewNode(cfg)
+		n, err := agent.New(cfg)
 		if err != nil {
 			c.close()
 			return nil, fmt.Errorf("agent %s: %w", name, err)

@@ -45,7 +45,7 @@ type scaleResult struct {
 }
 
 // publishStats reads the node's publish counters from 'show stats'.
-func publishStats(ctx context.Context, n *agent.Node) (st struct {
+func publishStats(ctx context.Context, n *agent.Agent) (st struct {
 	Errors            uint64
 	Pending, InFlight int
 }, err error) {
@@ -243,7 +243,7 @@ func childMain(args []string) int {
 	x.Buddies = strings.Split(*buddies, ",")
 	m := manager.DefaultConfig()
 	m.Username, m.Secret = amiUser, amiSecret
-	node, err := agent.NewNode(agent.Config{Name: "agent5", Version: "bench", XMPP: x, Manager: m,
+	node, err := agent.New(agent.Config{Name: "agent5", Version: "bench", XMPP: x, Manager: m,
 		ManagerAddr: "127.0.0.1:0", Log: slog.New(capt).With("agent", "agent5")})
 	if err != nil {
 		return fail(err)

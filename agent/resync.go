@@ -1,0 +1,296 @@
+package agent
+
+import (
+	"context"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/busylamp/busylamp/agent/cluster"
+	"github.com/busylamp/busylamp/agent/core"
+	"github.com/busylamp/busylamp/internal/jid"
+	"github.com/busylamp/busylamp/pubsub"
+)
+
+// A states request refused as from a stranger is tried statesTries times,
+// waiting statesRetryDelay, then twice as long each time (7.5 s in all).
+const (
+	statesTries      = 5
+	statesRetryDelay = 500 * time.Millisecond
+)
+
+func (a *Agent) isSynced() bool {
+	select {
+	case <-a.synced:
+		return true
+	default:
+		return false
+	}
+}
+
+// heldRequest is a buddy's states request waiting to be answered, at the
+// latest at until.
+type heldRequest struct {
+	req   pubsub.OwnStatesRequest
+	until time.Time
+}
+
+// answerLoop answers buddies' states requests in arrival order. Until our
+// own states are restored from the PubSub items a partial answer would
+// make the asker drop our real states, so a request waits for that (well
+// within the asker's timeout). Not "until booted": agents that start
+// together would each wait for the other's answer. What later answers
+// restore is republished.
+func (a *Agent) answerLoop(ctx context.Context) {
+	for {
+		var h heldRequest
+		select {
+		case <-ctx.Done():
+			return
+		case h = <-a.answers:
+		}
+		if !a.isSynced() {
+			expired, stop := core.After(a.clock, h.until.Sub(a.clock.Now()))
+			select {
+			case <-a.synced:
+			case <-expired:
+			case <-ctx.Done():
+				stop()
+				return
+			}
+			stop()
+		}
+		a.answer(h.req)
+	}
+}
+
+// answer answers a buddy's states request with our own states and what
+// we hold of the asker's server.
+func (a *Agent) answer(req pubsub.OwnStatesRequest) {
+	eid, _ := a.core.EIDOf(req.From)
+	ds, ms := a.core.AnswerFor(eid)
+	if err := a.xmpp.AnswerOwnStates(req, convert(ds, toWireDevice), convert(ms, toWireMailbox)); err != nil {
+		a.log.Warn("answer states request", "from", req.From, "err", err)
+	}
+}
+
+func (a *Agent) cancelResync() {
+	a.resyncMu.Lock()
+	defer a.resyncMu.Unlock()
+	if a.resyncCancel != nil {
+		a.resyncCancel()
+		a.resyncCancel = nil
+	}
+}
+
+// startResync asks every busylamp buddy for its own states (what PubSub
+// items cannot tell exactly), then republishes this node's own states and
+// marks the node booted. Asterisk buddies simply do not answer.
+func (a *Agent) startResync(ctx context.Context) {
+	a.cancelResync()
+	rctx, cancel := context.WithCancel(ctx)
+	a.resyncMu.Lock()
+	a.resyncCancel = cancel
+	a.resyncMu.Unlock()
+	targets := a.resyncTargets()
+	a.goRun(func() {
+		defer cancel()
+		start := time.Now()
+		var mu sync.Mutex
+		answered := 0
+		var wg sync.WaitGroup
+		sem := make(chan struct{}, resyncParallel)
+		for _, j := range targets {
+			sem <- struct{}{}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer func() { <-sem }()
+				if !a.requestStates(rctx, j) {
+					return
+				}
+				mu.Lock()
+				answered++
+				mu.Unlock()
+			}()
+		}
+		wg.Wait()
+		if rctx.Err() != nil {
+			return
+		}
+		a.core.Republish()
+		a.core.MarkBooted()
+		a.log.Info("resync complete", "asked", len(targets), "answered", answered,
+			"took", time.Since(start).Round(time.Millisecond))
+	})
+}
+
+// resyncTargets are the full JIDs to ask: configured buddies with a
+// resource, every resource whose presence we know, and the members gossip
+// says are alive.
+func (a *Agent) resyncTargets() []string {
+	seen := make(map[string]bool)
+	self := jid.Canonical(a.cfg.XMPP.JID)
+	var out []string
+	add := func(j string) {
+		c := jid.Canonical(j)
+		if c == "" || seen[c] || c == self {
+			return
+		}
+		seen[c] = true
+		out = append(out, j)
+	}
+	for _, b := range a.cfg.XMPP.Buddies {
+		if strings.Contains(b, "/") {
+			add(b)
+		}
+	}
+	for _, b := range a.xmpp.Buddies() {
+		for _, r := range b.Resources {
+			add(b.JID + "/" + r.Resource)
+		}
+	}
+	if a.cluster != nil {
+		for _, m := range a.cluster.Members() {
+			if m.State == cluster.StateAlive && strings.Contains(m.Meta.JID, "/") {
+				add(m.Meta.JID)
+			}
+		}
+	}
+	return out
+}
+
+// requestStates asks one buddy for its own states and applies the answer.
+//
+// A member that has not heard of this node yet (gossip reaches members
+// one after another, within a second or two) refuses the request as
+// coming from a stranger (forbidden): it is asked again, a few times.
+func (a *Agent) requestStates(ctx context.Context, to string) bool {
+	qctx, cancel := context.WithTimeout(ctx, a.cfg.ResyncTimeout)
+	defer cancel()
+	wait := statesRetryDelay
+	for attempt := 1; ; attempt++ {
+		req := a.core.StatesRequest(to)
+		ds, ms, err := a.xmpp.RequestOwnStates(qctx, to)
+		if err == nil {
+			a.core.ApplyServerStates(req, convert(ds, toCoreDevice), convert(ms, toCoreMailbox))
+			return true
+		}
+		if pubsub.IsCondition(err, "forbidden") && attempt < statesTries {
+			retry, stop := core.After(a.clock, wait)
+			select {
+			case <-retry:
+				wait *= 2
+				continue
+			case <-qctx.Done():
+				stop()
+			}
+		}
+		if ctx.Err() == nil {
+			a.log.Debug("states request", "jid", to, "attempts", attempt, "err", err)
+		}
+		return false
+	}
+}
+
+// What a worker does for one buddy; several asks for one buddy merge.
+type askKind uint8
+
+const (
+	askAddBuddy askKind = 1 << iota // roster, presence subscription, node owner
+	askStates                       // a directed states request
+)
+
+// askQueue is the bounded, deduplicated work list of the ask workers: a
+// buddy is in it at most once, whatever came in meanwhile.
+type askQueue struct {
+	mu      sync.Mutex
+	max     int
+	pending map[string]askKind
+	order   []string
+	wake    chan struct{} // one signal pending at most
+	closed  bool
+}
+
+func newAskQueue(max int) *askQueue {
+	return &askQueue{max: max, pending: make(map[string]askKind), wake: make(chan struct{}, 1)}
+}
+
+// add queues work for the buddy j; it reports false when the queue is
+// full (the buddy is asked at the next resync instead).
+func (q *askQueue) add(j string, k askKind) bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.closed {
+		return false
+	}
+	if old, ok := q.pending[j]; ok {
+		q.pending[j] = old | k
+		return true
+	}
+	if len(q.pending) >= q.max {
+		return false
+	}
+	q.pending[j] = k
+	q.order = append(q.order, j)
+	select {
+	case q.wake <- struct{}{}:
+	default:
+	}
+	return true
+}
+
+// take returns the oldest buddy's work, if any.
+func (q *askQueue) take() (string, askKind, bool) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if len(q.order) == 0 {
+		return "", 0, false
+	}
+	j := q.order[0]
+	q.order[0] = ""
+	q.order = q.order[1:]
+	k := q.pending[j]
+	delete(q.pending, j)
+	if len(q.order) > 0 {
+		select {
+		case q.wake <- struct{}{}: // another worker may take the next
+		default:
+		}
+	}
+	return j, k, true
+}
+
+func (q *askQueue) close() {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	q.closed = true
+}
+
+// askLoop does the queued work for buddies until ctx ends.
+func (a *Agent) askLoop(ctx context.Context) {
+	for {
+		j, k, ok := a.asks.take()
+		if !ok {
+			select {
+			case <-ctx.Done():
+				return
+			case <-a.asks.wake:
+				continue
+			}
+		}
+		if k&askAddBuddy != 0 {
+			actx, cancel := context.WithTimeout(ctx, a.cfg.ResyncTimeout)
+			if err := a.xmpp.AddBuddy(actx, j); err != nil && ctx.Err() == nil {
+				a.log.Warn("member as buddy", "jid", j, "err", err)
+			}
+			cancel()
+		}
+		if k&askStates != 0 {
+			a.requestStates(ctx, j)
+		}
+		if ctx.Err() != nil {
+			return
+		}
+	}
+}
