@@ -111,10 +111,13 @@ type Agent struct {
 	events chan pubsub.Event
 
 	cluster  *cluster.Cluster
-	answers  chan heldRequest // states requests to answer, in arrival order
+	members  <-chan cluster.Event // membership's events: from the cluster, or a test
+	answers  chan heldRequest     // states requests to answer, in arrival order
 	asks     *askQueue
 	synced   chan struct{} // closed when the first items resync is done
 	syncOnce sync.Once
+
+	askDone func(jid string) // tests: called when a buddy's asked work is done
 
 	resyncMu     sync.Mutex
 	resyncCancel context.CancelFunc
@@ -192,8 +195,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	// Membership first: the AMI socket's 'show members' reads it.
-	members, err := a.startCluster(ctx)
-	if err != nil {
+	if err := a.startCluster(ctx); err != nil {
 		a.ln.Close()
 		return err
 	}
@@ -223,6 +225,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	defer bootTimer.Stop()
 	a.log.Info("busylamp running", "version", a.cfg.Version, "jid", a.cfg.XMPP.JID,
 		"eid", a.cfg.XMPP.EID.String(), "manager", a.ManagerAddr())
+	var err error
 loop:
 	for {
 		select {
@@ -232,7 +235,7 @@ loop:
 			break loop
 		case ev := <-a.events:
 			a.handle(ctx, ev)
-		case ev := <-members:
+		case ev := <-a.members:
 			a.memberEvent(ev)
 		}
 	}
@@ -328,10 +331,10 @@ func (s amiSink) MailboxChanged(mailbox string, c mwi.Counts) {
 }
 
 // The XMPP client's items and the core's are the same fields.
-func toCoreDevice(it pubsub.DeviceItem) core.DeviceItem     { return core.DeviceItem(it) }
-func toCoreMailbox(it pubsub.MailboxItem) core.MailboxItem  { return core.MailboxItem(it) }
-func toWireDevice(it core.DeviceItem) pubsub.DeviceItem     { return pubsub.DeviceItem(it) }
-func toWireMailbox(it core.MailboxItem) pubsub.MailboxItem  { return pubsub.MailboxItem(it) }
+func toCoreDevice(it pubsub.DeviceItem) core.DeviceItem    { return core.DeviceItem(it) }
+func toCoreMailbox(it pubsub.MailboxItem) core.MailboxItem { return core.MailboxItem(it) }
+func toWireDevice(it core.DeviceItem) pubsub.DeviceItem    { return pubsub.DeviceItem(it) }
+func toWireMailbox(it core.MailboxItem) pubsub.MailboxItem { return pubsub.MailboxItem(it) }
 func convert[T, U any](in []T, f func(T) U) []U {
 	out := make([]U, len(in))
 	for i, v := range in {

@@ -15,9 +15,9 @@ import (
 // finds buddies without editing every node's config and tells a dead node
 // faster than XMPP presence can; device states themselves still travel
 // over PubSub only.
-func (a *Agent) startCluster(ctx context.Context) (<-chan cluster.Event, error) {
+func (a *Agent) startCluster(ctx context.Context) error {
 	if a.cfg.Cluster == nil {
-		return nil, nil
+		return nil
 	}
 	cc := *a.cfg.Cluster
 	cc.JID = a.cfg.XMPP.JID
@@ -27,9 +27,9 @@ func (a *Agent) startCluster(ctx context.Context) (<-chan cluster.Event, error) 
 	events := make(chan cluster.Event, 256)
 	cl, err := cluster.Start(cc, events)
 	if err != nil {
-		return nil, fmt.Errorf("cluster: %w", err)
+		return fmt.Errorf("cluster: %w", err)
 	}
-	a.cluster = cl
+	a.cluster, a.members = cl, events
 	a.wg.Add(1)
 	go func() {
 		defer a.wg.Done()
@@ -38,7 +38,7 @@ func (a *Agent) startCluster(ctx context.Context) (<-chan cluster.Event, error) 
 			a.log.Warn("cluster close", "err", err)
 		}
 	}()
-	return events, nil
+	return nil
 }
 
 // memberEvent applies a membership change: a member that joins becomes a

@@ -289,6 +289,9 @@ func (a *Agent) askLoop(ctx context.Context) {
 		if k&askStates != 0 {
 			a.requestStates(ctx, j)
 		}
+		if a.askDone != nil {
+			a.askDone(j)
+		}
 		if ctx.Err() != nil {
 			return
 		}
