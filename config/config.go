@@ -30,6 +30,8 @@ import (
 	"time"
 
 	"gopkg.in/ini.v1"
+
+	"github.com/busylamp/busylamp/internal/jid"
 )
 
 // Config is everything busylamp reads from its file.
@@ -322,8 +324,8 @@ func read(file string, src []byte, r *report) *Config {
 	if c := chooseClient(clients, r); c != nil {
 		cfg.Client = c.Client
 		if cfg.Client.PubSubNode == "" && cfg.Client.Username != "" {
-			if j, err := parseJID(cfg.Client.Username); err == nil {
-				cfg.Client.PubSubNode = "pubsub." + j.domain
+			if j, err := jid.ParseAccount(cfg.Client.Username); err == nil {
+				cfg.Client.PubSubNode = "pubsub." + j.Domain
 				r.warnf(c.line, "pubsub_node", "not set in [%s]; using %q", c.Name, cfg.Client.PubSubNode)
 			}
 		}
@@ -456,7 +458,8 @@ func readClient(sec *sectionPos, vals []value, g General, r *report) *clientSect
 	c.Name = sec.name
 	var debug bool
 	var setPrune, setRegister, setPolicy bool
-	seenBuddy := map[string]int{}
+	seenBuddy := map[string]int{} // canonical JID → line
+	var buddies []buddyLine
 	for _, v := range last(vals, "buddy", r) {
 		if note, ok := asteriskOnly[v.key]; ok {
 			r.warnf(v.line, v.key, "%s", note)
@@ -472,7 +475,7 @@ func readClient(sec *sectionPos, vals []value, g General, r *report) *clientSect
 				r.errorf(v.line, v.key, "bad type %q: want client", v.value)
 			}
 		case "serverhost":
-			if err := checkHost(v.value); err != nil {
+			if err := jid.CheckHost(v.value); err != nil {
 				r.errorf(v.line, v.key, "bad server host %q: %v", v.value, err)
 			} else {
 				c.ServerHost = v.value
@@ -484,7 +487,7 @@ func readClient(sec *sectionPos, vals []value, g General, r *report) *clientSect
 				c.Port = p
 			}
 		case "username":
-			if _, err := parseJID(v.value); err != nil {
+			if _, err := jid.ParseAccount(v.value); err != nil {
 				r.errorf(v.line, v.key, "%v", err)
 			} else {
 				c.Username = v.value
@@ -495,7 +498,7 @@ func readClient(sec *sectionPos, vals []value, g General, r *report) *clientSect
 			if v.value == "" {
 				break
 			}
-			if err := checkHost(v.value); err != nil {
+			if err := jid.CheckHost(v.value); err != nil {
 				r.errorf(v.line, v.key, "bad PubSub service %q: %v", v.value, err)
 			} else {
 				c.PubSubNode = v.value
@@ -516,17 +519,19 @@ func readClient(sec *sectionPos, vals []value, g General, r *report) *clientSect
 		case "tls_insecure":
 			boolKey(v, &c.TLSInsecure, r)
 		case "buddy":
-			j, err := parseJID(v.value)
+			j, err := jid.ParseAccount(v.value)
 			if err != nil {
 				r.errorf(v.line, v.key, "%v", err)
 				break
 			}
-			if first, dup := seenBuddy[j.key()]; dup {
+			// Compared in canonical form, so that one account is not
+			// bound twice under two spellings (NODE2@example.org.).
+			if first, dup := seenBuddy[j.String()]; dup {
 				r.warnf(v.line, v.key, "buddy %q repeated (first on line %d); listed once", v.value, first)
 				break
 			}
-			seenBuddy[j.key()] = v.line
-			c.Buddies = append(c.Buddies, v.value)
+			seenBuddy[j.String()] = v.line
+			buddies = append(buddies, buddyLine{v, j})
 		case "status":
 			if st, ok := parseStatus(v.value); ok {
 				c.Status = st
@@ -554,6 +559,7 @@ func readClient(sec *sectionPos, vals []value, g General, r *report) *clientSect
 			r.errorf(v.line, v.key, "unknown key in client section [%s]", c.Name)
 		}
 	}
+	c.Buddies = otherBuddies(buddies, c.Username, r)
 	c.Debug = g.Debug || debug
 	if !setPrune {
 		c.AutoPrune = g.AutoPrune
@@ -571,6 +577,30 @@ func readClient(sec *sectionPos, vals []value, g General, r *report) *clientSect
 		r.warnf(c.line, "usesasl", "busylamp always authenticates with SASL in [%s]; usesasl=no is ignored", c.Name)
 	}
 	return c
+}
+
+// buddyLine is one buddy= line that parsed.
+type buddyLine struct {
+	value
+	jid jid.JID
+}
+
+// otherBuddies lists the buddies as written, except those that are the
+// client's own account in any spelling (another resource, capitals, a
+// trailing dot): the client never binds its own account as a buddy, so
+// such a line is warned about and left out rather than passed on. username
+// may come after the buddy lines, so this runs once the section is read.
+func otherBuddies(buddies []buddyLine, username string, r *report) []string {
+	self, err := jid.ParseAccount(username)
+	var out []string
+	for _, b := range buddies {
+		if username != "" && err == nil && b.jid.Bare() == self.Bare() {
+			r.warnf(b.line, b.key, "buddy %q is this client's own account (username %q); ignored", b.value.value, username)
+			continue
+		}
+		out = append(out, b.value.value)
+	}
+	return out
 }
 
 // parseStatus reads the presence status as Asterisk's res_xmpp does and

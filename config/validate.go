@@ -5,6 +5,8 @@ import (
 	"net"
 	"strings"
 	"time"
+
+	"github.com/busylamp/busylamp/internal/jid"
 )
 
 // Validate checks what no single key can: required keys and the rules
@@ -97,13 +99,13 @@ func (v validator) client() {
 	}
 	if cl.ServerHost == "" {
 		missing("serverhost")
-	} else if err := checkHost(cl.ServerHost); err != nil {
+	} else if err := jid.CheckHost(cl.ServerHost); err != nil {
 		v.r.errorf(v.keyLine(cl.Name, "serverhost"), "serverhost", "bad server host %q: %v", cl.ServerHost, err)
 	}
 	jidOK := false
 	if cl.Username == "" {
 		missing("username")
-	} else if _, err := parseJID(cl.Username); err != nil {
+	} else if _, err := jid.ParseAccount(cl.Username); err != nil {
 		v.r.errorf(v.keyLine(cl.Name, "username"), "username", "%v", err)
 	} else {
 		jidOK = true
@@ -125,7 +127,7 @@ func (v validator) client() {
 		v.r.errorf(v.keyLine(cl.Name, "priority"), "priority", "bad priority %d: want -128 to 127", cl.Priority)
 	}
 	for _, b := range cl.Buddies {
-		if _, err := parseJID(b); err != nil {
+		if _, err := jid.ParseAccount(b); err != nil {
 			v.r.errorf(v.keyLine(cl.Name, "buddy"), "buddy", "%v", err)
 		}
 	}
