@@ -1,8 +1,10 @@
 // Package config owns busylamp's configuration file: an Asterisk xmpp.conf
 // or jabber.conf (which must load unchanged) plus busylamp's own [agent],
-// [manager] and [cluster] sections. It reads the file with gopkg.in/ini.v1
-// into typed structs in one place (Parse), then checks the whole
-// (Validate), and reports every problem at once as FILE:LINE errors.
+// [manager] and [cluster] sections. One reader takes the file apart by
+// Asterisk's own syntax (scan.go: every line with its file and line), the
+// values become typed structs in one place (Parse), then the whole is
+// checked (Validate), and every problem is reported at once as FILE:LINE
+// errors.
 // Secrets never appear in any message or printed form.
 //
 // Which section is what follows Asterisk's res_xmpp: [general] holds the
@@ -28,8 +30,6 @@ import (
 	"strconv"
 	"strings"
 	"time"
-
-	"gopkg.in/ini.v1"
 
 	"github.com/busylamp/busylamp/internal/jid"
 )
@@ -270,10 +270,10 @@ func sortIssues(l []Issue) {
 	})
 }
 
-// value is one key's occurrence, with its value as ini.v1 read it.
+// value is one key's occurrence.
 type value struct {
-	key   string
-	line  int
+	key string
+	pos
 	value string
 }
 
@@ -283,32 +283,16 @@ func read(file string, src []byte, r *report) *Config {
 	cfg.File = file
 	s := scan(src, r)
 	cfg.src = s
-	f, err := ini.LoadSources(ini.LoadOptions{
-		InsensitiveKeys:            true,
-		IgnoreInlineComment:        true, // the scan removed Asterisk's comments
-		IgnoreContinuation:         true, // Asterisk has none
-		PreserveSurroundedQuote:    true, // Asterisk keeps quotes
-		AllowShadows:               true, // buddy= repeats
-		AllowDuplicateShadowValues: true, // so repeats can be reported
-		KeyValueDelimiters:         "=",
-		ChildSectionDelimiter:      "\x00", // no [parent.child] lookups
-	}, s.clean)
-	if err != nil {
-		// The scan hands ini.v1 only lines it can read; ini's message may
-		// quote a line, which may hold a secret, so it is not repeated.
-		r.errorf(0, "", "internal error: the INI reader refused the file after the scan accepted it")
-		return cfg
-	}
 
 	// Asterisk applies [general] before the clients, wherever it stands.
 	for _, sec := range s.sections {
 		if strings.EqualFold(sec.name, "general") {
-			readGeneral(&cfg.General, values(f, sec, r), r)
+			readGeneral(&cfg.General, values(sec), r)
 		}
 	}
 	var clients []*clientSection
 	for _, sec := range s.sections {
-		vals := values(f, sec, r)
+		vals := values(sec)
 		switch strings.ToLower(sec.name) {
 		case "general":
 		case "agent":
@@ -326,7 +310,7 @@ func read(file string, src []byte, r *report) *Config {
 		if cfg.Client.PubSubNode == "" && cfg.Client.Username != "" {
 			if j, err := jid.ParseAccount(cfg.Client.Username); err == nil {
 				cfg.Client.PubSubNode = "pubsub." + j.Domain
-				r.warnf(c.line, "pubsub_node", "not set in [%s]; using %q", c.Name, cfg.Client.PubSubNode)
+				r.warnAt(c.pos, "pubsub_node", "not set in [%s]; using %q", c.Name, cfg.Client.PubSubNode)
 			}
 		}
 	} else {
@@ -336,32 +320,12 @@ func read(file string, src []byte, r *report) *Config {
 }
 
 // values lists a section's keys in order of first appearance, each
-// occurrence with the value ini.v1 read, and the line the scan saw it on.
-func values(f *ini.File, sec *sectionPos, r *report) []value {
-	is, err := f.GetSection(sec.name)
+// occurrence in file order.
+func values(sec *sectionPos) []value {
 	var out []value
 	for _, k := range sec.order {
-		occ := sec.keys[k]
-		var vals []string
-		if err == nil {
-			if key, kerr := is.GetKey(k); kerr == nil {
-				vals = key.ValueWithShadows() // empty values are left out
-			}
-		}
-		j := 0
-		for _, o := range occ {
-			v := ""
-			if o.value != "" {
-				if j < len(vals) {
-					v = vals[j]
-				}
-				j++
-			}
-			if v != o.value {
-				// Both readers must agree; say so rather than guess.
-				r.errorf(o.line, k, "internal error: the INI reader and the line scan disagree on this value")
-			}
-			out = append(out, value{key: k, line: o.line, value: v})
+		for _, o := range sec.keys[k] {
+			out = append(out, value{key: k, pos: o.pos, value: o.value})
 		}
 	}
 	return out
@@ -378,7 +342,7 @@ func last(vals []value, multi string, r *report) []value {
 			continue
 		}
 		if i, ok := seen[v.key]; ok {
-			r.warnf(v.line, v.key, "repeated (also on line %d); the last one is used", out[i].line)
+			r.warnAt(v.pos, v.key, "repeated (also on line %d); the last one is used", out[i].line)
 			out[i] = v
 			continue
 		}
@@ -391,7 +355,7 @@ func last(vals []value, multi string, r *report) []value {
 func boolKey(v value, dst *bool, r *report) bool {
 	b, ok := parseBool(v.value)
 	if !ok {
-		r.errorf(v.line, v.key, "bad boolean %q: want yes or no", v.value)
+		r.errorAt(v.pos, v.key, "bad boolean %q: want yes or no", v.value)
 		return false
 	}
 	*dst = b
@@ -404,7 +368,7 @@ func authPolicy(v value, dst *AuthPolicy, r *report) bool {
 		*dst = p
 		return true
 	}
-	r.errorf(v.line, v.key, "bad auth_policy %q: want accept or deny", v.value)
+	r.errorAt(v.pos, v.key, "bad auth_policy %q: want accept or deny", v.value)
 	return false
 }
 
@@ -427,9 +391,9 @@ func readGeneral(g *General, vals []value, r *report) {
 			authPolicy(v, &g.AuthPolicy, r)
 		case "type", "serverhost", "port", "username", "secret", "pubsub_node", "buddy",
 			"status", "statusmessage", "priority", "usetls", "usesasl", "distribute_events":
-			r.errorf(v.line, v.key, "belongs in a client section, not in [general]")
+			r.errorAt(v.pos, v.key, "belongs in a client section, not in [general]")
 		default:
-			r.errorf(v.line, v.key, "unknown key in [general]")
+			r.errorAt(v.pos, v.key, "unknown key in [general]")
 		}
 	}
 }
@@ -449,12 +413,12 @@ var asteriskOnly = map[string]string{
 // clientSection is one client (or component) section as read.
 type clientSection struct {
 	Client
-	line      int
+	pos       // the section's first header
 	component bool
 }
 
 func readClient(sec *sectionPos, vals []value, g General, r *report) *clientSection {
-	c := &clientSection{Client: defaultClient(), line: sec.line}
+	c := &clientSection{Client: defaultClient(), pos: sec.pos}
 	c.Name = sec.name
 	var debug bool
 	var setPrune, setRegister, setPolicy bool
@@ -462,7 +426,7 @@ func readClient(sec *sectionPos, vals []value, g General, r *report) *clientSect
 	var buddies []buddyLine
 	for _, v := range last(vals, "buddy", r) {
 		if note, ok := asteriskOnly[v.key]; ok {
-			r.warnf(v.line, v.key, "%s", note)
+			r.warnAt(v.pos, v.key, "%s", note)
 			continue
 		}
 		switch v.key {
@@ -472,23 +436,23 @@ func readClient(sec *sectionPos, vals []value, g General, r *report) *clientSect
 			case "component":
 				c.component = true
 			default:
-				r.errorf(v.line, v.key, "bad type %q: want client", v.value)
+				r.errorAt(v.pos, v.key, "bad type %q: want client", v.value)
 			}
 		case "serverhost":
 			if err := jid.CheckHost(v.value); err != nil {
-				r.errorf(v.line, v.key, "bad server host %q: %v", v.value, err)
+				r.errorAt(v.pos, v.key, "bad server host %q: %v", v.value, err)
 			} else {
 				c.ServerHost = v.value
 			}
 		case "port":
 			if p, err := parsePort(v.value); err != nil {
-				r.errorf(v.line, v.key, "%v", err)
+				r.errorAt(v.pos, v.key, "%v", err)
 			} else {
 				c.Port = p
 			}
 		case "username":
 			if _, err := jid.ParseAccount(v.value); err != nil {
-				r.errorf(v.line, v.key, "%v", err)
+				r.errorAt(v.pos, v.key, "%v", err)
 			} else {
 				c.Username = v.value
 			}
@@ -499,14 +463,14 @@ func readClient(sec *sectionPos, vals []value, g General, r *report) *clientSect
 				break
 			}
 			if err := jid.CheckHost(v.value); err != nil {
-				r.errorf(v.line, v.key, "bad PubSub service %q: %v", v.value, err)
+				r.errorAt(v.pos, v.key, "bad PubSub service %q: %v", v.value, err)
 			} else {
 				c.PubSubNode = v.value
 			}
 		case "priority":
 			p, err := strconv.Atoi(v.value)
 			if err != nil || p < -128 || p > 127 {
-				r.errorf(v.line, v.key, "bad priority %q: want -128 to 127", v.value)
+				r.errorAt(v.pos, v.key, "bad priority %q: want -128 to 127", v.value)
 			} else {
 				c.Priority = p
 			}
@@ -521,13 +485,13 @@ func readClient(sec *sectionPos, vals []value, g General, r *report) *clientSect
 		case "buddy":
 			j, err := jid.ParseAccount(v.value)
 			if err != nil {
-				r.errorf(v.line, v.key, "%v", err)
+				r.errorAt(v.pos, v.key, "%v", err)
 				break
 			}
 			// Compared in canonical form, so that one account is not
 			// bound twice under two spellings (NODE2@example.org.).
 			if first, dup := seenBuddy[j.String()]; dup {
-				r.warnf(v.line, v.key, "buddy %q repeated (first on line %d); listed once", v.value, first)
+				r.warnAt(v.pos, v.key, "buddy %q repeated (first on line %d); listed once", v.value, first)
 				break
 			}
 			seenBuddy[j.String()] = v.line
@@ -536,10 +500,10 @@ func readClient(sec *sectionPos, vals []value, g General, r *report) *clientSect
 			if st, ok := parseStatus(v.value); ok {
 				c.Status = st
 				if st == "unavailable" {
-					r.warnf(v.line, v.key, "buddies will see this node as offline and may expire its states")
+					r.warnAt(v.pos, v.key, "buddies will see this node as offline and may expire its states")
 				}
 			} else {
-				r.errorf(v.line, v.key, "bad status %q: want available, chat, away, xaway, dnd or unavailable", v.value)
+				r.errorAt(v.pos, v.key, "bad status %q: want available, chat, away, xaway, dnd or unavailable", v.value)
 			}
 		case "statusmessage":
 			c.StatusMessage = unquote(v.value)
@@ -554,9 +518,9 @@ func readClient(sec *sectionPos, vals []value, g General, r *report) *clientSect
 		case "auth_policy":
 			setPolicy = authPolicy(v, &c.AuthPolicy, r)
 		case "collection_nodes", "pubsub_autocreate":
-			r.errorf(v.line, v.key, "belongs in [general], not in client section [%s]", c.Name)
+			r.errorAt(v.pos, v.key, "belongs in [general], not in client section [%s]", c.Name)
 		default:
-			r.errorf(v.line, v.key, "unknown key in client section [%s]", c.Name)
+			r.errorAt(v.pos, v.key, "unknown key in client section [%s]", c.Name)
 		}
 	}
 	c.Buddies = otherBuddies(buddies, c.Username, r)
@@ -571,10 +535,10 @@ func readClient(sec *sectionPos, vals []value, g General, r *report) *clientSect
 		c.AuthPolicy = g.AuthPolicy
 	}
 	if !c.UseTLS && (c.TLSCAFile != "" || c.TLSInsecure) {
-		r.warnf(c.line, "usetls", "tls_ca and tls_insecure have no effect in [%s] with usetls=no", c.Name)
+		r.warnAt(c.pos, "usetls", "tls_ca and tls_insecure have no effect in [%s] with usetls=no", c.Name)
 	}
 	if !c.UseSASL {
-		r.warnf(c.line, "usesasl", "busylamp always authenticates with SASL in [%s]; usesasl=no is ignored", c.Name)
+		r.warnAt(c.pos, "usesasl", "busylamp always authenticates with SASL in [%s]; usesasl=no is ignored", c.Name)
 	}
 	return c
 }
@@ -595,7 +559,7 @@ func otherBuddies(buddies []buddyLine, username string, r *report) []string {
 	var out []string
 	for _, b := range buddies {
 		if username != "" && err == nil && b.jid.Bare() == self.Bare() {
-			r.warnf(b.line, b.key, "buddy %q is this client's own account (username %q); ignored", b.value.value, username)
+			r.warnAt(b.pos, b.key, "buddy %q is this client's own account (username %q); ignored", b.value.value, username)
 			continue
 		}
 		out = append(out, b.value.value)
@@ -638,13 +602,13 @@ func chooseClient(cs []*clientSection, r *report) *clientSection {
 	for _, c := range cs {
 		switch {
 		case c.component && c.DistributeEvents:
-			r.errorf(c.line, "type", "section [%s] is a component; busylamp distributes events only over type=client", c.Name)
+			r.errorAt(c.pos, "type", "section [%s] is a component; busylamp distributes events only over type=client", c.Name)
 		case c.component:
-			r.warnf(c.line, "type", "section [%s] is a component; busylamp supports only clients and ignores it", c.Name)
+			r.warnAt(c.pos, "type", "section [%s] is a component; busylamp supports only clients and ignores it", c.Name)
 		case !c.DistributeEvents:
-			r.warnf(c.line, "", "client section [%s] does not have distribute_events=yes; busylamp ignores it", c.Name)
+			r.warnAt(c.pos, "", "client section [%s] does not have distribute_events=yes; busylamp ignores it", c.Name)
 		case chosen != nil:
-			r.warnf(c.line, "distribute_events", "client section [%s] also distributes events; busylamp uses only [%s]", c.Name, chosen.Name)
+			r.warnAt(c.pos, "distribute_events", "client section [%s] also distributes events; busylamp uses only [%s]", c.Name, chosen.Name)
 		default:
 			chosen = c
 		}
@@ -661,7 +625,7 @@ func readAgent(a *Agent, vals []value, r *report) {
 				err = fmt.Errorf("bad EID %q: all zeros means unset; leave eid out to derive one", v.value)
 			}
 			if err != nil {
-				r.errorf(v.line, v.key, "%v", err)
+				r.errorAt(v.pos, v.key, "%v", err)
 			} else {
 				a.EID = e
 			}
@@ -670,13 +634,13 @@ func readAgent(a *Agent, vals []value, r *report) {
 			case StaleExpire, StaleKeep:
 				a.Stale = s
 			default:
-				r.errorf(v.line, v.key, "bad value %q: want expire or keep", v.value)
+				r.errorAt(v.pos, v.key, "bad value %q: want expire or keep", v.value)
 			}
 		case "stale_grace":
 			n, err := strconv.Atoi(v.value)
 			d := time.Duration(n) * time.Second
 			if err != nil || n < 0 || d > maxStaleGrace {
-				r.errorf(v.line, v.key, "bad value %q: want seconds, 0 to %d", v.value, int(maxStaleGrace/time.Second))
+				r.errorAt(v.pos, v.key, "bad value %q: want seconds, 0 to %d", v.value, int(maxStaleGrace/time.Second))
 			} else {
 				a.StaleGrace = d
 			}
@@ -685,17 +649,17 @@ func readAgent(a *Agent, vals []value, r *report) {
 			case MWILatest, MWISum:
 				a.MWIMerge = m
 			default:
-				r.errorf(v.line, v.key, "bad value %q: want latest or sum", v.value)
+				r.errorAt(v.pos, v.key, "bad value %q: want latest or sum", v.value)
 			}
 		case "max_devices":
 			n, err := strconv.Atoi(v.value)
 			if err != nil || n < 1 || n > maxMaxDevices {
-				r.errorf(v.line, v.key, "bad value %q: want 1 to %d", v.value, maxMaxDevices)
+				r.errorAt(v.pos, v.key, "bad value %q: want 1 to %d", v.value, maxMaxDevices)
 			} else {
 				a.MaxDevices = n
 			}
 		default:
-			r.errorf(v.line, v.key, "unknown key in [agent]")
+			r.errorAt(v.pos, v.key, "unknown key in [agent]")
 		}
 	}
 }
@@ -705,26 +669,26 @@ func readManager(m *Manager, vals []value, r *report) {
 		switch v.key {
 		case "bindaddr":
 			if net.ParseIP(v.value) == nil {
-				r.errorf(v.line, v.key, "bad address %q: want an IP address", v.value)
+				r.errorAt(v.pos, v.key, "bad address %q: want an IP address", v.value)
 			} else {
 				m.BindAddr = v.value
 			}
 		case "port":
 			if p, err := parsePort(v.value); err != nil {
-				r.errorf(v.line, v.key, "%v", err)
+				r.errorAt(v.pos, v.key, "%v", err)
 			} else {
 				m.Port = p
 			}
 		case "username":
 			if v.value == "" || hasSpaceOrControl(v.value) {
-				r.errorf(v.line, v.key, "bad username %q", v.value)
+				r.errorAt(v.pos, v.key, "bad username %q", v.value)
 			} else {
 				m.Username = v.value
 			}
 		case "secret":
 			m.Secret = Secret(v.value)
 		default:
-			r.errorf(v.line, v.key, "unknown key in [manager]")
+			r.errorAt(v.pos, v.key, "unknown key in [manager]")
 		}
 	}
 }
@@ -738,7 +702,7 @@ func readCluster(c *Cluster, vals []value, r *report) {
 			}
 			hp, err := hostPort(v.value, DefaultClusterPort, true)
 			if err != nil {
-				r.errorf(v.line, v.key, "%v", err)
+				r.errorAt(v.pos, v.key, "%v", err)
 			} else if v.key == "bind" {
 				c.Bind = hp
 			} else {
@@ -752,7 +716,7 @@ func readCluster(c *Cluster, vals []value, r *report) {
 				}
 				hp, err := hostPort(m, DefaultClusterPort, false)
 				if err != nil {
-					r.errorf(v.line, v.key, "%v", err)
+					r.errorAt(v.pos, v.key, "%v", err)
 					continue
 				}
 				c.Join = append(c.Join, hp)
@@ -761,9 +725,9 @@ func readCluster(c *Cluster, vals []value, r *report) {
 			// Never echoed, not even when it is malformed.
 			k, err := base64.StdEncoding.DecodeString(v.value)
 			if err != nil {
-				r.errorf(v.line, v.key, "not valid base64")
+				r.errorAt(v.pos, v.key, "not valid base64")
 			} else if len(k) != 16 && len(k) != 24 && len(k) != 32 {
-				r.errorf(v.line, v.key, "key is %d bytes: want 32 (or 16 or 24), base64-encoded", len(k))
+				r.errorAt(v.pos, v.key, "key is %d bytes: want 32 (or 16 or 24), base64-encoded", len(k))
 			} else {
 				c.Secret = SecretKey(k)
 			}
@@ -772,10 +736,10 @@ func readCluster(c *Cluster, vals []value, r *report) {
 			case ProfileLAN, ProfileWAN:
 				c.Profile = p
 			default:
-				r.errorf(v.line, v.key, "bad profile %q: want lan or wan", v.value)
+				r.errorAt(v.pos, v.key, "bad profile %q: want lan or wan", v.value)
 			}
 		default:
-			r.errorf(v.line, v.key, "unknown key in [cluster]")
+			r.errorAt(v.pos, v.key, "unknown key in [cluster]")
 		}
 	}
 }

@@ -66,6 +66,25 @@ func (r *report) warnf(line int, key, format string, args ...any) {
 	r.warnings = append(r.warnings, Issue{File: r.file, Line: line, Key: key, Msg: fmt.Sprintf(format, args...)})
 }
 
+// errorAt reports an error at p; a p without a file names the file the
+// report is about.
+func (r *report) errorAt(p pos, key, format string, args ...any) {
+	r.errs = append(r.errs, r.issue(p, key, format, args))
+}
+
+// warnAt reports a warning at p, as errorAt.
+func (r *report) warnAt(p pos, key, format string, args ...any) {
+	r.warnings = append(r.warnings, r.issue(p, key, format, args))
+}
+
+func (r *report) issue(p pos, key, format string, args []any) Issue {
+	file := p.file
+	if file == "" {
+		file = r.file
+	}
+	return Issue{File: file, Line: p.line, Key: key, Msg: fmt.Sprintf(format, args...)}
+}
+
 // err returns the collected errors, or nil.
 func (r *report) err() error {
 	if len(r.errs) == 0 {
