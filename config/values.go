@@ -7,6 +7,7 @@ import (
 	"strings"
 	"unicode"
 
+	"github.com/busylamp/busylamp/devstate"
 	"github.com/busylamp/busylamp/internal/jid"
 )
 
@@ -38,33 +39,17 @@ func parsePort(s string) (int, error) {
 }
 
 // EID is an entity id in Asterisk's form, six bytes written like a MAC
-// address. It converts directly to devstate.EID. The zero value means "not
-// configured": the agent derives one from the host.
-type EID [6]byte
-
-// IsZero reports whether e is unset.
-func (e EID) IsZero() bool { return e == EID{} }
-
-// String writes e as lower-case hex bytes separated by colons.
-func (e EID) String() string {
-	return fmt.Sprintf("%02x:%02x:%02x:%02x:%02x:%02x", e[0], e[1], e[2], e[3], e[4], e[5])
-}
+// address: devstate's, so that there is one EID type. The zero value means
+// "not configured": the agent derives one from the host.
+type EID = devstate.EID
 
 // ParseEID reads six hex bytes separated by colons, one or two hex digits
-// each, either case ("00:11:22:33:44:55", "0:11:2:33:4:55"): the rule of
-// devstate.ParseEID, which this package may not import.
+// each, either case ("00:11:22:33:44:55", "0:11:2:33:4:55"), by
+// devstate.ParseEID's rule.
 func ParseEID(s string) (EID, error) {
-	var e EID
-	parts := strings.Split(s, ":")
-	if len(parts) != 6 {
+	e, err := devstate.ParseEID(s)
+	if err != nil {
 		return EID{}, fmt.Errorf("bad EID %q: want six hex bytes separated by colons, like 02:00:00:00:00:01", s)
-	}
-	for i, p := range parts {
-		if len(p) < 1 || len(p) > 2 || strings.TrimLeft(p, "0123456789abcdefABCDEF") != "" {
-			return EID{}, fmt.Errorf("bad EID %q: want six hex bytes separated by colons, like 02:00:00:00:00:01", s)
-		}
-		v, _ := strconv.ParseUint(p, 16, 8)
-		e[i] = byte(v)
 	}
 	return e, nil
 }
