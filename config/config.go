@@ -31,6 +31,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/busylamp/busylamp/devstate"
 	"github.com/busylamp/busylamp/internal/jid"
 )
 
@@ -166,7 +167,7 @@ const (
 // Defaults that are not Asterisk's.
 const (
 	DefaultStaleGrace  = 10 * time.Second
-	DefaultMaxDevices  = 200000
+	DefaultMaxDevices  = devstate.DefaultMaxDevices
 	DefaultManagerPort = 5039
 	DefaultClusterPort = 7946
 	DefaultXMPPPort    = 5222
@@ -545,7 +546,7 @@ func readClient(sec *sectionPos, vals []value, g General, r *report) *clientSect
 
 // buddyLine is one buddy= line that parsed.
 type buddyLine struct {
-	value
+	v   value
 	jid jid.JID
 }
 
@@ -559,10 +560,10 @@ func otherBuddies(buddies []buddyLine, username string, r *report) []string {
 	var out []string
 	for _, b := range buddies {
 		if username != "" && err == nil && b.jid.Bare() == self.Bare() {
-			r.warnAt(b.pos, b.key, "buddy %q is this client's own account (username %q); ignored", b.value.value, username)
+			r.warnAt(b.v.pos, b.v.key, "buddy %q is this client's own account (username %q); ignored", b.v.value, username)
 			continue
 		}
-		out = append(out, b.value.value)
+		out = append(out, b.v.value)
 	}
 	return out
 }
