@@ -311,7 +311,7 @@ func read(file string, src []byte, r *report) *Config {
 		if cfg.Client.PubSubNode == "" && cfg.Client.Username != "" {
 			if j, err := jid.ParseAccount(cfg.Client.Username); err == nil {
 				cfg.Client.PubSubNode = "pubsub." + j.Domain
-				r.warnAt(c.pos, "pubsub_node", "not set in [%s]; using %q", c.Name, cfg.Client.PubSubNode)
+				r.warnf(c.pos, "pubsub_node", "not set in [%s]; using %q", c.Name, cfg.Client.PubSubNode)
 			}
 		}
 	} else {
@@ -343,7 +343,7 @@ func last(vals []value, multi string, r *report) []value {
 			continue
 		}
 		if i, ok := seen[v.key]; ok {
-			r.warnAt(v.pos, v.key, "repeated (also on line %d); the last one is used", out[i].line)
+			r.warnf(v.pos, v.key, "repeated (also on line %d); the last one is used", out[i].line)
 			out[i] = v
 			continue
 		}
@@ -356,7 +356,7 @@ func last(vals []value, multi string, r *report) []value {
 func boolKey(v value, dst *bool, r *report) bool {
 	b, ok := parseBool(v.value)
 	if !ok {
-		r.errorAt(v.pos, v.key, "bad boolean %q: want yes or no", v.value)
+		r.errorf(v.pos, v.key, "bad boolean %q: want yes or no", v.value)
 		return false
 	}
 	*dst = b
@@ -369,7 +369,7 @@ func authPolicy(v value, dst *AuthPolicy, r *report) bool {
 		*dst = p
 		return true
 	}
-	r.errorAt(v.pos, v.key, "bad auth_policy %q: want accept or deny", v.value)
+	r.errorf(v.pos, v.key, "bad auth_policy %q: want accept or deny", v.value)
 	return false
 }
 
@@ -392,9 +392,9 @@ func readGeneral(g *General, vals []value, r *report) {
 			authPolicy(v, &g.AuthPolicy, r)
 		case "type", "serverhost", "port", "username", "secret", "pubsub_node", "buddy",
 			"status", "statusmessage", "priority", "usetls", "usesasl", "distribute_events":
-			r.errorAt(v.pos, v.key, "belongs in a client section, not in [general]")
+			r.errorf(v.pos, v.key, "belongs in a client section, not in [general]")
 		default:
-			r.errorAt(v.pos, v.key, "unknown key in [general]")
+			r.errorf(v.pos, v.key, "unknown key in [general]")
 		}
 	}
 }
@@ -427,7 +427,7 @@ func readClient(sec *sectionPos, vals []value, g General, r *report) *clientSect
 	var buddies []buddyLine
 	for _, v := range last(vals, "buddy", r) {
 		if note, ok := asteriskOnly[v.key]; ok {
-			r.warnAt(v.pos, v.key, "%s", note)
+			r.warnf(v.pos, v.key, "%s", note)
 			continue
 		}
 		switch v.key {
@@ -437,23 +437,23 @@ func readClient(sec *sectionPos, vals []value, g General, r *report) *clientSect
 			case "component":
 				c.component = true
 			default:
-				r.errorAt(v.pos, v.key, "bad type %q: want client", v.value)
+				r.errorf(v.pos, v.key, "bad type %q: want client", v.value)
 			}
 		case "serverhost":
 			if err := jid.CheckHost(v.value); err != nil {
-				r.errorAt(v.pos, v.key, "bad server host %q: %v", v.value, err)
+				r.errorf(v.pos, v.key, "bad server host %q: %v", v.value, err)
 			} else {
 				c.ServerHost = v.value
 			}
 		case "port":
 			if p, err := parsePort(v.value); err != nil {
-				r.errorAt(v.pos, v.key, "%v", err)
+				r.errorf(v.pos, v.key, "%v", err)
 			} else {
 				c.Port = p
 			}
 		case "username":
 			if _, err := jid.ParseAccount(v.value); err != nil {
-				r.errorAt(v.pos, v.key, "%v", err)
+				r.errorf(v.pos, v.key, "%v", err)
 			} else {
 				c.Username = v.value
 			}
@@ -464,14 +464,14 @@ func readClient(sec *sectionPos, vals []value, g General, r *report) *clientSect
 				break
 			}
 			if err := jid.CheckHost(v.value); err != nil {
-				r.errorAt(v.pos, v.key, "bad PubSub service %q: %v", v.value, err)
+				r.errorf(v.pos, v.key, "bad PubSub service %q: %v", v.value, err)
 			} else {
 				c.PubSubNode = v.value
 			}
 		case "priority":
 			p, err := strconv.Atoi(v.value)
 			if err != nil || p < -128 || p > 127 {
-				r.errorAt(v.pos, v.key, "bad priority %q: want -128 to 127", v.value)
+				r.errorf(v.pos, v.key, "bad priority %q: want -128 to 127", v.value)
 			} else {
 				c.Priority = p
 			}
@@ -486,13 +486,13 @@ func readClient(sec *sectionPos, vals []value, g General, r *report) *clientSect
 		case "buddy":
 			j, err := jid.ParseAccount(v.value)
 			if err != nil {
-				r.errorAt(v.pos, v.key, "%v", err)
+				r.errorf(v.pos, v.key, "%v", err)
 				break
 			}
 			// Compared in canonical form, so that one account is not
 			// bound twice under two spellings (NODE2@example.org.).
 			if first, dup := seenBuddy[j.String()]; dup {
-				r.warnAt(v.pos, v.key, "buddy %q repeated (first on line %d); listed once", v.value, first)
+				r.warnf(v.pos, v.key, "buddy %q repeated (first on line %d); listed once", v.value, first)
 				break
 			}
 			seenBuddy[j.String()] = v.line
@@ -501,10 +501,10 @@ func readClient(sec *sectionPos, vals []value, g General, r *report) *clientSect
 			if st, ok := parseStatus(v.value); ok {
 				c.Status = st
 				if st == "unavailable" {
-					r.warnAt(v.pos, v.key, "buddies will see this node as offline and may expire its states")
+					r.warnf(v.pos, v.key, "buddies will see this node as offline and may expire its states")
 				}
 			} else {
-				r.errorAt(v.pos, v.key, "bad status %q: want available, chat, away, xaway, dnd or unavailable", v.value)
+				r.errorf(v.pos, v.key, "bad status %q: want available, chat, away, xaway, dnd or unavailable", v.value)
 			}
 		case "statusmessage":
 			c.StatusMessage = unquote(v.value)
@@ -519,9 +519,9 @@ func readClient(sec *sectionPos, vals []value, g General, r *report) *clientSect
 		case "auth_policy":
 			setPolicy = authPolicy(v, &c.AuthPolicy, r)
 		case "collection_nodes", "pubsub_autocreate":
-			r.errorAt(v.pos, v.key, "belongs in [general], not in client section [%s]", c.Name)
+			r.errorf(v.pos, v.key, "belongs in [general], not in client section [%s]", c.Name)
 		default:
-			r.errorAt(v.pos, v.key, "unknown key in client section [%s]", c.Name)
+			r.errorf(v.pos, v.key, "unknown key in client section [%s]", c.Name)
 		}
 	}
 	c.Buddies = otherBuddies(buddies, c.Username, r)
@@ -536,10 +536,10 @@ func readClient(sec *sectionPos, vals []value, g General, r *report) *clientSect
 		c.AuthPolicy = g.AuthPolicy
 	}
 	if !c.UseTLS && (c.TLSCAFile != "" || c.TLSInsecure) {
-		r.warnAt(c.pos, "usetls", "tls_ca and tls_insecure have no effect in [%s] with usetls=no", c.Name)
+		r.warnf(c.pos, "usetls", "tls_ca and tls_insecure have no effect in [%s] with usetls=no", c.Name)
 	}
 	if !c.UseSASL {
-		r.warnAt(c.pos, "usesasl", "busylamp always authenticates with SASL in [%s]; usesasl=no is ignored", c.Name)
+		r.warnf(c.pos, "usesasl", "busylamp always authenticates with SASL in [%s]; usesasl=no is ignored", c.Name)
 	}
 	return c
 }
@@ -560,7 +560,7 @@ func otherBuddies(buddies []buddyLine, username string, r *report) []string {
 	var out []string
 	for _, b := range buddies {
 		if username != "" && err == nil && b.jid.Bare() == self.Bare() {
-			r.warnAt(b.v.pos, b.v.key, "buddy %q is this client's own account (username %q); ignored", b.v.value, username)
+			r.warnf(b.v.pos, b.v.key, "buddy %q is this client's own account (username %q); ignored", b.v.value, username)
 			continue
 		}
 		out = append(out, b.v.value)
@@ -603,13 +603,13 @@ func chooseClient(cs []*clientSection, r *report) *clientSection {
 	for _, c := range cs {
 		switch {
 		case c.component && c.DistributeEvents:
-			r.errorAt(c.pos, "type", "section [%s] is a component; busylamp distributes events only over type=client", c.Name)
+			r.errorf(c.pos, "type", "section [%s] is a component; busylamp distributes events only over type=client", c.Name)
 		case c.component:
-			r.warnAt(c.pos, "type", "section [%s] is a component; busylamp supports only clients and ignores it", c.Name)
+			r.warnf(c.pos, "type", "section [%s] is a component; busylamp supports only clients and ignores it", c.Name)
 		case !c.DistributeEvents:
-			r.warnAt(c.pos, "", "client section [%s] does not have distribute_events=yes; busylamp ignores it", c.Name)
+			r.warnf(c.pos, "", "client section [%s] does not have distribute_events=yes; busylamp ignores it", c.Name)
 		case chosen != nil:
-			r.warnAt(c.pos, "distribute_events", "client section [%s] also distributes events; busylamp uses only [%s]", c.Name, chosen.Name)
+			r.warnf(c.pos, "distribute_events", "client section [%s] also distributes events; busylamp uses only [%s]", c.Name, chosen.Name)
 		default:
 			chosen = c
 		}
@@ -626,7 +626,7 @@ func readAgent(a *Agent, vals []value, r *report) {
 				err = fmt.Errorf("bad EID %q: all zeros means unset; leave eid out to derive one", v.value)
 			}
 			if err != nil {
-				r.errorAt(v.pos, v.key, "%v", err)
+				r.errorf(v.pos, v.key, "%v", err)
 			} else {
 				a.EID = e
 			}
@@ -635,13 +635,13 @@ func readAgent(a *Agent, vals []value, r *report) {
 			case StaleExpire, StaleKeep:
 				a.Stale = s
 			default:
-				r.errorAt(v.pos, v.key, "bad value %q: want expire or keep", v.value)
+				r.errorf(v.pos, v.key, "bad value %q: want expire or keep", v.value)
 			}
 		case "stale_grace":
 			n, err := strconv.Atoi(v.value)
 			d := time.Duration(n) * time.Second
 			if err != nil || n < 0 || d > maxStaleGrace {
-				r.errorAt(v.pos, v.key, "bad value %q: want seconds, 0 to %d", v.value, int(maxStaleGrace/time.Second))
+				r.errorf(v.pos, v.key, "bad value %q: want seconds, 0 to %d", v.value, int(maxStaleGrace/time.Second))
 			} else {
 				a.StaleGrace = d
 			}
@@ -650,17 +650,17 @@ func readAgent(a *Agent, vals []value, r *report) {
 			case MWILatest, MWISum:
 				a.MWIMerge = m
 			default:
-				r.errorAt(v.pos, v.key, "bad value %q: want latest or sum", v.value)
+				r.errorf(v.pos, v.key, "bad value %q: want latest or sum", v.value)
 			}
 		case "max_devices":
 			n, err := strconv.Atoi(v.value)
 			if err != nil || n < 1 || n > maxMaxDevices {
-				r.errorAt(v.pos, v.key, "bad value %q: want 1 to %d", v.value, maxMaxDevices)
+				r.errorf(v.pos, v.key, "bad value %q: want 1 to %d", v.value, maxMaxDevices)
 			} else {
 				a.MaxDevices = n
 			}
 		default:
-			r.errorAt(v.pos, v.key, "unknown key in [agent]")
+			r.errorf(v.pos, v.key, "unknown key in [agent]")
 		}
 	}
 }
@@ -670,26 +670,26 @@ func readManager(m *Manager, vals []value, r *report) {
 		switch v.key {
 		case "bindaddr":
 			if net.ParseIP(v.value) == nil {
-				r.errorAt(v.pos, v.key, "bad address %q: want an IP address", v.value)
+				r.errorf(v.pos, v.key, "bad address %q: want an IP address", v.value)
 			} else {
 				m.BindAddr = v.value
 			}
 		case "port":
 			if p, err := parsePort(v.value); err != nil {
-				r.errorAt(v.pos, v.key, "%v", err)
+				r.errorf(v.pos, v.key, "%v", err)
 			} else {
 				m.Port = p
 			}
 		case "username":
 			if v.value == "" || hasSpaceOrControl(v.value) {
-				r.errorAt(v.pos, v.key, "bad username %q", v.value)
+				r.errorf(v.pos, v.key, "bad username %q", v.value)
 			} else {
 				m.Username = v.value
 			}
 		case "secret":
 			m.Secret = Secret(v.value)
 		default:
-			r.errorAt(v.pos, v.key, "unknown key in [manager]")
+			r.errorf(v.pos, v.key, "unknown key in [manager]")
 		}
 	}
 }
@@ -703,7 +703,7 @@ func readCluster(c *Cluster, vals []value, r *report) {
 			}
 			hp, err := hostPort(v.value, DefaultClusterPort, true)
 			if err != nil {
-				r.errorAt(v.pos, v.key, "%v", err)
+				r.errorf(v.pos, v.key, "%v", err)
 			} else if v.key == "bind" {
 				c.Bind = hp
 			} else {
@@ -717,7 +717,7 @@ func readCluster(c *Cluster, vals []value, r *report) {
 				}
 				hp, err := hostPort(m, DefaultClusterPort, false)
 				if err != nil {
-					r.errorAt(v.pos, v.key, "%v", err)
+					r.errorf(v.pos, v.key, "%v", err)
 					continue
 				}
 				c.Join = append(c.Join, hp)
@@ -726,9 +726,9 @@ func readCluster(c *Cluster, vals []value, r *report) {
 			// Never echoed, not even when it is malformed.
 			k, err := base64.StdEncoding.DecodeString(v.value)
 			if err != nil {
-				r.errorAt(v.pos, v.key, "not valid base64")
+				r.errorf(v.pos, v.key, "not valid base64")
 			} else if len(k) != 16 && len(k) != 24 && len(k) != 32 {
-				r.errorAt(v.pos, v.key, "key is %d bytes: want 32 (or 16 or 24), base64-encoded", len(k))
+				r.errorf(v.pos, v.key, "key is %d bytes: want 32 (or 16 or 24), base64-encoded", len(k))
 			} else {
 				c.Secret = SecretKey(k)
 			}
@@ -737,10 +737,10 @@ func readCluster(c *Cluster, vals []value, r *report) {
 			case ProfileLAN, ProfileWAN:
 				c.Profile = p
 			default:
-				r.errorAt(v.pos, v.key, "bad profile %q: want lan or wan", v.value)
+				r.errorf(v.pos, v.key, "bad profile %q: want lan or wan", v.value)
 			}
 		default:
-			r.errorAt(v.pos, v.key, "unknown key in [cluster]")
+			r.errorf(v.pos, v.key, "unknown key in [cluster]")
 		}
 	}
 }

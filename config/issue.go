@@ -58,22 +58,14 @@ type report struct {
 	warnings []Issue
 }
 
-func (r *report) errorf(line int, key, format string, args ...any) {
-	r.errs = append(r.errs, Issue{File: r.file, Line: line, Key: key, Msg: fmt.Sprintf(format, args...)})
-}
-
-func (r *report) warnf(line int, key, format string, args ...any) {
-	r.warnings = append(r.warnings, Issue{File: r.file, Line: line, Key: key, Msg: fmt.Sprintf(format, args...)})
-}
-
-// errorAt reports an error at p; a p without a file names the file the
-// report is about.
-func (r *report) errorAt(p pos, key, format string, args ...any) {
+// errorf reports an error at p; a p without a file names the file the
+// report is about, and the zero pos the whole of it.
+func (r *report) errorf(p pos, key, format string, args ...any) {
 	r.errs = append(r.errs, r.issue(p, key, format, args))
 }
 
-// warnAt reports a warning at p, as errorAt.
-func (r *report) warnAt(p pos, key, format string, args ...any) {
+// warnf reports a warning at p, as errorf.
+func (r *report) warnf(p pos, key, format string, args ...any) {
 	r.warnings = append(r.warnings, r.issue(p, key, format, args))
 }
 

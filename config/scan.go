@@ -109,7 +109,7 @@ func lex(file string, src []byte, r *report, yield func(item)) {
 		}
 	}
 	if depth > 0 {
-		r.errorAt(pos{file: file, line: depthLine}, "", "block comment \";--\" is not closed with \"--;\"")
+		r.errorf(pos{file: file, line: depthLine}, "", "block comment \";--\" is not closed with \"--;\"")
 	}
 }
 
@@ -153,20 +153,20 @@ func stripComments(line string, depth int) (string, int) {
 func lexSection(text string, at pos, r *report) (name, options string) {
 	end := strings.IndexByte(text, ']')
 	if end < 0 {
-		r.errorAt(at, "", "section header without ']'")
+		r.errorf(at, "", "section header without ']'")
 		return "", ""
 	}
 	name = strings.TrimSpace(text[1:end])
 	rest := strings.TrimSpace(text[end+1:])
 	switch {
 	case name == "":
-		r.errorAt(at, "", "empty section name")
+		r.errorf(at, "", "empty section name")
 		return "", ""
 	case strings.ContainsAny(name, "[]"):
-		r.errorAt(at, "", "bad section name %q", name)
+		r.errorf(at, "", "bad section name %q", name)
 		return "", ""
 	case rest != "" && !strings.HasPrefix(rest, "("):
-		r.errorAt(at, "", "section [%s]: unexpected text after ']'", name)
+		r.errorf(at, "", "section [%s]: unexpected text after ']'", name)
 		return "", ""
 	}
 	return name, rest
@@ -178,18 +178,18 @@ func lexKey(text string, at pos, r *report) (key, value string, ok bool) {
 	k, v, found := strings.Cut(text, "=")
 	if !found {
 		// Not echoed: the line may be a password that lost its key.
-		r.errorAt(at, "", "expected \"key = value\"")
+		r.errorf(at, "", "expected \"key = value\"")
 		return "", "", false
 	}
 	key = strings.ToLower(strings.TrimSpace(k))
 	v = strings.TrimPrefix(v, ">")
 	value = strings.TrimSpace(v)
 	if key == "" {
-		r.errorAt(at, "", "missing key name before '='")
+		r.errorf(at, "", "missing key name before '='")
 		return "", "", false
 	}
 	if !validKeyName(key) {
-		r.errorAt(at, "", "bad key name %q", key)
+		r.errorf(at, "", "bad key name %q", key)
 		return "", "", false
 	}
 	// Asterisk reads such a value as it stands, but INI readers (and so
@@ -197,7 +197,7 @@ func lexKey(text string, at pos, r *report) (key, value string, ok bool) {
 	// that may span lines. Refused, so that a file means one thing to
 	// whoever reads it and loads as it always did.
 	if strings.HasPrefix(value, "`") || strings.HasPrefix(value, `"""`) {
-		r.errorAt(at, key, "a value may not start with ` or \"\"\"")
+		r.errorf(at, key, "a value may not start with ` or \"\"\"")
 		return "", "", false
 	}
 	return key, value, true
@@ -251,7 +251,7 @@ func scan(src []byte, r *report) *scanned {
 		case itemDirective:
 			switch it.name {
 			case "include", "tryinclude", "exec":
-				r.errorAt(it.pos, "", "#%s is not supported: busylamp reads one file; put the settings here", it.name)
+				r.errorf(it.pos, "", "#%s is not supported: busylamp reads one file; put the settings here", it.name)
 			}
 			// Any other line that starts with '#' is a comment.
 		case itemSection:
@@ -260,7 +260,7 @@ func scan(src []byte, r *report) *scanned {
 			case it.name == "":
 				return
 			case it.text != "" && strings.ReplaceAll(it.text, " ", "") != "(+)":
-				r.errorAt(it.pos, "", "section [%s]: templates and section options %s are not supported", it.name, it.text)
+				r.errorf(it.pos, "", "section [%s]: templates and section options %s are not supported", it.name, it.text)
 				return
 			}
 			badHeader = false
@@ -273,7 +273,7 @@ func scan(src []byte, r *report) *scanned {
 		case itemKey:
 			if cur == nil {
 				if !badHeader {
-					r.errorAt(it.pos, it.name, "key before the first [section]")
+					r.errorf(it.pos, it.name, "key before the first [section]")
 				}
 				return
 			}
