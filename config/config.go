@@ -1,8 +1,10 @@
 // Package config owns busylamp's configuration file: an Asterisk xmpp.conf
 // or jabber.conf (which must load unchanged) plus busylamp's own [agent],
-// [manager] and [cluster] sections. It reads the file with gopkg.in/ini.v1
-// into typed structs in one place (Parse), then checks the whole
-// (Validate), and reports every problem at once as FILE:LINE errors.
+// [manager] and [cluster] sections. One reader takes the file apart by
+// Asterisk's own syntax (scan.go: every line with its file and line), the
+// values become typed structs in one place (Parse), then the whole is
+// checked (Validate), and every problem is reported at once as FILE:LINE
+// errors.
 // Secrets never appear in any message or printed form.
 //
 // Which section is what follows Asterisk's res_xmpp: [general] holds the
@@ -29,7 +31,8 @@ import (
 	"strings"
 	"time"
 
-	"gopkg.in/ini.v1"
+	"github.com/busylamp/busylamp/devstate"
+	"github.com/busylamp/busylamp/internal/jid"
 )
 
 // Config is everything busylamp reads from its file.
@@ -164,7 +167,7 @@ const (
 // Defaults that are not Asterisk's.
 const (
 	DefaultStaleGrace  = 10 * time.Second
-	DefaultMaxDevices  = 200000
+	DefaultMaxDevices  = devstate.DefaultMaxDevices
 	DefaultManagerPort = 5039
 	DefaultClusterPort = 7946
 	DefaultXMPPPort    = 5222
@@ -268,10 +271,10 @@ func sortIssues(l []Issue) {
 	})
 }
 
-// value is one key's occurrence, with its value as ini.v1 read it.
+// value is one key's occurrence.
 type value struct {
-	key   string
-	line  int
+	key string
+	pos
 	value string
 }
 
@@ -281,32 +284,16 @@ func read(file string, src []byte, r *report) *Config {
 	cfg.File = file
 	s := scan(src, r)
 	cfg.src = s
-	f, err := ini.LoadSources(ini.LoadOptions{
-		InsensitiveKeys:            true,
-		IgnoreInlineComment:        true, // the scan removed Asterisk's comments
-		IgnoreContinuation:         true, // Asterisk has none
-		PreserveSurroundedQuote:    true, // Asterisk keeps quotes
-		AllowShadows:               true, // buddy= repeats
-		AllowDuplicateShadowValues: true, // so repeats can be reported
-		KeyValueDelimiters:         "=",
-		ChildSectionDelimiter:      "\x00", // no [parent.child] lookups
-	}, s.clean)
-	if err != nil {
-		// The scan hands ini.v1 only lines it can read; ini's message may
-		// quote a line, which may hold a secret, so it is not repeated.
-		r.errorf(0, "", "internal error: the INI reader refused the file after the scan accepted it")
-		return cfg
-	}
 
 	// Asterisk applies [general] before the clients, wherever it stands.
 	for _, sec := range s.sections {
 		if strings.EqualFold(sec.name, "general") {
-			readGeneral(&cfg.General, values(f, sec, r), r)
+			readGeneral(&cfg.General, values(sec), r)
 		}
 	}
 	var clients []*clientSection
 	for _, sec := range s.sections {
-		vals := values(f, sec, r)
+		vals := values(sec)
 		switch strings.ToLower(sec.name) {
 		case "general":
 		case "agent":
@@ -322,9 +309,9 @@ func read(file string, src []byte, r *report) *Config {
 	if c := chooseClient(clients, r); c != nil {
 		cfg.Client = c.Client
 		if cfg.Client.PubSubNode == "" && cfg.Client.Username != "" {
-			if j, err := parseJID(cfg.Client.Username); err == nil {
-				cfg.Client.PubSubNode = "pubsub." + j.domain
-				r.warnf(c.line, "pubsub_node", "not set in [%s]; using %q", c.Name, cfg.Client.PubSubNode)
+			if j, err := jid.ParseAccount(cfg.Client.Username); err == nil {
+				cfg.Client.PubSubNode = "pubsub." + j.Domain
+				r.warnf(c.pos, "pubsub_node", "not set in [%s]; using %q", c.Name, cfg.Client.PubSubNode)
 			}
 		}
 	} else {
@@ -334,32 +321,12 @@ func read(file string, src []byte, r *report) *Config {
 }
 
 // values lists a section's keys in order of first appearance, each
-// occurrence with the value ini.v1 read, and the line the scan saw it on.
-func values(f *ini.File, sec *sectionPos, r *report) []value {
-	is, err := f.GetSection(sec.name)
+// occurrence in file order.
+func values(sec *sectionPos) []value {
 	var out []value
 	for _, k := range sec.order {
-		occ := sec.keys[k]
-		var vals []string
-		if err == nil {
-			if key, kerr := is.GetKey(k); kerr == nil {
-				vals = key.ValueWithShadows() // empty values are left out
-			}
-		}
-		j := 0
-		for _, o := range occ {
-			v := ""
-			if o.value != "" {
-				if j < len(vals) {
-					v = vals[j]
-				}
-				j++
-			}
-			if v != o.value {
-				// Both readers must agree; say so rather than guess.
-				r.errorf(o.line, k, "internal error: the INI reader and the line scan disagree on this value")
-			}
-			out = append(out, value{key: k, line: o.line, value: v})
+		for _, o := range sec.keys[k] {
+			out = append(out, value{key: k, pos: o.pos, value: o.value})
 		}
 	}
 	return out
@@ -376,7 +343,7 @@ func last(vals []value, multi string, r *report) []value {
 			continue
 		}
 		if i, ok := seen[v.key]; ok {
-			r.warnf(v.line, v.key, "repeated (also on line %d); the last one is used", out[i].line)
+			r.warnf(v.pos, v.key, "repeated (also on line %d); the last one is used", out[i].line)
 			out[i] = v
 			continue
 		}
@@ -389,7 +356,7 @@ func last(vals []value, multi string, r *report) []value {
 func boolKey(v value, dst *bool, r *report) bool {
 	b, ok := parseBool(v.value)
 	if !ok {
-		r.errorf(v.line, v.key, "bad boolean %q: want yes or no", v.value)
+		r.errorf(v.pos, v.key, "bad boolean %q: want yes or no", v.value)
 		return false
 	}
 	*dst = b
@@ -402,7 +369,7 @@ func authPolicy(v value, dst *AuthPolicy, r *report) bool {
 		*dst = p
 		return true
 	}
-	r.errorf(v.line, v.key, "bad auth_policy %q: want accept or deny", v.value)
+	r.errorf(v.pos, v.key, "bad auth_policy %q: want accept or deny", v.value)
 	return false
 }
 
@@ -425,9 +392,9 @@ func readGeneral(g *General, vals []value, r *report) {
 			authPolicy(v, &g.AuthPolicy, r)
 		case "type", "serverhost", "port", "username", "secret", "pubsub_node", "buddy",
 			"status", "statusmessage", "priority", "usetls", "usesasl", "distribute_events":
-			r.errorf(v.line, v.key, "belongs in a client section, not in [general]")
+			r.errorf(v.pos, v.key, "belongs in a client section, not in [general]")
 		default:
-			r.errorf(v.line, v.key, "unknown key in [general]")
+			r.errorf(v.pos, v.key, "unknown key in [general]")
 		}
 	}
 }
@@ -447,19 +414,20 @@ var asteriskOnly = map[string]string{
 // clientSection is one client (or component) section as read.
 type clientSection struct {
 	Client
-	line      int
+	pos       // the section's first header
 	component bool
 }
 
 func readClient(sec *sectionPos, vals []value, g General, r *report) *clientSection {
-	c := &clientSection{Client: defaultClient(), line: sec.line}
+	c := &clientSection{Client: defaultClient(), pos: sec.pos}
 	c.Name = sec.name
 	var debug bool
 	var setPrune, setRegister, setPolicy bool
-	seenBuddy := map[string]int{}
+	seenBuddy := map[string]int{} // canonical JID → line
+	var buddies []buddyLine
 	for _, v := range last(vals, "buddy", r) {
 		if note, ok := asteriskOnly[v.key]; ok {
-			r.warnf(v.line, v.key, "%s", note)
+			r.warnf(v.pos, v.key, "%s", note)
 			continue
 		}
 		switch v.key {
@@ -469,23 +437,23 @@ func readClient(sec *sectionPos, vals []value, g General, r *report) *clientSect
 			case "component":
 				c.component = true
 			default:
-				r.errorf(v.line, v.key, "bad type %q: want client", v.value)
+				r.errorf(v.pos, v.key, "bad type %q: want client", v.value)
 			}
 		case "serverhost":
-			if err := checkHost(v.value); err != nil {
-				r.errorf(v.line, v.key, "bad server host %q: %v", v.value, err)
+			if err := jid.CheckHost(v.value); err != nil {
+				r.errorf(v.pos, v.key, "bad server host %q: %v", v.value, err)
 			} else {
 				c.ServerHost = v.value
 			}
 		case "port":
 			if p, err := parsePort(v.value); err != nil {
-				r.errorf(v.line, v.key, "%v", err)
+				r.errorf(v.pos, v.key, "%v", err)
 			} else {
 				c.Port = p
 			}
 		case "username":
-			if _, err := parseJID(v.value); err != nil {
-				r.errorf(v.line, v.key, "%v", err)
+			if _, err := jid.ParseAccount(v.value); err != nil {
+				r.errorf(v.pos, v.key, "%v", err)
 			} else {
 				c.Username = v.value
 			}
@@ -495,15 +463,15 @@ func readClient(sec *sectionPos, vals []value, g General, r *report) *clientSect
 			if v.value == "" {
 				break
 			}
-			if err := checkHost(v.value); err != nil {
-				r.errorf(v.line, v.key, "bad PubSub service %q: %v", v.value, err)
+			if err := jid.CheckHost(v.value); err != nil {
+				r.errorf(v.pos, v.key, "bad PubSub service %q: %v", v.value, err)
 			} else {
 				c.PubSubNode = v.value
 			}
 		case "priority":
 			p, err := strconv.Atoi(v.value)
 			if err != nil || p < -128 || p > 127 {
-				r.errorf(v.line, v.key, "bad priority %q: want -128 to 127", v.value)
+				r.errorf(v.pos, v.key, "bad priority %q: want -128 to 127", v.value)
 			} else {
 				c.Priority = p
 			}
@@ -516,25 +484,27 @@ func readClient(sec *sectionPos, vals []value, g General, r *report) *clientSect
 		case "tls_insecure":
 			boolKey(v, &c.TLSInsecure, r)
 		case "buddy":
-			j, err := parseJID(v.value)
+			j, err := jid.ParseAccount(v.value)
 			if err != nil {
-				r.errorf(v.line, v.key, "%v", err)
+				r.errorf(v.pos, v.key, "%v", err)
 				break
 			}
-			if first, dup := seenBuddy[j.key()]; dup {
-				r.warnf(v.line, v.key, "buddy %q repeated (first on line %d); listed once", v.value, first)
+			// Compared in canonical form, so that one account is not
+			// bound twice under two spellings (NODE2@example.org.).
+			if first, dup := seenBuddy[j.String()]; dup {
+				r.warnf(v.pos, v.key, "buddy %q repeated (first on line %d); listed once", v.value, first)
 				break
 			}
-			seenBuddy[j.key()] = v.line
-			c.Buddies = append(c.Buddies, v.value)
+			seenBuddy[j.String()] = v.line
+			buddies = append(buddies, buddyLine{v, j})
 		case "status":
 			if st, ok := parseStatus(v.value); ok {
 				c.Status = st
 				if st == "unavailable" {
-					r.warnf(v.line, v.key, "buddies will see this node as offline and may expire its states")
+					r.warnf(v.pos, v.key, "buddies will see this node as offline and may expire its states")
 				}
 			} else {
-				r.errorf(v.line, v.key, "bad status %q: want available, chat, away, xaway, dnd or unavailable", v.value)
+				r.errorf(v.pos, v.key, "bad status %q: want available, chat, away, xaway, dnd or unavailable", v.value)
 			}
 		case "statusmessage":
 			c.StatusMessage = unquote(v.value)
@@ -549,11 +519,12 @@ func readClient(sec *sectionPos, vals []value, g General, r *report) *clientSect
 		case "auth_policy":
 			setPolicy = authPolicy(v, &c.AuthPolicy, r)
 		case "collection_nodes", "pubsub_autocreate":
-			r.errorf(v.line, v.key, "belongs in [general], not in client section [%s]", c.Name)
+			r.errorf(v.pos, v.key, "belongs in [general], not in client section [%s]", c.Name)
 		default:
-			r.errorf(v.line, v.key, "unknown key in client section [%s]", c.Name)
+			r.errorf(v.pos, v.key, "unknown key in client section [%s]", c.Name)
 		}
 	}
+	c.Buddies = otherBuddies(buddies, c.Username, r)
 	c.Debug = g.Debug || debug
 	if !setPrune {
 		c.AutoPrune = g.AutoPrune
@@ -565,12 +536,36 @@ func readClient(sec *sectionPos, vals []value, g General, r *report) *clientSect
 		c.AuthPolicy = g.AuthPolicy
 	}
 	if !c.UseTLS && (c.TLSCAFile != "" || c.TLSInsecure) {
-		r.warnf(c.line, "usetls", "tls_ca and tls_insecure have no effect in [%s] with usetls=no", c.Name)
+		r.warnf(c.pos, "usetls", "tls_ca and tls_insecure have no effect in [%s] with usetls=no", c.Name)
 	}
 	if !c.UseSASL {
-		r.warnf(c.line, "usesasl", "busylamp always authenticates with SASL in [%s]; usesasl=no is ignored", c.Name)
+		r.warnf(c.pos, "usesasl", "busylamp always authenticates with SASL in [%s]; usesasl=no is ignored", c.Name)
 	}
 	return c
+}
+
+// buddyLine is one buddy= line that parsed.
+type buddyLine struct {
+	v   value
+	jid jid.JID
+}
+
+// otherBuddies lists the buddies as written, except those that are the
+// client's own account in any spelling (another resource, capitals, a
+// trailing dot): the client never binds its own account as a buddy, so
+// such a line is warned about and left out rather than passed on. username
+// may come after the buddy lines, so this runs once the section is read.
+func otherBuddies(buddies []buddyLine, username string, r *report) []string {
+	self, err := jid.ParseAccount(username)
+	var out []string
+	for _, b := range buddies {
+		if username != "" && err == nil && b.jid.Bare() == self.Bare() {
+			r.warnf(b.v.pos, b.v.key, "buddy %q is this client's own account (username %q); ignored", b.v.value, username)
+			continue
+		}
+		out = append(out, b.v.value)
+	}
+	return out
 }
 
 // parseStatus reads the presence status as Asterisk's res_xmpp does and
@@ -608,13 +603,13 @@ func chooseClient(cs []*clientSection, r *report) *clientSection {
 	for _, c := range cs {
 		switch {
 		case c.component && c.DistributeEvents:
-			r.errorf(c.line, "type", "section [%s] is a component; busylamp distributes events only over type=client", c.Name)
+			r.errorf(c.pos, "type", "section [%s] is a component; busylamp distributes events only over type=client", c.Name)
 		case c.component:
-			r.warnf(c.line, "type", "section [%s] is a component; busylamp supports only clients and ignores it", c.Name)
+			r.warnf(c.pos, "type", "section [%s] is a component; busylamp supports only clients and ignores it", c.Name)
 		case !c.DistributeEvents:
-			r.warnf(c.line, "", "client section [%s] does not have distribute_events=yes; busylamp ignores it", c.Name)
+			r.warnf(c.pos, "", "client section [%s] does not have distribute_events=yes; busylamp ignores it", c.Name)
 		case chosen != nil:
-			r.warnf(c.line, "distribute_events", "client section [%s] also distributes events; busylamp uses only [%s]", c.Name, chosen.Name)
+			r.warnf(c.pos, "distribute_events", "client section [%s] also distributes events; busylamp uses only [%s]", c.Name, chosen.Name)
 		default:
 			chosen = c
 		}
@@ -631,7 +626,7 @@ func readAgent(a *Agent, vals []value, r *report) {
 				err = fmt.Errorf("bad EID %q: all zeros means unset; leave eid out to derive one", v.value)
 			}
 			if err != nil {
-				r.errorf(v.line, v.key, "%v", err)
+				r.errorf(v.pos, v.key, "%v", err)
 			} else {
 				a.EID = e
 			}
@@ -640,13 +635,13 @@ func readAgent(a *Agent, vals []value, r *report) {
 			case StaleExpire, StaleKeep:
 				a.Stale = s
 			default:
-				r.errorf(v.line, v.key, "bad value %q: want expire or keep", v.value)
+				r.errorf(v.pos, v.key, "bad value %q: want expire or keep", v.value)
 			}
 		case "stale_grace":
 			n, err := strconv.Atoi(v.value)
 			d := time.Duration(n) * time.Second
 			if err != nil || n < 0 || d > maxStaleGrace {
-				r.errorf(v.line, v.key, "bad value %q: want seconds, 0 to %d", v.value, int(maxStaleGrace/time.Second))
+				r.errorf(v.pos, v.key, "bad value %q: want seconds, 0 to %d", v.value, int(maxStaleGrace/time.Second))
 			} else {
 				a.StaleGrace = d
 			}
@@ -655,17 +650,17 @@ func readAgent(a *Agent, vals []value, r *report) {
 			case MWILatest, MWISum:
 				a.MWIMerge = m
 			default:
-				r.errorf(v.line, v.key, "bad value %q: want latest or sum", v.value)
+				r.errorf(v.pos, v.key, "bad value %q: want latest or sum", v.value)
 			}
 		case "max_devices":
 			n, err := strconv.Atoi(v.value)
 			if err != nil || n < 1 || n > maxMaxDevices {
-				r.errorf(v.line, v.key, "bad value %q: want 1 to %d", v.value, maxMaxDevices)
+				r.errorf(v.pos, v.key, "bad value %q: want 1 to %d", v.value, maxMaxDevices)
 			} else {
 				a.MaxDevices = n
 			}
 		default:
-			r.errorf(v.line, v.key, "unknown key in [agent]")
+			r.errorf(v.pos, v.key, "unknown key in [agent]")
 		}
 	}
 }
@@ -675,26 +670,26 @@ func readManager(m *Manager, vals []value, r *report) {
 		switch v.key {
 		case "bindaddr":
 			if net.ParseIP(v.value) == nil {
-				r.errorf(v.line, v.key, "bad address %q: want an IP address", v.value)
+				r.errorf(v.pos, v.key, "bad address %q: want an IP address", v.value)
 			} else {
 				m.BindAddr = v.value
 			}
 		case "port":
 			if p, err := parsePort(v.value); err != nil {
-				r.errorf(v.line, v.key, "%v", err)
+				r.errorf(v.pos, v.key, "%v", err)
 			} else {
 				m.Port = p
 			}
 		case "username":
 			if v.value == "" || hasSpaceOrControl(v.value) {
-				r.errorf(v.line, v.key, "bad username %q", v.value)
+				r.errorf(v.pos, v.key, "bad username %q", v.value)
 			} else {
 				m.Username = v.value
 			}
 		case "secret":
 			m.Secret = Secret(v.value)
 		default:
-			r.errorf(v.line, v.key, "unknown key in [manager]")
+			r.errorf(v.pos, v.key, "unknown key in [manager]")
 		}
 	}
 }
@@ -708,7 +703,7 @@ func readCluster(c *Cluster, vals []value, r *report) {
 			}
 			hp, err := hostPort(v.value, DefaultClusterPort, true)
 			if err != nil {
-				r.errorf(v.line, v.key, "%v", err)
+				r.errorf(v.pos, v.key, "%v", err)
 			} else if v.key == "bind" {
 				c.Bind = hp
 			} else {
@@ -722,7 +717,7 @@ func readCluster(c *Cluster, vals []value, r *report) {
 				}
 				hp, err := hostPort(m, DefaultClusterPort, false)
 				if err != nil {
-					r.errorf(v.line, v.key, "%v", err)
+					r.errorf(v.pos, v.key, "%v", err)
 					continue
 				}
 				c.Join = append(c.Join, hp)
@@ -731,9 +726,9 @@ func readCluster(c *Cluster, vals []value, r *report) {
 			// Never echoed, not even when it is malformed.
 			k, err := base64.StdEncoding.DecodeString(v.value)
 			if err != nil {
-				r.errorf(v.line, v.key, "not valid base64")
+				r.errorf(v.pos, v.key, "not valid base64")
 			} else if len(k) != 16 && len(k) != 24 && len(k) != 32 {
-				r.errorf(v.line, v.key, "key is %d bytes: want 32 (or 16 or 24), base64-encoded", len(k))
+				r.errorf(v.pos, v.key, "key is %d bytes: want 32 (or 16 or 24), base64-encoded", len(k))
 			} else {
 				c.Secret = SecretKey(k)
 			}
@@ -742,10 +737,10 @@ func readCluster(c *Cluster, vals []value, r *report) {
 			case ProfileLAN, ProfileWAN:
 				c.Profile = p
 			default:
-				r.errorf(v.line, v.key, "bad profile %q: want lan or wan", v.value)
+				r.errorf(v.pos, v.key, "bad profile %q: want lan or wan", v.value)
 			}
 		default:
-			r.errorf(v.line, v.key, "unknown key in [cluster]")
+			r.errorf(v.pos, v.key, "unknown key in [cluster]")
 		}
 	}
 }

@@ -449,11 +449,9 @@ func TestScan(t *testing.T) {
 	if got := vals["asterisk.statusmessage"][0]; got != "a  b" {
 		t.Errorf("statusmessage = %q", got)
 	}
-	if got := strings.Count(string(s.clean), "\n"); got != 21 {
-		t.Errorf("clean text has %d newlines, want 21 (one line per input line)", got)
-	}
 
-	// ini.v1 reads the same values, and the line numbers reach the errors.
+	// The values Parse reads are these, and the line numbers reach the
+	// errors.
 	_, _, err := Parse("s.conf", []byte(src))
 	want := `s.conf:19: key "pubsub_node": bad PubSub service "\"pubsub.example.org\""`
 	if err == nil || err.Error() != want+": bad host name" {
@@ -624,5 +622,57 @@ func TestLoadMissingFile(t *testing.T) {
 	_, _, err := Load(path)
 	if err == nil || err.Error() != path+": cannot read: no such file or directory" {
 		t.Errorf("err = %v", err)
+	}
+}
+
+// One account is one buddy however it is spelled (capitals, a trailing dot
+// of the domain, RFC 7622 §3.2), and the client's own account is never a
+// buddy: the parsing is internal/jid's, the same as the XMPP client's.
+func TestBuddyOneAccountOneSpelling(t *testing.T) {
+	src := client + // lines 1-7; username=node1@example.org/res1
+		"buddy=node2@example.org\n" + // 8
+		"buddy=NODE2@example.org.\n" + // 9: node2@example.org again
+		"buddy=node3@Example.ORG./pbx\n" + // 10
+		"buddy=node3@example.org/pbx\n" + // 11: node3@example.org/pbx again
+		"buddy=node3@example.org/PBX\n" + // 12: another resource, another buddy
+		"buddy=node1@example.org.\n" + // 13: this client's own account
+		"buddy=Node1@example.org/res2\n" // 14: the same account, another resource
+	cfg, warns := mustParse(t, "b.conf", src)
+	want := []string{
+		`b.conf:9: key "buddy": buddy "NODE2@example.org." repeated (first on line 8)`,
+		`b.conf:11: key "buddy": buddy "node3@example.org/pbx" repeated (first on line 10)`,
+		`b.conf:13: key "buddy": buddy "node1@example.org." is this client's own account`,
+		`b.conf:14: key "buddy": buddy "Node1@example.org/res2" is this client's own account`,
+	}
+	if len(warns) != len(want) {
+		t.Fatalf("got %d warnings, want %d:\n%s", len(warns), len(want), join(warns))
+	}
+	for i, w := range want {
+		if !strings.HasPrefix(warns[i].Error(), w) {
+			t.Errorf("warning %d = %q, want prefix %q", i, warns[i], w)
+		}
+	}
+	if got := cfg.Client.Buddies; !reflect.DeepEqual(got, []string{"node2@example.org", "node3@Example.ORG./pbx", "node3@example.org/PBX"}) {
+		t.Errorf("Buddies = %q", got)
+	}
+
+	// The own account is found whatever the order of the lines and however
+	// the username is spelled.
+	src = strings.Replace(client, "username=node1@example.org/res1\n", "buddy=node1@example.org\nusername=NODE1@example.org./res1\n", 1)
+	cfg, warns = mustParse(t, "b.conf", src)
+	if len(cfg.Client.Buddies) != 0 || len(warns) != 1 ||
+		!strings.HasPrefix(warns[0].Error(), `b.conf:5: key "buddy": buddy "node1@example.org" is this client's own account`) {
+		t.Errorf("Buddies %q, warnings:\n%s", cfg.Client.Buddies, join(warns))
+	}
+}
+
+// A trailing dot of the username's domain is the same domain; the default
+// PubSub service is named from the canonical form.
+func TestUsernameTrailingDot(t *testing.T) {
+	src := strings.Replace(client, "node1@example.org/res1", "node1@Example.org./res1", 1)
+	src = strings.Replace(src, "pubsub_node=pubsub.example.org\n", "", 1)
+	cfg, _ := mustParse(t, "x.conf", src)
+	if cfg.Client.Username != "node1@Example.org./res1" || cfg.Client.PubSubNode != "pubsub.example.org" {
+		t.Errorf("Username %q, PubSubNode %q", cfg.Client.Username, cfg.Client.PubSubNode)
 	}
 }

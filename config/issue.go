@@ -58,12 +58,23 @@ type report struct {
 	warnings []Issue
 }
 
-func (r *report) errorf(line int, key, format string, args ...any) {
-	r.errs = append(r.errs, Issue{File: r.file, Line: line, Key: key, Msg: fmt.Sprintf(format, args...)})
+// errorf reports an error at p; a p without a file names the file the
+// report is about, and the zero pos the whole of it.
+func (r *report) errorf(p pos, key, format string, args ...any) {
+	r.errs = append(r.errs, r.issue(p, key, format, args))
 }
 
-func (r *report) warnf(line int, key, format string, args ...any) {
-	r.warnings = append(r.warnings, Issue{File: r.file, Line: line, Key: key, Msg: fmt.Sprintf(format, args...)})
+// warnf reports a warning at p, as errorf.
+func (r *report) warnf(p pos, key, format string, args ...any) {
+	r.warnings = append(r.warnings, r.issue(p, key, format, args))
+}
+
+func (r *report) issue(p pos, key, format string, args []any) Issue {
+	file := p.file
+	if file == "" {
+		file = r.file
+	}
+	return Issue{File: file, Line: p.line, Key: key, Msg: fmt.Sprintf(format, args...)}
 }
 
 // err returns the collected errors, or nil.

@@ -5,6 +5,8 @@ import (
 	"net"
 	"strings"
 	"time"
+
+	"github.com/busylamp/busylamp/internal/jid"
 )
 
 // Validate checks what no single key can: required keys and the rules
@@ -30,35 +32,36 @@ type validator struct {
 	r *report
 }
 
-// sectionLine is where section name starts, or 0.
-func (v validator) sectionLine(name string) int {
+// sectionAt is where section name starts; the zero pos when the Config
+// was not read from a file or has no such section.
+func (v validator) sectionAt(name string) pos {
 	if v.c.src == nil {
-		return 0
+		return pos{}
 	}
 	if s := v.c.src.lookup(name); s != nil {
-		return s.line
+		return s.pos
 	}
 	for _, s := range v.c.src.sections {
 		if strings.EqualFold(s.name, name) {
-			return s.line
+			return s.pos
 		}
 	}
-	return 0
+	return pos{}
 }
 
-// keyLine is where key was last set in section name, else where the
-// section starts, or 0.
-func (v validator) keyLine(name, key string) int {
+// keyAt is where key was last set in section name, else where the section
+// starts.
+func (v validator) keyAt(name, key string) pos {
 	if v.c.src != nil {
 		for _, s := range v.c.src.sections {
 			if strings.EqualFold(s.name, name) {
 				if occ := s.keys[key]; len(occ) > 0 {
-					return occ[len(occ)-1].line
+					return occ[len(occ)-1].pos
 				}
 			}
 		}
 	}
-	return v.sectionLine(name)
+	return v.sectionAt(name)
 }
 
 func (v validator) hasKey(name, key string) bool {
@@ -86,10 +89,10 @@ func (v validator) badValue(name, key string) bool {
 func (v validator) client() {
 	cl := v.c.Client
 	if cl.Name == "" {
-		v.r.errorf(0, "", "no client section with distribute_events=yes: busylamp needs one to connect with")
+		v.r.errorf(pos{}, "", "no client section with distribute_events=yes: busylamp needs one to connect with")
 		return
 	}
-	at := v.sectionLine(cl.Name)
+	at := v.sectionAt(cl.Name)
 	missing := func(key string) {
 		if !v.badValue(cl.Name, key) {
 			v.r.errorf(at, key, "missing: client section [%s] needs it", cl.Name)
@@ -97,14 +100,14 @@ func (v validator) client() {
 	}
 	if cl.ServerHost == "" {
 		missing("serverhost")
-	} else if err := checkHost(cl.ServerHost); err != nil {
-		v.r.errorf(v.keyLine(cl.Name, "serverhost"), "serverhost", "bad server host %q: %v", cl.ServerHost, err)
+	} else if err := jid.CheckHost(cl.ServerHost); err != nil {
+		v.r.errorf(v.keyAt(cl.Name, "serverhost"), "serverhost", "bad server host %q: %v", cl.ServerHost, err)
 	}
 	jidOK := false
 	if cl.Username == "" {
 		missing("username")
-	} else if _, err := parseJID(cl.Username); err != nil {
-		v.r.errorf(v.keyLine(cl.Name, "username"), "username", "%v", err)
+	} else if _, err := jid.ParseAccount(cl.Username); err != nil {
+		v.r.errorf(v.keyAt(cl.Name, "username"), "username", "%v", err)
 	} else {
 		jidOK = true
 	}
@@ -119,22 +122,22 @@ func (v validator) client() {
 		missing("pubsub_node")
 	}
 	if err := checkPort(cl.Port); err != nil {
-		v.r.errorf(v.keyLine(cl.Name, "port"), "port", "%v", err)
+		v.r.errorf(v.keyAt(cl.Name, "port"), "port", "%v", err)
 	}
 	if cl.Priority < -128 || cl.Priority > 127 {
-		v.r.errorf(v.keyLine(cl.Name, "priority"), "priority", "bad priority %d: want -128 to 127", cl.Priority)
+		v.r.errorf(v.keyAt(cl.Name, "priority"), "priority", "bad priority %d: want -128 to 127", cl.Priority)
 	}
 	for _, b := range cl.Buddies {
-		if _, err := parseJID(b); err != nil {
-			v.r.errorf(v.keyLine(cl.Name, "buddy"), "buddy", "%v", err)
+		if _, err := jid.ParseAccount(b); err != nil {
+			v.r.errorf(v.keyAt(cl.Name, "buddy"), "buddy", "%v", err)
 		}
 	}
 	if _, ok := parseStatus(cl.Status); !ok {
-		v.r.errorf(v.keyLine(cl.Name, "status"), "status", "bad status %q", cl.Status)
+		v.r.errorf(v.keyAt(cl.Name, "status"), "status", "bad status %q", cl.Status)
 	}
 	for _, p := range []AuthPolicy{cl.AuthPolicy, v.c.General.AuthPolicy} {
 		if p != AuthAccept && p != AuthDeny {
-			v.r.errorf(v.keyLine(cl.Name, "auth_policy"), "auth_policy", "bad auth_policy %q: want accept or deny", p)
+			v.r.errorf(v.keyAt(cl.Name, "auth_policy"), "auth_policy", "bad auth_policy %q: want accept or deny", p)
 		}
 	}
 }
@@ -142,52 +145,52 @@ func (v validator) client() {
 func (v validator) agent() {
 	a := v.c.Agent
 	if a.Stale != StaleExpire && a.Stale != StaleKeep {
-		v.r.errorf(v.keyLine("agent", "stale"), "stale", "bad value %q: want expire or keep", a.Stale)
+		v.r.errorf(v.keyAt("agent", "stale"), "stale", "bad value %q: want expire or keep", a.Stale)
 	}
 	if a.StaleGrace < 0 || a.StaleGrace > maxStaleGrace {
-		v.r.errorf(v.keyLine("agent", "stale_grace"), "stale_grace", "bad value %v: want 0 to %v", a.StaleGrace, maxStaleGrace)
+		v.r.errorf(v.keyAt("agent", "stale_grace"), "stale_grace", "bad value %v: want 0 to %v", a.StaleGrace, maxStaleGrace)
 	}
 	if a.StaleGrace%time.Second != 0 {
-		v.r.errorf(v.keyLine("agent", "stale_grace"), "stale_grace", "bad value %v: want whole seconds", a.StaleGrace)
+		v.r.errorf(v.keyAt("agent", "stale_grace"), "stale_grace", "bad value %v: want whole seconds", a.StaleGrace)
 	}
 	if a.MWIMerge != MWILatest && a.MWIMerge != MWISum {
-		v.r.errorf(v.keyLine("agent", "mwi_merge"), "mwi_merge", "bad value %q: want latest or sum", a.MWIMerge)
+		v.r.errorf(v.keyAt("agent", "mwi_merge"), "mwi_merge", "bad value %q: want latest or sum", a.MWIMerge)
 	}
 	if a.MaxDevices < 1 || a.MaxDevices > maxMaxDevices {
-		v.r.errorf(v.keyLine("agent", "max_devices"), "max_devices", "bad value %d: want 1 to %d", a.MaxDevices, maxMaxDevices)
+		v.r.errorf(v.keyAt("agent", "max_devices"), "max_devices", "bad value %d: want 1 to %d", a.MaxDevices, maxMaxDevices)
 	}
 }
 
 func (v validator) manager() {
 	m := v.c.Manager
 	if net.ParseIP(m.BindAddr) == nil {
-		v.r.errorf(v.keyLine("manager", "bindaddr"), "bindaddr", "bad address %q: want an IP address", m.BindAddr)
+		v.r.errorf(v.keyAt("manager", "bindaddr"), "bindaddr", "bad address %q: want an IP address", m.BindAddr)
 	}
 	if err := checkPort(m.Port); err != nil {
-		v.r.errorf(v.keyLine("manager", "port"), "port", "%v", err)
+		v.r.errorf(v.keyAt("manager", "port"), "port", "%v", err)
 	}
 	switch {
 	case m.Username != "" && !m.Secret.IsSet():
-		v.r.errorf(v.keyLine("manager", "username"), "secret", "missing: [manager] has a username, so it needs a secret")
+		v.r.errorf(v.keyAt("manager", "username"), "secret", "missing: [manager] has a username, so it needs a secret")
 	case m.Username == "" && m.Secret.IsSet():
-		v.r.errorf(v.keyLine("manager", "secret"), "username", "missing: [manager] has a secret, so it needs a username")
+		v.r.errorf(v.keyAt("manager", "secret"), "username", "missing: [manager] has a secret, so it needs a username")
 	}
 }
 
 func (v validator) cluster() {
 	c := v.c.Cluster
 	if c.Profile != ProfileLAN && c.Profile != ProfileWAN {
-		v.r.errorf(v.keyLine("cluster", "profile"), "profile", "bad profile %q: want lan or wan", c.Profile)
+		v.r.errorf(v.keyAt("cluster", "profile"), "profile", "bad profile %q: want lan or wan", c.Profile)
 	}
 	if n := len(c.Secret); n != 0 && n != 16 && n != 24 && n != 32 {
-		v.r.errorf(v.keyLine("cluster", "secret"), "secret", "key is %d bytes: want 32 (or 16 or 24)", n)
+		v.r.errorf(v.keyAt("cluster", "secret"), "secret", "key is %d bytes: want 32 (or 16 or 24)", n)
 	}
 	if !c.Enabled() {
 		if len(c.Join) > 0 {
-			v.r.errorf(v.keyLine("cluster", "join"), "join", "needs bind: gossip is off without it")
+			v.r.errorf(v.keyAt("cluster", "join"), "join", "needs bind: gossip is off without it")
 		}
 		if c.Advertise != "" {
-			v.r.errorf(v.keyLine("cluster", "advertise"), "advertise", "needs bind: gossip is off without it")
+			v.r.errorf(v.keyAt("cluster", "advertise"), "advertise", "needs bind: gossip is off without it")
 		}
 		return
 	}
@@ -196,16 +199,16 @@ func (v validator) cluster() {
 			continue
 		}
 		if _, err := hostPort(a.val, DefaultClusterPort, true); err != nil {
-			v.r.errorf(v.keyLine("cluster", a.key), a.key, "%v", err)
+			v.r.errorf(v.keyAt("cluster", a.key), a.key, "%v", err)
 		}
 	}
 	for _, j := range c.Join {
 		if _, err := hostPort(j, DefaultClusterPort, false); err != nil {
-			v.r.errorf(v.keyLine("cluster", "join"), "join", "%v", err)
+			v.r.errorf(v.keyAt("cluster", "join"), "join", "%v", err)
 		}
 	}
 	if !c.Secret.IsSet() && !isLoopback(c.Bind) {
-		v.r.errorf(v.keyLine("cluster", "bind"), "secret", "missing: bind %s is not a loopback address, so gossip must be encrypted", c.Bind)
+		v.r.errorf(v.keyAt("cluster", "bind"), "secret", "missing: bind %s is not a loopback address, so gossip must be encrypted", c.Bind)
 	}
 }
 
