@@ -74,7 +74,7 @@ func DefaultConfig() Config {
 		Stale:      StaleExpire,
 		StaleGrace: 10 * time.Second,
 		MWIMerge:   mwi.Latest,
-		MaxDevices: 200000,
+		MaxDevices: devstate.DefaultMaxDevices,
 		Log:        slog.Default(),
 		Clock:      SystemClock(),
 	}
