@@ -190,9 +190,13 @@ func TestXMPPServerRestart(t *testing.T) {
 	if err := c.srv.Stop(); err != nil {
 		t.Fatal(err)
 	}
-	// A change made while the server is away reaches the others after.
+	// A change made while the server is away (node 1 saw it go) reaches
+	// the others after.
+	eventually(t, settle, "node 1 sees the server gone", func() (bool, string) {
+		out := strings.Join(a1.action("Command", "Command", "show connected").Values("Output"), "\n")
+		return !strings.Contains(out, "- Connected"), out
+	})
 	a1.setDevice("Custom:during", "ONHOLD")
-	time.Sleep(500 * time.Millisecond)
 	if err := c.srv.Start(); err != nil {
 		t.Fatal(err)
 	}
