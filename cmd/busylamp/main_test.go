@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"errors"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -137,5 +138,27 @@ func TestCheckInProcess(t *testing.T) {
 	code = execute([]string{"check"}, &out, &errOut)
 	if code != 1 || errOut.String() != "busylamp.conf: no client section with distribute_events=yes: busylamp needs one to connect with\n" {
 		t.Errorf("exit %d, stderr %q", code, errOut.String())
+	}
+}
+
+// `run` that cannot open its AMI socket is a runtime failure: exit 3,
+// not 1 (which says the config is wrong).
+func TestRunExitCodes(t *testing.T) {
+	bin := buildBinary(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	_, port, _ := net.SplitHostPort(ln.Addr().String())
+	conf := writeFile(t, "busy.conf", "[asterisk]\ntype=client\nserverhost=127.0.0.1\nport=1\n"+
+		"username=a@example.org/pbx\nsecret=x\nusetls=no\ndistribute_events=yes\n\n[manager]\nbindaddr=127.0.0.1\nport="+port+"\nusername=admin\nsecret=s\n")
+	code, _, errOut := run(t, bin, nil, "run", "-c", conf)
+	if code != 3 || !strings.Contains(errOut, "manager socket") {
+		t.Errorf("run with the AMI port taken: exit %d, %q; want 3 and the socket named", code, errOut)
+	}
+	bad := writeFile(t, "bad.conf", "[asterisk]\ntype=client\nserverhost=127.0.0.1\nusername=nobody\nsecret=x\n")
+	if code, _, _ := run(t, bin, nil, "run", "-c", bad); code != 1 {
+		t.Errorf("run with a bad config: exit %d, want 1", code)
 	}
 }
