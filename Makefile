@@ -8,7 +8,7 @@ BIN     := bin/busylamp
 RACE_PKGS  := ./pubsub/... ./agent/... ./internal/...
 PLAIN_PKGS := ./devstate/... ./mwi/... ./config/... ./cmd/...
 
-.PHONY: build test test-unit lint bench demo servers clean
+.PHONY: build test test-unit lint fuzz bench demo servers clean
 
 build:
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/busylamp
@@ -18,9 +18,16 @@ build:
 test: servers lint
 	$(GO) test -count=1 -timeout 15m $(PLAIN_PKGS)
 	$(GO) test -count=1 -race -timeout 15m $(RACE_PKGS)
+	$(MAKE) fuzz FUZZTIME=$(FUZZTIME)
+
+# A short budget of the stanza reader's differential fuzz test (against
+# encoding/xml); its corpus runs as seeds in every plain test run too.
+FUZZTIME ?= 15s
+fuzz:
+	$(GO) test -run=NONE -fuzz=FuzzXMLReader -fuzztime=$(FUZZTIME) ./internal/xmppstream/
 
 test-unit:
-	$(GO) test -count=1 ./devstate/... ./mwi/... ./config/...
+	$(GO) test -count=1 ./devstate/... ./mwi/... ./config/... ./internal/jid/ ./agent/core/
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
@@ -37,7 +44,7 @@ demo: build
 # BENCHFLAGS=-quick for a short run, BENCHFLAGS=-ejabberd to add ejabberd.
 BENCHFLAGS ?=
 bench: servers
-	$(GO) test -run=NONE -bench=. -benchmem ./devstate/... ./mwi/... ./agent/... ./pubsub/
+	$(GO) test -run=NONE -bench=. -benchmem ./devstate/... ./mwi/... ./agent/... ./pubsub/ ./internal/xmppstream/
 	@mkdir -p bin && rm -f bin/bench-cpu.pprof
 	$(GO) run ./internal/bench -cpuprofile bin/bench-cpu.pprof $(BENCHFLAGS)
 	@if [ -f bin/bench-cpu.pprof ]; then \
