@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/busylamp/busylamp/devstate"
+	"github.com/busylamp/busylamp/internal/jid"
 	"github.com/busylamp/busylamp/internal/xmpptest"
 	"github.com/busylamp/busylamp/mwi"
 )
@@ -86,7 +87,7 @@ func TestOwnStatesExchange(t *testing.T) {
 		}
 
 		// A resource that is not there: the server answers for it.
-		_, _, err = b.c.RequestOwnStates(context.Background(), bareOf(aj)+"/gone")
+		_, _, err = b.c.RequestOwnStates(context.Background(), jid.Bare(aj)+"/gone")
 		if !errors.Is(err, ErrOwnStatesUnsupported) {
 			t.Errorf("request to a missing resource: %v, want ErrOwnStatesUnsupported", err)
 		}
@@ -133,8 +134,8 @@ func TestIQRequestsAnswered(t *testing.T) {
 			t.Fatal(err)
 		}
 		var vars []string
-		for _, f := range res.child(nsDiscoInfo, "query").children("", "feature") {
-			vars = append(vars, f.attr("var"))
+		for _, f := range res.Child(nsDiscoInfo, "query").Children("", "feature") {
+			vars = append(vars, f.Attr("var"))
 		}
 		if !contains(vars, NSOwnStates) || !contains(vars, nsPing) {
 			t.Errorf("disco#info features %v", vars)
@@ -167,7 +168,7 @@ func TestRosterPolicies(t *testing.T) {
 		deadline := time.Now().Add(10 * time.Second)
 		for {
 			bs := b.c.Buddies()
-			if len(bs) == 1 && bs[0].JID == bareOf(cj) && bs[0].InRoster && !bs[0].Pending &&
+			if len(bs) == 1 && bs[0].JID == jid.Bare(cj) && bs[0].InRoster && !bs[0].Pending &&
 				bs[0].Subscription != "to" && bs[0].Subscription != "both" {
 				break // denied: no pending request left, no subscription
 			}
@@ -184,7 +185,7 @@ func TestRosterPolicies(t *testing.T) {
 		c = startPeer(t, "C2", cc)
 		c.connected(20 * time.Second)
 		roster := rosterJIDs(t, c)
-		if contains(roster, junk) || contains(roster, bareOf(bj)) {
+		if contains(roster, junk) || contains(roster, jid.Bare(bj)) {
 			t.Errorf("C's roster after autoprune: %v", roster)
 		}
 		// AddBuddy at run time: roster entry; RemoveBuddy: gone again.
@@ -219,8 +220,8 @@ func rosterJIDs(t *testing.T, p *peer) []string {
 		t.Fatal(err)
 	}
 	var out []string
-	for _, it := range res.child(nsRoster, "query").children("", "item") {
-		out = append(out, it.attr("jid"))
+	for _, it := range res.Child(nsRoster, "query").Children("", "item") {
+		out = append(out, it.Attr("jid"))
 	}
 	return out
 }

@@ -262,8 +262,8 @@ func (c *Client) PublishMailbox(mailbox string, counts mwi.Counts) {
 		c.s.log.Warn("not publishing mailbox", "mailbox", clip(mailbox, 64), "err", err)
 		return
 	}
-	if counts.New < 0 || counts.Old < 0 || counts.New > MaxCount || counts.Old > MaxCount {
-		c.s.log.Warn("not publishing mailbox: counts out of range", "mailbox", mailbox, "new", counts.New, "old", counts.Old)
+	if err := counts.Check(); err != nil {
+		c.s.log.Warn("not publishing mailbox: counts out of range", "mailbox", mailbox, "new", counts.New, "old", counts.Old, "err", err)
 		return
 	}
 	c.pub.put(pubKey{mailbox: true, name: mailbox}, pubValue{mbox: MailboxItem{Mailbox: mailbox, Counts: counts, EID: c.s.EID}})
