@@ -188,7 +188,7 @@ func (c *Client) runSession(ctx context.Context) error {
 	go s.checkLoop()
 	go func() {
 		defer s.wg.Done()
-		c.pub.run(s.ctx, &s.wg, func(k pubKey, v pubValue) func(context.Context) error {
+		c.pub.run(s.ctx, func(k pubKey, v pubValue) func(context.Context) error {
 			return c.publishStart(s, k, v)
 		})
 	}()
