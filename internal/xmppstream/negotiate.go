@@ -262,7 +262,10 @@ func (s *negotiation) scram(c *conn, mech string, h scram.HashGeneratorFcn, user
 	if err != nil {
 		return fmt.Errorf("SASL %s: %w", mech, err)
 	}
-	return scramExchange(c, mech, client.NewConversation())
+	// The library refuses fewer than 4096 rounds (RFC 7677's SHOULD);
+	// busylamp has always taken any count from 1 to maxIterations, and a
+	// server configured lower must keep working.
+	return scramExchange(c, mech, client.WithMinIterations(1).NewConversation())
 }
 
 func scramExchange(c *conn, mech string, conv *scram.ClientConversation) error {
