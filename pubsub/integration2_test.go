@@ -358,7 +358,8 @@ func TestDeadConnectionDetected(t *testing.T) {
 	a.connected(20 * time.Second)
 }
 
-// No goroutine outlives Run, however often the session was lost.
+// No goroutine outlives a session that ended, nor Run, however often the
+// session was lost.
 func TestNoGoroutineLeak(t *testing.T) {
 	srv := sharedServer(t, xmpptest.Prosody)
 	aj, apw := srv.Admin("a")
@@ -377,6 +378,15 @@ func TestNoGoroutineLeak(t *testing.T) {
 		}
 		f.frozen.Store(true) // pending IQs and publishes in flight die with the session
 		a.waitFor(10*time.Second, "Disconnected", func(ev Event) bool { _, ok := ev.(Disconnected); return ok })
+		// The session's goroutines (read loop, keepalive, publisher,
+		// subscription check) ended before Disconnected was sent; left are
+		// Run's own loop and dispatcher and the freezer's proxying. While
+		// frozen no new session can start.
+		goleak.VerifyNone(t, before,
+			goleak.IgnoreAnyFunction("github.com/busylamp/busylamp/pubsub.(*Client).Run"),
+			goleak.IgnoreAnyFunction("github.com/busylamp/busylamp/pubsub.(*eventQueue).run"),
+			goleak.IgnoreAnyFunction("github.com/busylamp/busylamp/pubsub.(*freezer).accept"),
+			goleak.IgnoreAnyFunction("github.com/busylamp/busylamp/pubsub.(*freezer).pipe"))
 		f.frozen.Store(false)
 		a.connected(20 * time.Second)
 		a.stop()
