@@ -1,10 +1,7 @@
 package pubsub
 
-import "github.com/busylamp/busylamp/internal/xmppstream"
-
 // Namespaces used here.
 const (
-	nsStanzas      = xmppstream.NSStanzas
 	nsRoster       = "jabber:iq:roster"
 	nsPing         = "urn:xmpp:ping"
 	nsDiscoInfo    = "http://jabber.org/protocol/disco#info"
