@@ -2,12 +2,18 @@ package pubsub
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"math/rand/v2"
 	"strings"
 	"sync"
 	"time"
+
+	"golang.org/x/sync/singleflight"
+
+	"github.com/busylamp/busylamp/internal/jid"
+	"github.com/busylamp/busylamp/internal/xmppstream"
 )
 
 // Reconnect backoff: doubles from minBackoff to maxBackoff, each wait
@@ -28,16 +34,16 @@ type Client struct {
 	parse  *parser
 	limit  *logLimiter
 
-	mu       sync.Mutex
-	running  bool
-	closed   bool
-	sess     *session // the connected session, nil while there is none
-	status   ConnStatus
-	buddies  map[string]*buddy // wanted buddies and roster contacts, by bare JID
-	leaves   map[string]Kind   // XEP-0248: leaf nodes seen, and their collection
-	affDue   map[string]bool   // buddies added while disconnected: owner affiliation still to set
+	roster   *roster
 	answers  *answerCache
-	creating map[string]*createCall
+	creating singleflight.Group // node creations under way, by node
+
+	mu      sync.Mutex
+	running bool
+	closed  bool
+	sess    *session // the connected session, nil while there is none
+	status  ConnStatus
+	leaves  map[string]Kind // XEP-0248: leaf nodes seen, and their collection
 }
 
 // ConnStatus is what 'show connected' prints.
@@ -70,16 +76,11 @@ func New(cfg Config, events chan<- Event) (*Client, error) {
 	}
 	c := &Client{
 		s: s, events: events, q: newEventQueue(), pub: newPublisher(s.PublishWindow),
-		limit:    newLogLimiter(10 * time.Second),
-		buddies:  map[string]*buddy{},
-		leaves:   map[string]Kind{},
-		affDue:   map[string]bool{},
-		answers:  newAnswerCache(),
-		creating: map[string]*createCall{},
-		status:   ConnStatus{JID: s.JID, Server: s.addr, Service: s.Service, State: "disconnected", Since: time.Now()},
-	}
-	for _, b := range s.buddies {
-		c.buddies[b] = &buddy{wanted: true}
+		limit:   newLogLimiter(10 * time.Second),
+		roster:  newRoster(s),
+		leaves:  map[string]Kind{},
+		answers: newAnswerCache(),
+		status:  ConnStatus{JID: s.JID, Server: s.addr, Service: s.Service, State: "disconnected", Since: time.Now()},
 	}
 	c.parse = &parser{own: s.EID, kindOf: c.kindOf, reject: func(msg string, args ...any) {
 		if c.limit.allow("reject:" + msg) {
@@ -153,20 +154,19 @@ func (c *Client) setStatus(state string, err error, tlsName string) {
 // runSession makes one connection and returns when it ends.
 func (c *Client) runSession(ctx context.Context) error {
 	c.setStatus("connecting", nil, "")
-	n, err := c.s.negotiate(ctx)
+	st, err := xmppstream.Dial(ctx, c.s.streamConfig())
 	if err != nil {
 		c.setStatus("disconnected", err, "")
 		return err
 	}
-	s := newSession(ctx, c, n)
+	s := newSession(c, st)
 	c.q.hold()
-	s.wg.Add(1)
-	go s.readLoop()
+	st.Start(s)
 
 	conn, err := c.setup(s)
 	if err != nil {
 		s.stop(err)
-		s.wg.Wait()
+		st.Wait()
 		c.q.dropHeld()
 		c.setStatus("disconnected", err, "")
 		return err
@@ -176,8 +176,8 @@ func (c *Client) runSession(ctx context.Context) error {
 	c.status.JID = s.jid
 	c.mu.Unlock()
 	tlsName := ""
-	if st := n.c.tls; st != nil {
-		tlsName = tlsVersionName(st.Version) + " " + tlsCipherName(st.CipherSuite)
+	if ts := st.TLS(); ts != nil {
+		tlsName = tls.VersionName(ts.Version) + " " + tls.CipherSuiteName(ts.CipherSuite)
 	}
 	c.setStatus("connected", nil, tlsName)
 	c.s.log.Info("XMPP connected", "bound", s.jid, "server", c.s.addr, "tls", tlsName != "",
@@ -185,10 +185,10 @@ func (c *Client) runSession(ctx context.Context) error {
 	c.q.release(conn)
 
 	s.wg.Add(2)
-	go s.pingLoop()
+	go s.checkLoop()
 	go func() {
 		defer s.wg.Done()
-		c.pub.run(s.ctx, &s.wg, func(k pubKey, v pubValue) func(context.Context) error {
+		c.pub.run(s.ctx, func(k pubKey, v pubValue) func(context.Context) error {
 			return c.publishStart(s, k, v)
 		})
 	}()
@@ -198,11 +198,10 @@ func (c *Client) runSession(ctx context.Context) error {
 	cause := context.Cause(s.ctx)
 	c.mu.Lock()
 	c.sess = nil
-	for _, b := range c.buddies {
-		b.resources = nil
-	}
 	c.mu.Unlock()
+	c.roster.clearResources()
 	s.wg.Wait()
+	st.Wait()
 	c.setStatus("disconnected", cause, "")
 	if ctx.Err() == nil {
 		c.q.push(ctx.Done(), Disconnected{Err: cause})
@@ -215,7 +214,7 @@ func (c *Client) runSession(ctx context.Context) error {
 // affiliations still due, and the items fetch.
 func (c *Client) setup(s *session) (Connected, error) {
 	ctx := s.ctx
-	if err := c.syncRoster(ctx, s); err != nil {
+	if err := c.roster.sync(ctx, s); err != nil {
 		return Connected{}, fmt.Errorf("roster: %w", err)
 	}
 	if err := s.send(c.ownPresence()); err != nil {
@@ -303,7 +302,7 @@ func (c *Client) learnLeaf(node string, k Kind) {
 // Messages from anyone else are ignored: only the service may tell us
 // about items.
 func (c *Client) handleMessage(s *session, e *elem) {
-	if e.attr("type") == "error" || !sameJID(e.attr("from"), c.s.Service) {
+	if e.Attr("type") == "error" || !jid.Equal(e.Attr("from"), c.s.Service) {
 		return
 	}
 	for _, ev := range c.parse.parseEvent(e) {
@@ -329,20 +328,17 @@ func (c *Client) handleMessage(s *session, e *elem) {
 	}
 }
 
-// handleRequest answers an IQ get or set addressed to us.
+// handleRequest answers an IQ get or set addressed to us (the stream
+// answers pings and payload-less requests itself).
 func (c *Client) handleRequest(s *session, e *elem) {
-	typ := e.attr("type")
-	p := e.firstChild()
+	typ := e.Attr("type")
+	p := e.FirstChild()
 	switch {
-	case p == nil:
-		s.replyError(e, "modify", "bad-request", "400")
-	case typ == "get" && p.is(nsPing, "ping"):
-		s.reply(e, nil)
-	case typ == "set" && p.is(nsRoster, "query"):
-		c.handleRosterPush(s, e, p)
-	case typ == "get" && p.is(NSOwnStates, "states"):
+	case typ == "set" && p.Is(nsRoster, "query"):
+		c.roster.handlePush(s, e, p)
+	case typ == "get" && p.Is(NSOwnStates, "states"):
 		c.handleOwnStatesRequest(s, e, p)
-	case typ == "get" && p.is(nsDiscoInfo, "query") && p.attr("node") == "":
+	case typ == "get" && p.Is(nsDiscoInfo, "query") && p.Attr("node") == "":
 		s.reply(e, discoInfoResult())
 	default:
 		// RFC 6120 8.4: an IQ nobody here handles gets service-unavailable.

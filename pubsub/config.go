@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/busylamp/busylamp/devstate"
+	"github.com/busylamp/busylamp/internal/jid"
+	"github.com/busylamp/busylamp/internal/xmppstream"
 	"github.com/busylamp/busylamp/mwi"
 )
 
@@ -100,10 +102,9 @@ type MailboxItem struct {
 // Limits on what is accepted from the wire; anything beyond is logged and
 // dropped.
 const (
-	MaxNameLen  = 256       // bytes of a device name, mailbox or item id
-	MaxCount    = 1_000_000 // NEWMSGS / OLDMSGS
-	maxStanza   = 4 << 20   // bytes of one incoming stanza
-	maxStateLen = 32        // bytes of a state name
+	MaxNameLen  = devstate.MaxNameLen // bytes of a device name, mailbox or item id (devstate's rule)
+	MaxCount    = mwi.MaxCount        // NEWMSGS / OLDMSGS (mwi's rule)
+	maxStateLen = 32                  // bytes of a state name
 )
 
 // settings is a validated Config with its derived values.
@@ -118,29 +119,39 @@ type settings struct {
 	onlyMech               string        // tests: use this SASL mechanism only
 }
 
+// streamConfig is what the stream needs of the settings.
+func (s *settings) streamConfig() xmppstream.Config {
+	return xmppstream.Config{
+		Addr: s.addr, JID: s.JID, Password: s.Password,
+		UseTLS: s.UseTLS, TLSCAFile: s.TLSCAFile, TLSInsecure: s.TLSInsecure, Mechanism: s.onlyMech,
+		IQTimeout: s.IQTimeout, PingInterval: s.PingInterval,
+		Logger: s.log, Trace: s.Trace,
+	}
+}
+
 func (cfg Config) validate() (*settings, error) {
 	s := &settings{Config: cfg}
-	j, err := parseJID(cfg.JID)
+	j, err := jid.Parse(cfg.JID)
 	if err != nil {
 		return nil, fmt.Errorf("username %q: %w", cfg.JID, err)
 	}
-	if j.local == "" {
+	if j.Local == "" {
 		return nil, fmt.Errorf("username %q: want user@domain/resource", cfg.JID)
 	}
-	if j.resource == "" {
-		j.resource = "busylamp"
+	if j.Resource == "" {
+		j.Resource = "busylamp"
 	}
-	s.bare, s.domain, s.resource = j.bare(), j.domain, j.resource
-	s.JID = j.full()
+	s.bare, s.domain, s.resource = j.Bare(), j.Domain, j.Resource
+	s.JID = j.String()
 	if cfg.Service == "" {
-		return nil, errors.New("pubsub_node: missing (the PubSub service, e.g. pubsub." + j.domain + ")")
+		return nil, errors.New("pubsub_node: missing (the PubSub service, e.g. pubsub." + j.Domain + ")")
 	}
-	if _, err := parseJID(cfg.Service); err != nil {
+	if _, err := jid.Parse(cfg.Service); err != nil {
 		return nil, fmt.Errorf("pubsub_node %q: %w", cfg.Service, err)
 	}
 	s.addr = cfg.Address
 	if s.addr == "" {
-		s.addr = j.domain
+		s.addr = j.Domain
 	}
 	if _, _, err := net.SplitHostPort(s.addr); err != nil {
 		s.addr = net.JoinHostPort(strings.Trim(s.addr, "[]"), "5222")
@@ -175,13 +186,13 @@ func (cfg Config) validate() (*settings, error) {
 	}
 	seen := map[string]bool{s.bare: true}
 	for _, b := range cfg.Buddies {
-		bj, err := parseJID(b)
+		bj, err := jid.Parse(b)
 		if err != nil {
 			return nil, fmt.Errorf("buddy %q: %w", b, err)
 		}
-		if !seen[bj.bare()] {
-			seen[bj.bare()] = true
-			s.buddies = append(s.buddies, bj.bare())
+		if !seen[bj.Bare()] {
+			seen[bj.Bare()] = true
+			s.buddies = append(s.buddies, bj.Bare())
 		}
 	}
 	if s.IQTimeout <= 0 {
@@ -200,64 +211,4 @@ func (cfg Config) validate() (*settings, error) {
 	}
 	s.log = s.log.With("jid", s.JID)
 	return s, nil
-}
-
-// jid is a parsed JID. Only the checks busylamp needs are made: the parts
-// are non-empty where required and within RFC 7622's lengths.
-type jid struct{ local, domain, resource string }
-
-func parseJID(s string) (jid, error) {
-	var j jid
-	rest := s
-	if i := strings.IndexByte(rest, '/'); i >= 0 {
-		j.resource = rest[i+1:]
-		rest = rest[:i]
-		if j.resource == "" {
-			return j, errors.New("empty resource")
-		}
-	}
-	if i := strings.IndexByte(rest, '@'); i >= 0 {
-		j.local = rest[:i]
-		rest = rest[i+1:]
-		if j.local == "" {
-			return j, errors.New("empty local part")
-		}
-	}
-	j.domain = strings.ToLower(strings.TrimSuffix(rest, "."))
-	if j.domain == "" {
-		return j, errors.New("empty domain")
-	}
-	if len(j.local) > 1023 || len(j.domain) > 1023 || len(j.resource) > 1023 {
-		return j, errors.New("part longer than 1023 bytes")
-	}
-	if strings.ContainsAny(j.local, "\"&'/:<>@ ") || strings.ContainsAny(j.domain, "@/ ") {
-		return j, errors.New("bad character")
-	}
-	// Local parts compare case-insensitively (nodeprep), so keep them
-	// lower-case; resources are case-sensitive.
-	j.local = strings.ToLower(j.local)
-	return j, nil
-}
-
-func (j jid) bare() string {
-	if j.local == "" {
-		return j.domain
-	}
-	return j.local + "@" + j.domain
-}
-
-func (j jid) full() string {
-	if j.resource == "" {
-		return j.bare()
-	}
-	return j.bare() + "/" + j.resource
-}
-
-// bareOf returns the bare form of s, or "" when s is not a JID.
-func bareOf(s string) string {
-	j, err := parseJID(s)
-	if err != nil {
-		return ""
-	}
-	return j.bare()
 }

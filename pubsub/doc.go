@@ -1,50 +1,30 @@
-// Package pubsub owns busylamp's XMPP client session: the stream
-// (TCP, STARTTLS, SASL, resource binding), keepalive and reconnect, the
-// buddies' roster and presence, and the PubSub stanzas of Asterisk's
+// Package pubsub owns busylamp's XMPP client on top of one stream
+// (internal/xmppstream): the buddies' roster and presence (roster.go, the
+// one owner of a buddy's resources), the PubSub stanzas of Asterisk's
 // res_xmpp distributed device state (PROTOCOL.md): node creation and
-// affiliations, publishing device states and MWI, subscribing, fetching,
-// purging, deleting and listing nodes, and parsing notifications into
-// typed events. It also speaks busylamp's own-states exchange between
-// agents (ownstates.go). It knows nothing of the tables or the AMI socket.
+// affiliations, publishing device states and MWI (the coalescing
+// publisher), subscribing, fetching, purging, deleting and listing nodes,
+// and parsing notifications into typed events; busylamp's own-states
+// exchange between agents (ownstates.go); and reconnecting. It knows
+// nothing of the tables or the AMI socket.
 //
-// # Why not gosrc.io/xmpp's Client
-//
-// The library's xmpp.Client hands every received stanza to its router on a
-// new goroutine (`go c.router.route(...)`), so two notifications about one
-// device can be handled in the wrong order; its StreamManager resumes a
-// stream without restarting the receive loop; its keepalive is a
-// whitespace ping that never finds a dead peer; and it speaks only SASL
-// PLAIN. Its XMPPTransport gives no access to the net.Conn, so the dial,
-// the stream header, the TLS handshake and every write run without a
-// deadline, and its Close waits up to ConnectTimeout for a stream close
-// that only a blocking send on an unbuffered channel delivers. So this
-// package keeps a small transport of its own (conn.go: deadlines on every
-// write, a context on connecting, a size limit on every incoming stanza)
-// and its own negotiation (negotiate.go: STARTTLS verified against the
-// system roots and Config.TLSCAFile, SCRAM-SHA-256, SCRAM-SHA-1, PLAIN),
-// and runs ONE read loop per connection (session.go) that handles stanzas
-// strictly in arrival order: IQ answers go to the caller waiting for that
-// id (and only from the entity asked), notifications and presences become
-// events, requests to us are answered (pings; anything unhandled gets
-// service-unavailable). From the library it uses the stanza package: the
-// IQ and presence envelopes, data forms, roster items, bind, SASL auth.
-// Incoming XML is read by xmlReader (xmlread.go), which frames each stanza
-// into one buffer and parses it as encoding/xml would (a differential
-// fuzz test holds it to that) at about 10 allocations a notification
-// instead of 83: the XML decoder was 40% of a publishing agent's CPU.
+// A session (session.go) is the stream's Handler: the stream's one read
+// loop hands it stanzas in arrival order, and notifications and presences
+// become events in that order; requests to us are answered (roster
+// pushes, own-states requests, disco#info; anything else gets
+// service-unavailable).
 //
 // Events reach the owner's channel in stream order through a queue
 // (capped at 65536 events, then TCP back-pressure), so the read loop does
-// not wait on a consumer that may be waiting on an IQ answer itself. While a session is set up (roster,
-// presence, subscribe, items fetch) its events are held back and follow
-// the Connected event that carries the fetched items.
+// not wait on a consumer that may be waiting on an IQ answer itself.
+// While a session is set up (roster, presence, subscribe, items fetch) its
+// events are held back and follow the Connected event that carries the
+// fetched items.
 //
-// Liveness: an XEP-0199 ping to the server every PingInterval; no answer
-// within IQTimeout ends the session (found dead within 20 s by default);
-// a read deadline backs it up. Every minute the subscriptions are checked,
-// since a node deleted and created again drops them silently on ejabberd.
-// Run reconnects with a jittered backoff of at most 30 s, subscribes,
-// resyncs and republishes Config.OwnStates.
+// Every minute the subscriptions are checked, since a node deleted and
+// created again drops them silently on ejabberd. Run reconnects with a
+// jittered backoff of at most 30 s, subscribes, resyncs and republishes
+// Config.OwnStates.
 //
 // # What the servers here do (tested: integration tests, both servers)
 //

@@ -6,13 +6,12 @@ import (
 	"strings"
 )
 
-// The encoding/xml reading of a stanza that xmlReader replaced: the
-// reference the differential test holds xmlReader to, and the parser of
-// the golden files.
+// The encoding/xml reading of a stanza (xmppstream's reference reader, as
+// a test helper): the parser of the test stanzas and the golden files.
 
 // readElem reads the element that start opened, up to its end.
 func readElem(d *xml.Decoder, start xml.StartElement) (*elem, error) {
-	root := &elem{XMLName: start.Name, Attr: copyAttrs(start.Attr)}
+	root := &elem{XMLName: start.Name, Attrs: copyAttrs(start.Attr)}
 	stack := []*elem{root}
 	for len(stack) > 0 {
 		t, err := d.Token()
@@ -25,10 +24,7 @@ func readElem(d *xml.Decoder, start xml.StartElement) (*elem, error) {
 		top := stack[len(stack)-1]
 		switch t := t.(type) {
 		case xml.StartElement:
-			if len(stack) >= maxDepth {
-				return nil, errTooDeep
-			}
-			top.Nodes = append(top.Nodes, elem{XMLName: t.Name, Attr: copyAttrs(t.Attr)})
+			top.Nodes = append(top.Nodes, elem{XMLName: t.Name, Attrs: copyAttrs(t.Attr)})
 			stack = append(stack, &top.Nodes[len(top.Nodes)-1])
 		case xml.EndElement:
 			stack = stack[:len(stack)-1]

@@ -4,13 +4,17 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+
+	"github.com/busylamp/busylamp/internal/xmppstream"
 )
 
 var (
-	// ErrNotConnected is returned by calls that need a session while there is none.
-	ErrNotConnected = errors.New("not connected to the XMPP server")
+	// ErrNotConnected is returned by calls that need a session while there
+	// is none. A call cut off by the end of a session wraps it and why the
+	// session ended.
+	ErrNotConnected = xmppstream.ErrNotConnected
 	// ErrTimeout is returned when an IQ gets no answer within Config.IQTimeout.
-	ErrTimeout = errors.New("no answer within the IQ timeout")
+	ErrTimeout = xmppstream.ErrTimeout
 	// ErrOwnStatesUnsupported is returned by RequestOwnStates when the peer
 	// does not speak busylamp's own-states exchange (an Asterisk node, or
 	// a busylamp whose resource is gone). The agent may ignore it.
@@ -18,6 +22,11 @@ var (
 	// ErrClosed is returned after Run has ended.
 	ErrClosed = errors.New("client closed")
 )
+
+// AuthError is a SASL failure: wrong password, unknown account, or no
+// mechanism in common. Reconnecting is still tried (the account may be
+// created later), but the error is logged as what it is.
+type AuthError = xmppstream.AuthError
 
 // StanzaError is an error reply to an IQ (RFC 6120 section 8.3).
 type StanzaError struct {
@@ -54,14 +63,14 @@ func IsCondition(err error, cond string) bool {
 
 // parseStanzaError reads an <error/> element.
 func parseStanzaError(e *elem) *StanzaError {
-	se := &StanzaError{Type: e.attr("type"), Code: e.attr("code")}
+	se := &StanzaError{Type: e.Attr("type"), Code: e.Attr("code")}
 	if e == nil {
 		return se
 	}
 	for i := range e.Nodes {
 		c := &e.Nodes[i]
 		switch c.XMLName.Space {
-		case nsStanzas:
+		case xmppstream.NSStanzas:
 			if c.XMLName.Local == "text" {
 				se.Text = clip(strings.TrimSpace(c.Content), 512)
 			} else if se.Condition == "" {
@@ -110,9 +119,4 @@ func (e *PublishForbiddenError) Error() string {
 
 func (e *PublishForbiddenError) Unwrap() error { return e.Err }
 
-func clip(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return s[:n] + "…"
-}
+func clip(s string, n int) string { return xmppstream.Clip(s, n) }

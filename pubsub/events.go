@@ -4,8 +4,6 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
-	"unicode"
-	"unicode/utf8"
 
 	"github.com/busylamp/busylamp/devstate"
 	"github.com/busylamp/busylamp/mwi"
@@ -59,11 +57,16 @@ type Deleted struct {
 // Presence reports a buddy's resource coming, changing or going.
 type Presence struct {
 	JID       string // full JID
-	Available bool
-	Online    bool   // the account still has an available resource after this presence
+	Available bool   // this resource is available
 	Show      string // "", chat, away, xa, dnd
 	Status    string
 	Priority  int
+	// Online says that after this presence the buddy's account (its bare
+	// JID) still has at least one available resource: false once its last
+	// resource went, or when an unavailable presence without a resource
+	// took them all (each of its events says false). The client's roster
+	// is the one owner of a buddy's resources; Buddies lists them.
+	Online bool
 }
 
 // OwnStatesRequest is a busylamp buddy asking for this server's own states;
@@ -124,12 +127,12 @@ type item struct {
 // EID is only an echo). Malformed or oversized ones are rejected with a
 // log line.
 func (p *parser) parseItem(node string, it *elem, keepOwn bool) item {
-	id := it.attr("id")
-	pl := it.firstChild()
+	id := it.Attr("id")
+	pl := it.FirstChild()
 	if pl == nil || pl.XMLName.Space != nsAsterisk {
 		return item{} // not ours: ignored silently, as PROTOCOL.md says
 	}
-	publisher := it.attr("publisher")
+	publisher := it.Attr("publisher")
 	if len(publisher) > 3071 {
 		publisher = ""
 	}
@@ -137,7 +140,7 @@ func (p *parser) parseItem(node string, it *elem, keepOwn bool) item {
 		p.reject("item id", "node", node, "id", clip(id, 64), "err", err)
 		return item{}
 	}
-	eid, err := devstate.ParseEID(strings.TrimSpace(pl.attr("eid")))
+	eid, err := devstate.ParseEID(strings.TrimSpace(pl.Attr("eid")))
 	if err != nil {
 		p.reject("payload eid", "node", node, "id", id, "err", err)
 		return item{}
@@ -158,18 +161,18 @@ func (p *parser) parseItem(node string, it *elem, keepOwn bool) item {
 			p.reject("unknown device state name, read as UNKNOWN", "node", node, "id", id, "state", text)
 		}
 		cachable := true
-		if pl.hasAttr("cachable") {
-			n, err := strconv.Atoi(strings.TrimSpace(pl.attr("cachable")))
+		if pl.HasAttr("cachable") {
+			n, err := strconv.Atoi(strings.TrimSpace(pl.Attr("cachable")))
 			if err != nil {
-				p.reject("payload cachable", "node", node, "id", id, "cachable", clip(pl.attr("cachable"), 16))
+				p.reject("payload cachable", "node", node, "id", id, "cachable", clip(pl.Attr("cachable"), 16))
 				return item{}
 			}
 			cachable = n != 0
 		}
 		return item{dev: &DeviceItem{Device: id, State: st, Cachable: cachable, EID: eid, Publisher: publisher}}
 	case "mailbox":
-		nw, err1 := count(pl.child("", "NEWMSGS"))
-		old, err2 := count(pl.child("", "OLDMSGS"))
+		nw, err1 := count(pl.Child("", "NEWMSGS"))
+		old, err2 := count(pl.Child("", "OLDMSGS"))
 		if err1 != nil || err2 != nil {
 			p.reject("mailbox counts", "node", node, "id", id, "new", err1, "old", err2)
 			return item{}
@@ -185,45 +188,33 @@ func count(e *elem) (int, error) {
 	}
 	s := strings.TrimSpace(e.Content)
 	if len(s) > 10 {
-		return 0, fmt.Errorf("out of range 0..%d", MaxCount)
+		return 0, fmt.Errorf("out of range 0..%d", mwi.MaxCount)
 	}
 	n, err := strconv.Atoi(s)
 	if err != nil {
 		return 0, fmt.Errorf("not a number")
 	}
-	if n < 0 || n > MaxCount {
-		return 0, fmt.Errorf("%d out of range 0..%d", n, MaxCount)
+	if n < 0 || n > mwi.MaxCount {
+		return 0, fmt.Errorf("%d out of range 0..%d", n, mwi.MaxCount)
 	}
 	return n, nil
 }
 
-// checkName bounds a device name, mailbox or item id: non-empty, at most
-// MaxNameLen bytes of UTF-8 without control characters.
-func checkName(s string) error {
-	switch {
-	case s == "":
-		return fmt.Errorf("empty")
-	case len(s) > MaxNameLen:
-		return fmt.Errorf("longer than %d bytes", MaxNameLen)
-	case !utf8.ValidString(s):
-		return fmt.Errorf("not UTF-8")
-	case strings.IndexFunc(s, unicode.IsControl) >= 0:
-		return fmt.Errorf("control character")
-	}
-	return nil
-}
+// checkName bounds a device name, mailbox or item id: devstate's one rule
+// for names.
+func checkName(s string) error { return devstate.CheckName(s) }
 
 // parseEvent reads a <message/> from the PubSub service. It returns the
 // events in document order.
 func (p *parser) parseEvent(msg *elem) []Event {
-	ev := msg.child(nsPubSubEvent, "event")
+	ev := msg.Child(nsPubSubEvent, "event")
 	if ev == nil {
 		return nil
 	}
 	var out []Event
 	for i := range ev.Nodes {
 		n := &ev.Nodes[i]
-		node := n.attr("node")
+		node := n.Attr("node")
 		switch n.XMLName.Local {
 		case "items":
 			if checkName(node) != nil {
@@ -241,7 +232,7 @@ func (p *parser) parseEvent(msg *elem) []Event {
 						out = append(out, MailboxEvent{Item: *it.mbox})
 					}
 				case "retract":
-					id := c.attr("id")
+					id := c.Attr("id")
 					if err := checkName(id); err != nil {
 						p.reject("retract id", "node", node, "err", err)
 						continue
@@ -263,6 +254,6 @@ func (p *parser) parseEvent(msg *elem) []Event {
 }
 
 // CheckName says why s cannot be a device name, mailbox or item id on the
-// wire (empty, too long, not UTF-8, a control character), or nil. The
-// agent refuses such names from its own input with the same rule.
-func CheckName(s string) error { return checkName(s) }
+// wire (empty, too long, not UTF-8, a control character), or nil: an
+// alias of devstate.CheckName, the one rule for names.
+func CheckName(s string) error { return devstate.CheckName(s) }

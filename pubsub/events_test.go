@@ -122,19 +122,6 @@ func flatKind(node string) Kind {
 	return KindUnknown
 }
 
-func TestReadElemBounds(t *testing.T) {
-	deep := strings.Repeat("<a>", maxDepth+1) + strings.Repeat("</a>", maxDepth+1)
-	if _, err := parseElem(deep); err != errTooDeep {
-		t.Errorf("deep nesting: err %v, want errTooDeep", err)
-	}
-	if _, err := parseElem("<a><b></a>"); err == nil {
-		t.Error("malformed XML parsed")
-	}
-	if _, err := parseElem("<a><b>"); err == nil {
-		t.Error("truncated XML parsed")
-	}
-}
-
 // Only the PubSub service may send notifications: a message with a forged
 // event from anyone else is dropped.
 func TestHandleMessageOnlyFromService(t *testing.T) {

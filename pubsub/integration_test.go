@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/busylamp/busylamp/devstate"
+	"github.com/busylamp/busylamp/internal/jid"
 	"github.com/busylamp/busylamp/internal/xmpptest"
 	"github.com/busylamp/busylamp/mwi"
 )
@@ -211,7 +212,7 @@ func unsubscribeAll(t *testing.T, p *peer) {
 		t.Fatal(err)
 	}
 	for _, n := range []string{NodeDevices, NodeMailboxes} {
-		if _, err := s.iq(context.Background(), "set", p.cfg.Service, unsubscribeRequest(n, bareOf(p.cfg.JID))); err != nil {
+		if _, err := s.iq(context.Background(), "set", p.cfg.Service, unsubscribeRequest(n, jid.Bare(p.cfg.JID))); err != nil {
 			t.Fatalf("unsubscribe %s: %v", n, err)
 		}
 	}
@@ -246,7 +247,7 @@ func TestPublishSubscribe(t *testing.T) {
 		if got.EID != ca.EID || !got.Cachable {
 			t.Errorf("B got %+v", got)
 		}
-		if got.Publisher == "" || bareOf(got.Publisher) != bareOf(aj) {
+		if got.Publisher == "" || jid.Bare(got.Publisher) != jid.Bare(aj) {
 			t.Errorf("publisher %q, want %s (itemreply / expose_publisher)", got.Publisher, aj)
 		}
 		a.c.PublishDevice(dev, devstate.Ringing, false) // cachable=0: publish-options
@@ -265,7 +266,7 @@ func TestPublishSubscribe(t *testing.T) {
 		var seen bool
 		for _, bd := range b.c.Buddies() {
 			for _, r := range bd.Resources {
-				if bd.JID == bareOf(aj) && r.Resource == "astvoip1" && r.Show == "dnd" && r.Priority == 5 {
+				if bd.JID == jid.Bare(aj) && r.Resource == "astvoip1" && r.Show == "dnd" && r.Priority == 5 {
 					seen = true
 				}
 			}
@@ -540,7 +541,7 @@ func TestCreateForbiddenIsHelpful(t *testing.T) {
 			t.Fatalf("create by a plain account: %v (%T), want CreateForbiddenError", err, err)
 		}
 		msg := err.Error()
-		for _, want := range []string{bareOf(cj), srv.Service, "admins = {", "prosody.cfg.lua", "access_createnode"} {
+		for _, want := range []string{jid.Bare(cj), srv.Service, "admins = {", "prosody.cfg.lua", "access_createnode"} {
 			if !strings.Contains(msg, want) {
 				t.Errorf("error %q does not mention %q", msg, want)
 			}

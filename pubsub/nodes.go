@@ -3,32 +3,24 @@ package pubsub
 import (
 	"context"
 	"fmt"
+
+	"github.com/busylamp/busylamp/internal/jid"
 )
 
-// createCall lets concurrent publishes that all met item-not-found share
-// one creation of the node.
-type createCall struct {
-	done chan struct{}
-	err  error
+// ensureNode creates node (a leaf of coll in XEP-0248 mode, else the flat
+// node) with every buddy as owner; an existing node is fine. Concurrent
+// publishes that all met item-not-found share one creation.
+func (c *Client) ensureNode(ctx context.Context, s *session, node, coll string) error {
+	// Do runs the creation on the first caller's goroutine (no goroutine
+	// of its own to outlive the session); the others wait for its result,
+	// at most its IQ timeouts, or until the session ends.
+	_, err, _ := c.creating.Do(node, func() (any, error) {
+		return nil, c.createShared(ctx, s, node, coll)
+	})
+	return err
 }
 
-// ensureNode creates node (a leaf of coll in XEP-0248 mode, else the flat
-// node) with every buddy as owner; an existing node is fine.
-func (c *Client) ensureNode(ctx context.Context, s *session, node, coll string) error {
-	c.mu.Lock()
-	if call, ok := c.creating[node]; ok {
-		c.mu.Unlock()
-		select {
-		case <-call.done:
-			return call.err
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-	}
-	call := &createCall{done: make(chan struct{})}
-	c.creating[node] = call
-	c.mu.Unlock()
-
+func (c *Client) createShared(ctx context.Context, s *session, node, coll string) error {
 	kind := flatNode
 	switch {
 	case c.s.CollectionNodes && node == coll:
@@ -38,8 +30,9 @@ func (c *Client) ensureNode(ctx context.Context, s *session, node, coll string) 
 	}
 	err := c.create(ctx, s, node, kind, coll)
 	if IsCondition(err, "conflict") {
-		err = nil // someone else was quicker
-	} else if err == nil {
+		return nil // someone else was quicker
+	}
+	if err == nil {
 		c.s.log.Info("created PubSub node", "node", node, "service", c.s.Service)
 		if node == coll && c.sessionIs(s) {
 			// A node that was deleted under a running session took the
@@ -49,11 +42,6 @@ func (c *Client) ensureNode(ctx context.Context, s *session, node, coll string) 
 			}
 		}
 	}
-	call.err = err
-	c.mu.Lock()
-	delete(c.creating, node)
-	c.mu.Unlock()
-	close(call.done)
 	return err
 }
 
@@ -67,7 +55,7 @@ func (c *Client) create(ctx context.Context, s *session, node string, kind nodeK
 		}
 		return fmt.Errorf("create node %s on %s: %w", node, c.s.Service, err)
 	}
-	owners := c.wantedBuddies()
+	owners := c.roster.wanted()
 	if len(owners) == 0 {
 		return nil
 	}
@@ -92,9 +80,9 @@ func (c *Client) checkSubscriptions(ctx context.Context, s *session) error {
 			continue // a service that cannot tell: nothing to check
 		}
 		ok := false
-		for _, sub := range res.child(nsPubSub, "pubsub").child("", "subscriptions").children("", "subscription") {
-			if sameJID(sub.attr("jid"), c.s.bare) && sub.attr("subscription") == "subscribed" &&
-				(sub.attr("node") == "" || sub.attr("node") == node) {
+		for _, sub := range res.Child(nsPubSub, "pubsub").Child("", "subscriptions").Children("", "subscription") {
+			if jid.Equal(sub.Attr("jid"), c.s.bare) && sub.Attr("subscription") == "subscribed" &&
+				(sub.Attr("node") == "" || sub.Attr("node") == node) {
 				ok = true
 			}
 		}
@@ -128,7 +116,7 @@ func (c *Client) subscribe(ctx context.Context, s *session, node string) error {
 		// The node may have been created by someone else, or auto-created
 		// by ejabberd on a publish with its default configuration: make
 		// sure every buddy is an owner (needs this account to be one).
-		if owners := c.wantedBuddies(); len(owners) > 0 {
+		if owners := c.roster.wanted(); len(owners) > 0 {
 			if _, err := s.iq(ctx, "set", c.s.Service, ownersRequest(node, owners)); err != nil {
 				c.s.log.Info("could not make the buddies owners of the node (this account is no owner?)", "node", node, "err", err)
 			}
@@ -153,7 +141,7 @@ const (
 	maxPages = 2000
 	// maxUnpaged is the most items a service that does not page sends
 	// (max_items): at the largest item (a 256-byte id, escaped) it keeps
-	// the answer under maxStanza.
+	// the answer under xmppstream's bound on a stanza (4 MiB).
 	maxUnpaged = 3000
 )
 
@@ -167,11 +155,11 @@ func (c *Client) fetchItems(ctx context.Context, s *session, node string) ([]Dev
 		if err != nil {
 			return nil, nil, fmt.Errorf("items of %s: %w", node, err)
 		}
-		ps := res.child(nsPubSub, "pubsub")
-		items := ps.child("", "items").children("", "item")
+		ps := res.Child(nsPubSub, "pubsub")
+		items := ps.Child("", "items").Children("", "item")
 		for _, it := range items {
 			// A server that ignores RSM answers every page alike.
-			if id := it.attr("id"); seen[id] {
+			if id := it.Attr("id"); seen[id] {
 				continue
 			} else {
 				seen[id] = true
@@ -184,8 +172,8 @@ func (c *Client) fetchItems(ctx context.Context, s *session, node string) ([]Dev
 			}
 		}
 		last := ""
-		if set := ps.child(nsRSM, "set"); set != nil {
-			last = set.child("", "last").text()
+		if set := ps.Child(nsRSM, "set"); set != nil {
+			last = set.Child("", "last").Text()
 		} else if page == 0 && len(items) >= maxUnpaged && !s.unpagedNoted.Swap(true) {
 			c.s.log.Info("the PubSub service does not page items (Prosody): read the newest of them only; "+
 				"busylamp buddies send the rest of their states, an Asterisk node's other devices show when they change",
@@ -243,8 +231,8 @@ func (c *Client) listNodes(ctx context.Context, s *session, parent string) ([]st
 		return nil, fmt.Errorf("list nodes of %s under %q: %w", c.s.Service, parent, err)
 	}
 	var out []string
-	for _, it := range res.child(nsDiscoItems, "query").children("", "item") {
-		if n := it.attr("node"); n != "" && len(out) < maxListed {
+	for _, it := range res.Child(nsDiscoItems, "query").Children("", "item") {
+		if n := it.Attr("node"); n != "" && len(out) < maxListed {
 			out = append(out, n)
 		}
 	}

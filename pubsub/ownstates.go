@@ -3,7 +3,6 @@ package pubsub
 import (
 	"context"
 	"crypto/rand"
-	"crypto/tls"
 	"encoding/hex"
 	"encoding/xml"
 	"errors"
@@ -14,6 +13,7 @@ import (
 	"time"
 
 	"github.com/busylamp/busylamp/devstate"
+	"github.com/busylamp/busylamp/internal/jid"
 	"github.com/busylamp/busylamp/mwi"
 )
 
@@ -136,14 +136,14 @@ func chunk(ans *answer, tok string, off int) *statesResult {
 }
 
 func (c *Client) handleOwnStatesRequest(s *session, e, q *elem) {
-	from := e.attr("from")
-	if !c.isBuddy(bareOf(from)) {
+	from := e.Attr("from")
+	if !c.roster.isBuddy(jid.Bare(from)) {
 		s.replyError(e, "auth", "forbidden", "403")
 		return
 	}
-	after := q.attr("after")
+	after := q.Attr("after")
 	if after == "" {
-		c.q.push(s.ctx.Done(), OwnStatesRequest{From: from, ID: e.attr("id"), sess: s})
+		c.q.push(s.ctx.Done(), OwnStatesRequest{From: from, ID: e.Attr("id"), sess: s})
 		return
 	}
 	tok, offs, _ := strings.Cut(after, ":")
@@ -196,11 +196,11 @@ func (c *Client) RequestOwnStates(ctx context.Context, fullJID string) ([]Device
 			}
 			return nil, nil, fmt.Errorf("own states of %s: %w", fullJID, err)
 		}
-		st := res.child(NSOwnStates, "states")
+		st := res.Child(NSOwnStates, "states")
 		if st == nil {
 			return nil, nil, fmt.Errorf("own states of %s: %w (empty answer)", fullJID, ErrOwnStatesUnsupported)
 		}
-		for _, d := range st.children("", "device") {
+		for _, d := range st.Children("", "device") {
 			it, err := parseOwnDevice(d)
 			if err != nil {
 				c.parse.reject("own-states device", "from", fullJID, "err", err)
@@ -208,7 +208,7 @@ func (c *Client) RequestOwnStates(ctx context.Context, fullJID string) ([]Device
 			}
 			devs = append(devs, it)
 		}
-		for _, m := range st.children("", "mailbox") {
+		for _, m := range st.Children("", "mailbox") {
 			it, err := parseOwnMailbox(m)
 			if err != nil {
 				c.parse.reject("own-states mailbox", "from", fullJID, "err", err)
@@ -217,7 +217,7 @@ func (c *Client) RequestOwnStates(ctx context.Context, fullJID string) ([]Device
 			mboxes = append(mboxes, it)
 		}
 		total = len(devs) + len(mboxes)
-		next := st.attr("next")
+		next := st.Attr("next")
 		if next == "" {
 			break
 		}
@@ -230,32 +230,32 @@ func (c *Client) RequestOwnStates(ctx context.Context, fullJID string) ([]Device
 }
 
 func parseOwnDevice(d *elem) (DeviceItem, error) {
-	name := d.attr("name")
+	name := d.Attr("name")
 	if err := checkName(name); err != nil {
 		return DeviceItem{}, fmt.Errorf("name: %w", err)
 	}
-	eid, err := devstate.ParseEID(d.attr("eid"))
+	eid, err := devstate.ParseEID(d.Attr("eid"))
 	if err != nil {
 		return DeviceItem{}, err
 	}
-	st, ok := devstate.Parse(d.attr("state"))
+	st, ok := devstate.Parse(d.Attr("state"))
 	if !ok {
-		return DeviceItem{}, fmt.Errorf("device %s: unknown state %q", name, clip(d.attr("state"), 32))
+		return DeviceItem{}, fmt.Errorf("device %s: unknown state %q", name, clip(d.Attr("state"), 32))
 	}
-	return DeviceItem{Device: name, State: st, Cachable: d.attr("cachable") != "0", EID: eid}, nil
+	return DeviceItem{Device: name, State: st, Cachable: d.Attr("cachable") != "0", EID: eid}, nil
 }
 
 func parseOwnMailbox(m *elem) (MailboxItem, error) {
-	name := m.attr("name")
+	name := m.Attr("name")
 	if err := checkName(name); err != nil {
 		return MailboxItem{}, fmt.Errorf("name: %w", err)
 	}
-	eid, err := devstate.ParseEID(m.attr("eid"))
+	eid, err := devstate.ParseEID(m.Attr("eid"))
 	if err != nil {
 		return MailboxItem{}, err
 	}
-	nw, err1 := count(&elem{Content: m.attr("new")})
-	old, err2 := count(&elem{Content: m.attr("old")})
+	nw, err1 := count(&elem{Content: m.Attr("new")})
+	old, err2 := count(&elem{Content: m.Attr("old")})
 	if err := errors.Join(err1, err2); err != nil {
 		return MailboxItem{}, fmt.Errorf("mailbox %s: %w", name, err)
 	}
@@ -287,6 +287,3 @@ func discoInfoResult() *discoInfo {
 	}
 	return d
 }
-
-func tlsVersionName(v uint16) string { return tls.VersionName(v) }
-func tlsCipherName(id uint16) string { return tls.CipherSuiteName(id) }

@@ -69,28 +69,38 @@ func transient(err error) bool {
 type publisher struct {
 	window int
 	kick   chan struct{}
+	after  afterFunc // the retry timers' clock
 
 	mu        sync.Mutex
 	latest    map[pubKey]pubValue
 	order     *list.List // of pubKey, oldest first
 	elems     map[pubKey]*list.Element
-	busy      map[pubKey]bool     // in flight
-	retrying  map[pubKey]pubValue // failed, waiting to be tried again; a newer put cancels
+	busy      map[pubKey]bool        // in flight
+	retrying  map[pubKey]pubValue    // failed, waiting to be tried again; a newer put cancels
+	timers    map[pubKey]func() bool // the retry timer of each key in retrying: its stop
 	published uint64
 	coalesced uint64
 	errors    uint64
 }
 
+// afterFunc starts a timer that calls f after d and returns what stops
+// it (true when that kept f from running). It is time.AfterFunc by
+// default; tests put a clock of their own, so that they wait on the
+// retries instead of sleeping.
+type afterFunc func(d time.Duration, f func()) (stop func() bool)
+
+func realAfter(d time.Duration, f func()) func() bool { return time.AfterFunc(d, f).Stop }
+
 func newPublisher(window int) *publisher {
-	return &publisher{window: window, kick: make(chan struct{}, 1), latest: map[pubKey]pubValue{},
+	return &publisher{window: window, kick: make(chan struct{}, 1), after: realAfter, latest: map[pubKey]pubValue{},
 		order: list.New(), elems: map[pubKey]*list.Element{}, busy: map[pubKey]bool{},
-		retrying: map[pubKey]pubValue{}}
+		retrying: map[pubKey]pubValue{}, timers: map[pubKey]func() bool{}}
 }
 
 // put queues v as the newest value of k.
 func (p *publisher) put(k pubKey, v pubValue) {
 	p.mu.Lock()
-	delete(p.retrying, k) // the newer value replaces a failed older one
+	p.cancelRetryLocked(k) // the newer value replaces a failed older one
 	if _, ok := p.latest[k]; ok {
 		p.coalesced++
 	} else {
@@ -112,11 +122,45 @@ func (p *publisher) requeue(k pubKey, v pubValue) {
 	p.mu.Unlock()
 }
 
-// failed records a value to be tried again after a transient failure.
-func (p *publisher) failed(k pubKey, v pubValue) {
+// failed records a value to be tried again after delay, following a
+// transient failure, unless a newer value is already pending.
+func (p *publisher) failed(k pubKey, v pubValue, delay time.Duration) {
 	p.mu.Lock()
-	if _, newer := p.latest[k]; !newer {
-		p.retrying[k] = v
+	defer p.mu.Unlock()
+	if _, newer := p.latest[k]; newer {
+		return
+	}
+	p.cancelRetryLocked(k)
+	p.retrying[k] = v
+	// Started under mu: retry takes mu, so the timer cannot fire before
+	// its stop is recorded.
+	p.timers[k] = p.after(delay, func() { p.retry(k) })
+}
+
+// cancelRetryLocked forgets k's failed value and stops its timer.
+func (p *publisher) cancelRetryLocked(k pubKey) {
+	if stop, ok := p.timers[k]; ok {
+		stop()
+		delete(p.timers, k)
+	}
+	delete(p.retrying, k)
+}
+
+// stopRetries stops every retry timer and queues the values they waited
+// with, for the next session (the session ended: nothing of it may go on
+// running).
+func (p *publisher) stopRetries() {
+	p.mu.Lock()
+	for k, stop := range p.timers {
+		stop()
+		delete(p.timers, k)
+	}
+	for k, v := range p.retrying {
+		delete(p.retrying, k)
+		if _, newer := p.latest[k]; !newer {
+			p.elems[k] = p.order.PushBack(k)
+			p.latest[k] = v
+		}
 	}
 	p.mu.Unlock()
 }
@@ -127,6 +171,7 @@ func (p *publisher) retry(k pubKey) {
 	p.mu.Lock()
 	v, ok := p.retrying[k]
 	delete(p.retrying, k)
+	delete(p.timers, k)
 	if ok {
 		p.elems[k] = p.order.PushBack(k)
 		p.latest[k] = v
@@ -197,7 +242,14 @@ func (p *publisher) stats() Stats {
 // publish (in order, on this goroutine) and returns what waits for its
 // answer; that runs on its own goroutine (at most window of them), so an
 // item-not-found can create the node and retry without holding up others.
-func (p *publisher) run(ctx context.Context, wg *sync.WaitGroup, start func(pubKey, pubValue) func(context.Context) error) {
+// When ctx is done run waits for those, stops the retry timers and keeps
+// their values pending, then returns.
+func (p *publisher) run(ctx context.Context, start func(pubKey, pubValue) func(context.Context) error) {
+	var wg sync.WaitGroup
+	defer func() {
+		wg.Wait()
+		p.stopRetries()
+	}()
 	for {
 		for ctx.Err() == nil {
 			k, v, ok := p.take()
@@ -215,8 +267,7 @@ func (p *publisher) run(ctx context.Context, wg *sync.WaitGroup, start func(pubK
 					p.requeue(k, v)
 				case transient(err) && v.tries+1 < maxPublishTries:
 					v.tries++
-					p.failed(k, v)
-					time.AfterFunc(time.Duration(v.tries)*retryDelay, func() { p.retry(k) })
+					p.failed(k, v, time.Duration(v.tries)*retryDelay)
 				}
 				p.done(k, err != nil)
 			}()
@@ -262,8 +313,8 @@ func (c *Client) PublishMailbox(mailbox string, counts mwi.Counts) {
 		c.s.log.Warn("not publishing mailbox", "mailbox", clip(mailbox, 64), "err", err)
 		return
 	}
-	if counts.New < 0 || counts.Old < 0 || counts.New > MaxCount || counts.Old > MaxCount {
-		c.s.log.Warn("not publishing mailbox: counts out of range", "mailbox", mailbox, "new", counts.New, "old", counts.Old)
+	if err := counts.Check(); err != nil {
+		c.s.log.Warn("not publishing mailbox: counts out of range", "mailbox", mailbox, "new", counts.New, "old", counts.Old, "err", err)
 		return
 	}
 	c.pub.put(pubKey{mailbox: true, name: mailbox}, pubValue{mbox: MailboxItem{Mailbox: mailbox, Counts: counts, EID: c.s.EID}})

@@ -133,7 +133,7 @@ func TestPublisherRunWindow(t *testing.T) {
 		}
 	}
 	wg.Add(1)
-	go func() { defer wg.Done(); p.run(ctx, &wg, send) }()
+	go func() { defer wg.Done(); p.run(ctx, send) }()
 	for i := 0; i < 1000; i++ {
 		p.put(devValue(fmt.Sprintf("d%d", i%10), devstate.State(i%9)))
 	}
@@ -176,10 +176,12 @@ func TestEventQueueHoldRelease(t *testing.T) {
 	q.hold()
 	q.push(ctx.Done(), Presence{JID: "a@b/1"})
 	q.push(ctx.Done(), Presence{JID: "a@b/2"})
-	select {
-	case ev := <-out:
-		t.Fatalf("held event delivered: %#v", ev)
-	case <-time.After(20 * time.Millisecond):
+	// push has put both among the held events (run never takes those).
+	q.mu.Lock()
+	held, queued := len(q.held), len(q.q)
+	q.mu.Unlock()
+	if held != 2 || queued != 0 || len(out) != 0 {
+		t.Fatalf("while holding: %d held, %d queued, %d delivered; want 2, 0, 0", held, queued, len(out))
 	}
 	q.release(Connected{JID: "me"})
 	want := []Event{Connected{JID: "me"}, Presence{JID: "a@b/1"}, Presence{JID: "a@b/2"}}
@@ -224,53 +226,169 @@ func TestEventQueueBackPressure(t *testing.T) {
 	}
 }
 
+// fakeClock is the publisher's retry clock in tests: timers fire when the
+// test says so, and each one started is announced on started.
+type fakeClock struct {
+	mu      sync.Mutex
+	timers  []*fakeTimer
+	started chan *fakeTimer
+}
+
+type fakeTimer struct {
+	clk     *fakeClock
+	d       time.Duration
+	f       func()
+	stopped bool
+	fired   bool
+}
+
+func newFakeClock() *fakeClock { return &fakeClock{started: make(chan *fakeTimer, 64)} }
+
+func (c *fakeClock) after(d time.Duration, f func()) func() bool {
+	t := &fakeTimer{clk: c, d: d, f: f}
+	c.mu.Lock()
+	c.timers = append(c.timers, t)
+	c.mu.Unlock()
+	c.started <- t
+	return func() bool {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		live := !t.stopped && !t.fired
+		t.stopped = true
+		return live
+	}
+}
+
+// fire runs t's function unless it was stopped; it reports whether it ran.
+func (t *fakeTimer) fire() bool {
+	t.clk.mu.Lock()
+	run := !t.stopped && !t.fired
+	t.fired = true
+	t.clk.mu.Unlock()
+	if run {
+		t.f()
+	}
+	return run
+}
+
+// live counts the timers neither fired nor stopped.
+func (c *fakeClock) live() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	n := 0
+	for _, t := range c.timers {
+		if !t.stopped && !t.fired {
+			n++
+		}
+	}
+	return n
+}
+
+func (c *fakeClock) next(t *testing.T) *fakeTimer {
+	t.Helper()
+	select {
+	case tm := <-c.started:
+		return tm
+	case <-time.After(10 * time.Second):
+		t.Fatal("no retry timer started")
+		return nil
+	}
+}
+
 // A transient failure (the server was busy) is tried again until it goes
 // through; a permanent one is not; a newer value supersedes a retry.
 func TestPublisherRetriesTransientFailures(t *testing.T) {
 	p := newPublisher(4)
+	clk := newFakeClock()
+	p.after = clk.after
 	var mu sync.Mutex
 	attempts := map[string]int{}
 	var sent []string
+	answered := make(chan string, 64) // every attempt, once answered: "name=ok" or "name=err"
 	start := func(k pubKey, v pubValue) func(context.Context) error {
 		return func(context.Context) error {
-			mu.Lock()
-			defer mu.Unlock()
-			attempts[k.name]++
-			switch {
-			case k.name == "busy" && attempts[k.name] < 3:
-				return &StanzaError{Type: "wait", Condition: "internal-server-error"}
-			case k.name == "denied":
-				return &StanzaError{Type: "auth", Condition: "forbidden"}
-			case k.name == "slow" && attempts[k.name] == 1:
-				return fmt.Errorf("publish: %w", ErrTimeout)
+			err := func() error {
+				mu.Lock()
+				defer mu.Unlock()
+				attempts[k.name]++
+				switch {
+				case k.name == "busy" && attempts[k.name] < 3:
+					return &StanzaError{Type: "wait", Condition: "internal-server-error"}
+				case k.name == "denied":
+					return &StanzaError{Type: "auth", Condition: "forbidden"}
+				case k.name == "slow" && attempts[k.name] == 1:
+					return fmt.Errorf("publish: %w", ErrTimeout)
+				}
+				sent = append(sent, fmt.Sprintf("%s=%v", k.name, v.dev.State))
+				return nil
+			}()
+			if err != nil {
+				answered <- k.name + "=err"
+			} else {
+				answered <- k.name + "=ok"
 			}
-			sent = append(sent, fmt.Sprintf("%s=%v", k.name, v.dev.State))
-			return nil
+			return err
+		}
+	}
+	wait := func(want ...string) {
+		t.Helper()
+		got := map[string]int{}
+		for _, w := range want {
+			got[w]++
+		}
+		for n := len(want); n > 0; n-- {
+			select {
+			case a := <-answered:
+				if got[a] == 0 {
+					t.Fatalf("attempt %s, want one of %v", a, want)
+				}
+				got[a]--
+			case <-time.After(10 * time.Second):
+				t.Fatalf("attempts %v not all answered", want)
+			}
 		}
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
 	done := make(chan struct{})
-	go func() { p.run(ctx, &wg, start); close(done) }()
+	go func() { p.run(ctx, start); close(done) }()
 	p.put(devValue("busy", devstate.InUse))
 	p.put(devValue("denied", devstate.InUse))
 	p.put(devValue("slow", devstate.Ringing))
-	time.Sleep(50 * time.Millisecond) // the first attempt of slow fails
-	p.put(devValue("slow", devstate.Busy))
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		mu.Lock()
-		n := len(sent)
-		mu.Unlock()
-		if n >= 2 || time.Now().After(deadline) {
-			break
-		}
-		time.Sleep(10 * time.Millisecond)
+	wait("busy=err", "denied=err", "slow=err")
+	// Two retry timers, busy's and slow's in either order (denied is not
+	// transient).
+	t1, t2 := clk.next(t), clk.next(t)
+	if t1.d != retryDelay || t2.d != retryDelay {
+		t.Fatalf("first retries after %v and %v, want %v", t1.d, t2.d, retryDelay)
 	}
-	time.Sleep(300 * time.Millisecond) // room for a wrong extra retry
+	// A newer value of slow stops its retry and goes out at once.
+	p.put(devValue("slow", devstate.Busy))
+	wait("slow=ok")
+	if clk.live() != 1 {
+		t.Fatalf("%d retry timers live, want 1 (busy's; slow's stopped by the newer value)", clk.live())
+	}
+	// Firing both runs one retry: busy's (slow's was stopped).
+	ran := 0
+	for _, tm := range []*fakeTimer{t1, t2} {
+		if tm.fire() {
+			ran++
+		}
+	}
+	if ran != 1 {
+		t.Fatalf("%d timers ran, want 1", ran)
+	}
+	wait("busy=err")
+	second := clk.next(t)
+	if second.d != 2*retryDelay {
+		t.Fatalf("second retry after %v, want %v", second.d, 2*retryDelay)
+	}
+	second.fire()
+	wait("busy=ok")
+	if n := clk.live(); n != 0 {
+		t.Fatalf("%d retry timers left after every publish went through", n)
+	}
 	cancel()
 	<-done
-	wg.Wait()
 	mu.Lock()
 	defer mu.Unlock()
 	if fmt.Sprint(sent) != "[slow=BUSY busy=INUSE]" {
@@ -278,6 +396,48 @@ func TestPublisherRetriesTransientFailures(t *testing.T) {
 	}
 	if attempts["denied"] != 1 || attempts["busy"] != 3 || attempts["slow"] != 2 {
 		t.Fatalf("attempts %v", attempts)
+	}
+	select {
+	case a := <-answered:
+		t.Fatalf("extra attempt %s", a)
+	default:
+	}
+}
+
+// When the session ends, the retry timers are stopped (nothing of the
+// session goes on running) and the values they waited with stay pending
+// for the next session.
+func TestPublisherStopsRetriesOnShutdown(t *testing.T) {
+	p := newPublisher(4)
+	clk := newFakeClock()
+	p.after = clk.after
+	answered := make(chan struct{}, 4)
+	start := func(pubKey, pubValue) func(context.Context) error {
+		return func(context.Context) error {
+			answered <- struct{}{}
+			return &StanzaError{Type: "wait", Condition: "resource-constraint"}
+		}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { p.run(ctx, start); close(done) }()
+	p.put(devValue("busy", devstate.InUse))
+	<-answered
+	tm := clk.next(t)
+	cancel()
+	<-done
+	if clk.live() != 0 {
+		t.Fatal("retry timer still live after run returned")
+	}
+	if tm.fire() {
+		t.Fatal("the stopped timer ran")
+	}
+	if st := p.stats(); st.Pending != 1 || st.InFlight != 0 {
+		t.Fatalf("stats %+v, want the value pending", st)
+	}
+	k, v, ok := p.take()
+	if !ok || k.name != "busy" || v.tries != 1 {
+		t.Fatalf("next session takes %v %+v %v", k, v, ok)
 	}
 }
 

@@ -2,16 +2,15 @@ package pubsub
 
 import (
 	"context"
-	"errors"
-	"fmt"
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
-	"encoding/xml"
-
 	"gosrc.io/xmpp/stanza"
+
+	"github.com/busylamp/busylamp/internal/jid"
 )
 
 // maxRoster bounds the roster contacts and resources tracked.
@@ -47,19 +46,39 @@ type Resource struct {
 	Since    time.Time
 }
 
-// Buddies lists the configured buddies sorted by JID, with the resources
-// their presence announced.
-func (c *Client) Buddies() []Buddy {
-	c.mu.Lock()
-	defer c.mu.Unlock()
+// roster is the buddies' side of the client: the configured buddies, the
+// account's roster contacts (autoregister, autoprune, auth_policy), and
+// the resources each buddy's presence announced. It is the one owner of a
+// buddy's resources. Its mutex is held briefly, never across I/O.
+type roster struct {
+	s *settings
+
+	mu      sync.Mutex
+	buddies map[string]*buddy // wanted buddies and roster contacts, by bare JID
+	affDue  map[string]bool   // buddies added while disconnected: owner affiliation still to set
+}
+
+func newRoster(s *settings) *roster {
+	r := &roster{s: s, buddies: map[string]*buddy{}, affDue: map[string]bool{}}
+	for _, b := range s.buddies {
+		r.buddies[b] = &buddy{wanted: true}
+	}
+	return r
+}
+
+// list is the configured buddies sorted by JID, with the resources their
+// presence announced.
+func (r *roster) list() []Buddy {
+	r.mu.Lock()
+	defer r.mu.Unlock()
 	var out []Buddy
-	for bare, b := range c.buddies {
+	for bare, b := range r.buddies {
 		if !b.wanted {
 			continue
 		}
 		v := Buddy{JID: bare, InRoster: b.inRoster, Subscription: b.subscription, Pending: b.ask == "subscribe"}
-		for _, r := range b.resources {
-			v.Resources = append(v.Resources, r)
+		for _, res := range b.resources {
+			v.Resources = append(v.Resources, res)
 		}
 		sort.Slice(v.Resources, func(i, j int) bool { return v.Resources[i].Resource < v.Resources[j].Resource })
 		out = append(out, v)
@@ -68,11 +87,12 @@ func (c *Client) Buddies() []Buddy {
 	return out
 }
 
-func (c *Client) wantedBuddies() []string {
-	c.mu.Lock()
-	defer c.mu.Unlock()
+// wanted is the configured buddies' bare JIDs, sorted.
+func (r *roster) wanted() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
 	var out []string
-	for bare, b := range c.buddies {
+	for bare, b := range r.buddies {
 		if b.wanted {
 			out = append(out, bare)
 		}
@@ -81,11 +101,80 @@ func (c *Client) wantedBuddies() []string {
 	return out
 }
 
-func (c *Client) isBuddy(bare string) bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	b := c.buddies[bare]
+func (r *roster) isBuddy(bare string) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	b := r.buddies[bare]
 	return b != nil && b.wanted
+}
+
+// clearResources forgets every buddy's resources: the session that
+// announced them is gone.
+func (r *roster) clearResources() {
+	r.mu.Lock()
+	for _, b := range r.buddies {
+		b.resources = nil
+	}
+	r.mu.Unlock()
+}
+
+// want makes bare a buddy. It reports whether it was not one yet, and
+// whether its roster entry and its presence subscription are still to be
+// asked for (autoregister). Its owner affiliation is due until affDone.
+func (r *roster) want(bare string) (added, needAdd, needSub bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	b := r.buddies[bare]
+	if b == nil {
+		b = &buddy{}
+		r.buddies[bare] = b
+	}
+	if b.wanted {
+		return false, false, false
+	}
+	b.wanted = true
+	r.affDue[bare] = true
+	return true, r.s.AutoRegister && !b.inRoster, r.s.AutoRegister && !subscribedTo(b)
+}
+
+// unwant stops treating bare as a buddy; it reports whether it was one,
+// and whether it has a roster entry to remove.
+func (r *roster) unwant(bare string) (removed, inRoster bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	b := r.buddies[bare]
+	if b == nil || !b.wanted {
+		return false, false
+	}
+	b.wanted, b.resources = false, nil
+	delete(r.affDue, bare)
+	if !b.inRoster {
+		delete(r.buddies, bare)
+	}
+	return true, b.inRoster
+}
+
+// due is the buddies whose owner affiliation is still to be set, sorted.
+func (r *roster) due() []string {
+	r.mu.Lock()
+	var due []string
+	for bare := range r.affDue {
+		due = append(due, bare)
+	}
+	r.mu.Unlock()
+	sort.Strings(due)
+	return due
+}
+
+func (r *roster) affDone(bare string) {
+	r.mu.Lock()
+	delete(r.affDue, bare)
+	r.mu.Unlock()
+}
+
+// subscribedTo reports whether we have, or have asked for, b's presence.
+func subscribedTo(b *buddy) bool {
+	return b.subscription == "to" || b.subscription == "both" || b.ask == "subscribe"
 }
 
 func (c *Client) ownPresence() stanza.Presence {
@@ -100,43 +189,43 @@ func presenceTo(to, typ string) stanza.Presence {
 	return stanza.NewPresence(stanza.Attrs{To: to, Type: stanza.StanzaType(typ)})
 }
 
-// syncRoster fetches the roster and applies autoregister and autoprune.
-func (c *Client) syncRoster(ctx context.Context, s *session) error {
+// sync fetches the roster and applies autoregister and autoprune.
+func (r *roster) sync(ctx context.Context, s *session) error {
 	res, err := s.iq(ctx, "get", "", &rosterGet{})
 	if err != nil {
 		return err
 	}
-	c.mu.Lock()
-	for bare, b := range c.buddies {
+	r.mu.Lock()
+	for bare, b := range r.buddies {
 		b.inRoster, b.subscription, b.ask = false, "", ""
 		if !b.wanted {
-			delete(c.buddies, bare)
+			delete(r.buddies, bare)
 		}
 	}
-	for _, it := range res.child(nsRoster, "query").children("", "item") {
-		c.rosterItemLocked(it)
+	for _, it := range res.Child(nsRoster, "query").Children("", "item") {
+		r.itemLocked(it)
 	}
 	var add, subscribe, prune []string
-	for bare, b := range c.buddies {
+	for bare, b := range r.buddies {
 		switch {
-		case b.wanted && c.s.AutoRegister:
+		case b.wanted && r.s.AutoRegister:
 			if !b.inRoster {
 				add = append(add, bare)
 			}
-			if b.subscription != "to" && b.subscription != "both" && b.ask != "subscribe" {
+			if !subscribedTo(b) {
 				subscribe = append(subscribe, bare)
 			}
-		case !b.wanted && c.s.AutoPrune:
+		case !b.wanted && r.s.AutoPrune:
 			prune = append(prune, bare)
 		}
 	}
-	c.mu.Unlock()
+	r.mu.Unlock()
 	sort.Strings(add)
 	sort.Strings(subscribe)
 	sort.Strings(prune)
 	for _, bare := range add {
 		if _, err := s.iq(ctx, "set", "", &rosterSet{Item: stanza.RosterItem{Jid: bare}}); err != nil {
-			c.s.log.Warn("could not add buddy to the roster", "buddy", bare, "err", err)
+			r.s.log.Warn("could not add buddy to the roster", "buddy", bare, "err", err)
 		}
 	}
 	for _, bare := range subscribe {
@@ -145,267 +234,133 @@ func (c *Client) syncRoster(ctx context.Context, s *session) error {
 		}
 	}
 	for _, bare := range prune {
-		c.s.log.Info("autoprune: removing roster entry that is not a buddy", "jid", bare)
+		r.s.log.Info("autoprune: removing roster entry that is not a buddy", "jid", bare)
 		if _, err := s.iq(ctx, "set", "", &rosterSet{Item: stanza.RosterItem{Jid: bare, Subscription: "remove"}}); err != nil {
-			c.s.log.Warn("could not remove roster entry", "jid", bare, "err", err)
+			r.s.log.Warn("could not remove roster entry", "jid", bare, "err", err)
 		}
 	}
 	return nil
 }
 
-// rosterItemLocked applies one roster <item/> (from the fetch or a push).
-func (c *Client) rosterItemLocked(it *elem) {
-	bare := bareOf(it.attr("jid"))
-	if bare == "" || bare == c.s.bare {
+// itemLocked applies one roster <item/> (from the fetch or a push).
+func (r *roster) itemLocked(it *elem) {
+	bare := jid.Bare(it.Attr("jid"))
+	if bare == "" || bare == r.s.bare {
 		return
 	}
-	b := c.buddies[bare]
-	if it.attr("subscription") == "remove" {
+	b := r.buddies[bare]
+	if it.Attr("subscription") == "remove" {
 		if b != nil {
 			b.inRoster, b.subscription, b.ask = false, "", ""
 			if !b.wanted {
-				delete(c.buddies, bare)
+				delete(r.buddies, bare)
 			}
 		}
 		return
 	}
 	if b == nil {
-		if len(c.buddies) >= maxRoster {
+		if len(r.buddies) >= maxRoster {
 			return
 		}
 		b = &buddy{}
-		c.buddies[strings.Clone(bare)] = b // kept: not a slice of the stanza
+		r.buddies[strings.Clone(bare)] = b // kept: not a slice of the stanza
 	}
-	b.inRoster, b.subscription, b.ask = true, strings.Clone(it.attr("subscription")), strings.Clone(it.attr("ask"))
+	b.inRoster, b.subscription, b.ask = true, strings.Clone(it.Attr("subscription")), strings.Clone(it.Attr("ask"))
 }
 
-func (c *Client) handleRosterPush(s *session, e, q *elem) {
-	if from := e.attr("from"); from != "" && !sameJID(from, c.s.bare) {
+func (r *roster) handlePush(s *session, e, q *elem) {
+	if from := e.Attr("from"); from != "" && !jid.Equal(from, r.s.bare) {
 		s.replyError(e, "cancel", "service-unavailable", "503") // RFC 6121 2.1.6: ignore pushes from others
 		return
 	}
-	c.mu.Lock()
-	for _, it := range q.children("", "item") {
-		c.rosterItemLocked(it)
+	r.mu.Lock()
+	for _, it := range q.Children("", "item") {
+		r.itemLocked(it)
 	}
-	c.mu.Unlock()
+	r.mu.Unlock()
 	s.reply(e, nil)
 }
 
 // handlePresence answers subscription requests by auth_policy and tracks
 // the buddies' resources, reporting each change as a Presence event.
-func (c *Client) handlePresence(s *session, e *elem) {
-	from := e.attr("from")
-	j, err := parseJID(from)
+func (r *roster) handlePresence(s *session, e *elem) {
+	j, err := jid.Parse(e.Attr("from"))
 	if err != nil {
 		return
 	}
-	bare := j.bare()
-	if bare == c.s.bare {
+	bare := j.Bare()
+	if bare == r.s.bare {
 		return
 	}
-	switch typ := e.attr("type"); typ {
+	switch typ := e.Attr("type"); typ {
 	case "subscribe":
-		if c.s.AuthPolicy == "deny" {
-			c.s.log.Info("denied presence subscription (auth_policy=deny)", "from", bare)
+		if r.s.AuthPolicy == "deny" {
+			r.s.log.Info("denied presence subscription (auth_policy=deny)", "from", bare)
 			_ = s.send(presenceTo(bare, "unsubscribed"))
 			return
 		}
 		_ = s.send(presenceTo(bare, "subscribed"))
-		c.mu.Lock()
-		b := c.buddies[bare]
-		back := b != nil && b.wanted && c.s.AutoRegister && b.subscription != "to" && b.subscription != "both" && b.ask != "subscribe"
-		c.mu.Unlock()
+		r.mu.Lock()
+		b := r.buddies[bare]
+		back := b != nil && b.wanted && r.s.AutoRegister && !subscribedTo(b)
+		r.mu.Unlock()
 		if back {
 			_ = s.send(presenceTo(bare, "subscribe"))
 		}
 	case "", "unavailable":
-		var evs []Event
-		c.mu.Lock()
-		b := c.buddies[bare]
-		if b == nil || !b.wanted {
-			c.mu.Unlock()
-			return
-		}
-		if typ == "unavailable" {
-			for name := range b.resources {
-				if j.resource == "" || name == j.resource {
-					delete(b.resources, name)
-					evs = append(evs, Presence{JID: bare + "/" + name})
-				}
-			}
-		} else if j.resource != "" {
-			r := Resource{Resource: j.resource, Since: time.Now()}
-			if show := e.child("", "show").text(); show == "chat" || show == "away" || show == "xa" || show == "dnd" {
-				r.Show = show
-			}
-			r.Status = clip(e.child("", "status").text(), 256)
-			if p, err := strconv.Atoi(e.child("", "priority").text()); err == nil && p >= -128 && p <= 127 {
-				r.Priority = p
-			}
-			if b.resources == nil {
-				b.resources = map[string]Resource{}
-			}
-			if _, ok := b.resources[j.resource]; ok || len(b.resources) < maxResources {
-				if old, ok := b.resources[j.resource]; ok {
-					r.Since = old.Since
-				}
-				r.Show, r.Status = strings.Clone(r.Show), strings.Clone(r.Status)
-				if !ok {
-					j.resource = strings.Clone(j.resource)
-				}
-				b.resources[j.resource] = r
-				evs = append(evs, Presence{JID: bare + "/" + j.resource, Available: true, Show: r.Show, Status: r.Status, Priority: r.Priority})
-			}
-		}
-		online := len(b.resources) > 0
-		c.mu.Unlock()
-		for _, ev := range evs {
-			ev := ev.(Presence)
-			ev.Online = online
-			if !c.q.push(s.ctx.Done(), ev) {
+		for _, ev := range r.presence(bare, j.Resource, typ == "unavailable", e) {
+			if !s.cl.q.push(s.ctx.Done(), ev) {
 				return
 			}
 		}
 	}
 }
 
-// AddBuddy makes jid a buddy at run time: roster entry and presence
-// subscription (with autoregister) and owner of both nodes. While
-// disconnected it is done at the next connect.
-func (c *Client) AddBuddy(ctx context.Context, jidStr string) error {
-	bare := bareOf(jidStr)
-	if bare == "" || !strings.Contains(bare, "@") {
-		return fmt.Errorf("add buddy %q: not a JID", jidStr)
-	}
-	if bare == c.s.bare {
-		return fmt.Errorf("add buddy %s: that is this account", bare)
-	}
-	c.mu.Lock()
-	b := c.buddies[bare]
-	if b == nil {
-		b = &buddy{}
-		c.buddies[bare] = b
-	}
-	if b.wanted {
-		c.mu.Unlock()
-		return nil
-	}
-	b.wanted = true
-	c.affDue[bare] = true
-	s := c.sess
-	needAdd := c.s.AutoRegister && !b.inRoster
-	needSub := c.s.AutoRegister && b.subscription != "to" && b.subscription != "both" && b.ask != "subscribe"
-	c.mu.Unlock()
-	if s == nil {
-		return nil
-	}
-	var errs []error
-	if needAdd {
-		if _, err := s.iq(ctx, "set", "", &rosterSet{Item: stanza.RosterItem{Jid: bare}}); err != nil {
-			errs = append(errs, fmt.Errorf("roster add: %w", err))
-		}
-	}
-	if needSub {
-		if err := s.send(presenceTo(bare, "subscribe")); err != nil {
-			errs = append(errs, err)
-		}
-	}
-	if err := c.setAffiliation(ctx, s, bare, "owner"); err != nil {
-		errs = append(errs, err)
-	} else {
-		c.mu.Lock()
-		delete(c.affDue, bare)
-		c.mu.Unlock()
-	}
-	if err := errors.Join(errs...); err != nil {
-		return fmt.Errorf("add buddy %s: %w", bare, err)
-	}
-	return nil
-}
-
-// RemoveBuddy stops treating jid as a buddy: its roster entry goes, and its
-// owner affiliation on both nodes is removed.
-func (c *Client) RemoveBuddy(ctx context.Context, jidStr string) error {
-	bare := bareOf(jidStr)
-	if bare == "" {
-		return fmt.Errorf("remove buddy %q: not a JID", jidStr)
-	}
-	c.mu.Lock()
-	b := c.buddies[bare]
+// presence applies an available or unavailable presence from bare's
+// resource res ("" for the account as a whole) and returns the events it
+// makes. Their Online is what the account has left after the whole
+// stanza.
+func (r *roster) presence(bare, res string, unavailable bool, e *elem) []Presence {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	b := r.buddies[bare]
 	if b == nil || !b.wanted {
-		c.mu.Unlock()
 		return nil
 	}
-	b.wanted, b.resources = false, nil
-	delete(c.affDue, bare)
-	inRoster := b.inRoster
-	if !inRoster {
-		delete(c.buddies, bare)
-	}
-	s := c.sess
-	c.mu.Unlock()
-	if s == nil {
-		return nil
-	}
-	var errs []error
-	if inRoster {
-		if _, err := s.iq(ctx, "set", "", &rosterSet{Item: stanza.RosterItem{Jid: bare, Subscription: "remove"}}); err != nil {
-			errs = append(errs, fmt.Errorf("roster remove: %w", err))
+	var evs []Presence
+	if unavailable {
+		for name := range b.resources {
+			if res == "" || name == res {
+				delete(b.resources, name)
+				evs = append(evs, Presence{JID: bare + "/" + name})
+			}
+		}
+	} else if res != "" {
+		v := Resource{Resource: res, Since: time.Now()}
+		if show := e.Child("", "show").Text(); show == "chat" || show == "away" || show == "xa" || show == "dnd" {
+			v.Show = show
+		}
+		v.Status = clip(e.Child("", "status").Text(), 256)
+		if p, err := strconv.Atoi(e.Child("", "priority").Text()); err == nil && p >= -128 && p <= 127 {
+			v.Priority = p
+		}
+		if b.resources == nil {
+			b.resources = map[string]Resource{}
+		}
+		if old, ok := b.resources[res]; ok || len(b.resources) < maxResources {
+			if ok {
+				v.Since = old.Since
+			} else {
+				res = strings.Clone(res) // kept: not a slice of the stanza
+			}
+			v.Show, v.Status = strings.Clone(v.Show), strings.Clone(v.Status)
+			b.resources[res] = v
+			evs = append(evs, Presence{JID: bare + "/" + res, Available: true, Show: v.Show, Status: v.Status, Priority: v.Priority})
 		}
 	}
-	if err := c.setAffiliation(ctx, s, bare, "none"); err != nil {
-		errs = append(errs, err)
+	online := len(b.resources) > 0
+	for i := range evs {
+		evs[i].Online = online
 	}
-	if err := errors.Join(errs...); err != nil {
-		return fmt.Errorf("remove buddy %s: %w", bare, err)
-	}
-	return nil
+	return evs
 }
-
-// setAffiliation sets bare's affiliation on both nodes (the collections in
-// XEP-0248 mode).
-func (c *Client) setAffiliation(ctx context.Context, s *session, bare, aff string) error {
-	var errs []error
-	for _, node := range []string{NodeDevices, NodeMailboxes} {
-		if aff == "none" {
-			// Prosody refuses (forbidden, though it stores the change) to
-			// drop the affiliation of a JID still subscribed to a
-			// whitelist node; an owner may unsubscribe it first.
-			_, _ = s.iq(ctx, "set", c.s.Service, unsubscribeRequest(node, bare))
-		}
-		if _, err := s.iq(ctx, "set", c.s.Service, affiliationRequest(node, bare, aff)); err != nil {
-			errs = append(errs, fmt.Errorf("affiliation %s on %s: %w", aff, node, err))
-		}
-	}
-	return errors.Join(errs...)
-}
-
-// applyDueAffiliations makes the buddies added while disconnected owners.
-func (c *Client) applyDueAffiliations(ctx context.Context, s *session) {
-	c.mu.Lock()
-	var due []string
-	for bare := range c.affDue {
-		due = append(due, bare)
-	}
-	c.mu.Unlock()
-	sort.Strings(due)
-	for _, bare := range due {
-		if err := c.setAffiliation(ctx, s, bare, "owner"); err != nil {
-			c.s.log.Warn("could not make buddy an owner of the nodes", "buddy", bare, "err", err)
-			continue
-		}
-		c.mu.Lock()
-		delete(c.affDue, bare)
-		c.mu.Unlock()
-	}
-}
-
-// sameJID compares two JIDs, the domain and local part case-insensitively.
-func sameJID(a, b string) bool {
-	ja, err1 := parseJID(a)
-	jb, err2 := parseJID(b)
-	return err1 == nil && err2 == nil && ja == jb
-}
-
-func xmlName(space, local string) xml.Name { return xml.Name{Space: space, Local: local} }

@@ -267,3 +267,5 @@ func itemsRequest(node string, max int, after string) *psRequest {
 }
 
 func itoa(n int) string { return strconv.Itoa(n) }
+
+func xmlName(space, local string) xml.Name { return xml.Name{Space: space, Local: local} }

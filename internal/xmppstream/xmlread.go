@@ -1,4 +1,4 @@
-package pubsub
+package xmppstream
 
 import (
 	"bufio"
@@ -151,7 +151,7 @@ func (x *xmlReader) frameTag() (string, error) {
 }
 
 // next reads the next stanza. The end of the stream is io.EOF.
-func (x *xmlReader) next() (*elem, error) {
+func (x *xmlReader) next() (*Element, error) {
 	if err := x.skipSpace(); err != nil {
 		return nil, err
 	}
@@ -164,7 +164,7 @@ func (x *xmlReader) next() (*elem, error) {
 		return nil, io.EOF
 	}
 	p := parser2{s: s, scope: append(x.scope[:0], x.base...), tmp: x.tmp}
-	e := &elem{}
+	e := &Element{}
 	err = p.element(e, 1)
 	x.scope, x.tmp = p.scope[:0], p.tmp[:0]
 	if err != nil {
@@ -464,7 +464,7 @@ func (p *parser2) translate(n xml.Name, element bool) xml.Name {
 }
 
 // element parses the element at p.i (its '<') into e; depth counts e.
-func (p *parser2) element(e *elem, depth int) error {
+func (p *parser2) element(e *Element, depth int) error {
 	p.i++
 	raw, attrs, empty, err := p.tag()
 	if err != nil {
@@ -484,7 +484,7 @@ func (p *parser2) element(e *elem, depth int) error {
 		n++
 	}
 	if n > 0 {
-		e.Attr = p.keep(attrs[:n])
+		e.Attrs = p.keep(attrs[:n])
 	}
 	defer func() { p.scope = p.scope[:mark] }()
 	if empty {
@@ -553,7 +553,7 @@ func (p *parser2) element(e *elem, depth int) error {
 			if depth >= maxDepth {
 				return errTooDeep
 			}
-			e.Nodes = append(e.Nodes, elem{})
+			e.Nodes = append(e.Nodes, Element{})
 			if err := p.element(&e.Nodes[len(e.Nodes)-1], depth+1); err != nil {
 				return err
 			}

@@ -1,4 +1,4 @@
-package pubsub
+package xmppstream
 
 import (
 	"bufio"
@@ -17,6 +17,9 @@ import (
 // writeTimeout bounds every write: a peer that does not take our bytes for
 // this long is as dead as one that does not answer a ping.
 const writeTimeout = 15 * time.Second
+
+// maxStanza bounds one incoming stanza, in bytes.
+const maxStanza = 4 << 20
 
 var errStanzaTooLarge = fmt.Errorf("incoming stanza larger than %d bytes", maxStanza)
 
@@ -101,7 +104,7 @@ func (c *conn) startTLS(cfg *tls.Config) error {
 
 // next reads the next top-level element of the stream. A closing
 // </stream:stream> is io.EOF.
-func (c *conn) next() (*elem, error) {
+func (c *conn) next() (*Element, error) {
 	c.lim.n = 0
 	e, err := c.xr.next()
 	if err != nil {
@@ -111,7 +114,7 @@ func (c *conn) next() (*elem, error) {
 		return nil, err
 	}
 	if c.tr {
-		b, _ := xml.Marshal(traceElem{e})
+		b, _ := xml.Marshal(e)
 		c.log.Debug("xmpp recv", "xml", string(b))
 	}
 	return e, nil
@@ -156,19 +159,18 @@ func (c *conn) close() {
 	})
 }
 
-// traceElem marshals an elem back to XML for the trace log.
-type traceElem struct{ e *elem }
-
-func (t traceElem) MarshalXML(enc *xml.Encoder, _ xml.StartElement) error {
-	return encodeElem(enc, t.e)
+// MarshalXML writes e back as XML (for the trace log, and tests), each
+// element's namespace declared on it.
+func (e *Element) MarshalXML(enc *xml.Encoder, _ xml.StartElement) error {
+	return encodeElem(enc, e)
 }
 
-func encodeElem(enc *xml.Encoder, e *elem) error {
+func encodeElem(enc *xml.Encoder, e *Element) error {
 	start := xml.StartElement{Name: xml.Name{Local: e.XMLName.Local}}
 	if e.XMLName.Space != "" {
 		start.Attr = append(start.Attr, xml.Attr{Name: xml.Name{Local: "xmlns"}, Value: e.XMLName.Space})
 	}
-	start.Attr = append(start.Attr, e.Attr...)
+	start.Attr = append(start.Attr, e.Attrs...)
 	if err := enc.EncodeToken(start); err != nil {
 		return err
 	}
