@@ -298,21 +298,118 @@ func TestSlowReader(t *testing.T) {
 	}
 }
 
+// What memberlist's public API does not tell is derived: a member alone
+// lists itself alive; a peer is alive, then suspect once its probes go
+// unanswered, then dead.
 func TestStateView(t *testing.T) {
 	t.Parallel()
-	m := startMember(t, 1, nil, nil)
-	v := m.c.view.Load()
-	if v == nil {
-		t.Fatalf("memberlist's node table layout changed; update state.go: %s", m.logs)
+	a := startMember(t, 1, nil, nil)
+	if ms := a.c.Members(); len(ms) != 1 || ms[0].Name != a.c.Name() || ms[0].State != StateAlive {
+		t.Errorf("alone: %s", describe(ms))
 	}
-	if s := v.suspects(); len(s) != 0 {
-		t.Errorf("suspects %v", s)
+	b := startMember(t, 2, []string{a.c.Addr()}, nil)
+	waitConverged(t, 20*time.Second, []*member{a, b})
+	// Alive stays alive while probes are answered: several rounds of them.
+	waitFor(t, 20*time.Second, "probes of b answered", func() (bool, string) {
+		return a.probedSince(b.c.Name(), time.Now().Add(-time.Second)), describe(a.c.Members())
+	})
+	if got := stateOf(a.c, b.c.Name()); got != StateAlive {
+		t.Errorf("b listed as %q while it answers", got)
 	}
-	v.mu.RLock()
-	st, ok := v.stateLocked(m.c.Name())
-	v.mu.RUnlock()
-	if !ok || st != memberlist.StateAlive {
-		t.Errorf("own state %v, %v", st, ok)
+	b.c.kill()
+	var since time.Time
+	waitFor(t, 20*time.Second, "b suspect", func() (bool, string) {
+		for _, m := range a.c.Members() {
+			if m.Name == b.c.Name() && m.State == StateSuspect {
+				since = m.Since
+				return true, ""
+			}
+		}
+		return false, describe(a.c.Members())
+	})
+	if since.IsZero() || time.Since(since) > 20*time.Second {
+		t.Errorf("suspect since %v", since)
+	}
+	a.waitEvent(t, 20*time.Second, EventDead, b.c.Name())
+	if got := stateOf(a.c, b.c.Name()); got != StateDead {
+		t.Errorf("b listed as %q after its death", got)
+	}
+}
+
+// A member that gossips a leave intent naming another cannot make that
+// one's crash pass for a leave: the named member refutes it.
+func TestForgedLeaveIntentRefuted(t *testing.T) {
+	t.Parallel()
+	all := startChain(t, 1, 3, nil)
+	waitConverged(t, 20*time.Second, all)
+	forger, victim, other := all[0], all[1], all[2]
+	forged := intent{leave: true, seq: 100, name: victim.c.Name()}
+	forger.c.gossip(forged, nil)
+	_ = forger.c.ml.SendToAddress(memberlist.Address{Addr: other.c.Addr(), Name: other.c.Name()}, forged.marshal())
+	waitFor(t, 20*time.Second, "the forged intent refuted everywhere", func() (bool, string) {
+		if !strings.Contains(victim.logs.String(), "refuting a leave intent") {
+			return false, "victim did not refute"
+		}
+		for _, m := range []*member{forger, other} {
+			m.c.mu.Lock()
+			r, ok := m.c.intents[victim.c.Name()]
+			m.c.mu.Unlock()
+			if !ok || r.leave || r.seq != forged.seq {
+				return false, fmt.Sprintf("member %d holds %+v, %v", m.i, r, ok)
+			}
+		}
+		return true, ""
+	})
+	victim.c.kill()
+	for _, m := range []*member{forger, other} {
+		m.waitEvent(t, 30*time.Second, EventDead, victim.c.Name())
+		for _, ev := range m.eventsFor(victim.c.Name()) {
+			if ev.Kind == EventLeave {
+				t.Errorf("member %d reported the crash as a leave", m.i)
+			}
+		}
+	}
+}
+
+// A graceful leave (Close) and a crash (gossip cut, no leave message) at
+// the same time are told apart by every other member.
+func TestLeaveAndCrashToldApart(t *testing.T) {
+	t.Parallel()
+	all := startChain(t, 1, 5, nil)
+	waitConverged(t, 20*time.Second, all)
+	leaver, crasher := all[1], all[3]
+	rest := []*member{all[0], all[2], all[4]}
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); crasher.c.kill() }()
+	go func() {
+		defer wg.Done()
+		if err := leaver.c.Close(); err != nil {
+			t.Errorf("close: %v", err)
+		}
+	}()
+	wg.Wait()
+	for _, m := range rest {
+		m.waitEvent(t, 30*time.Second, EventLeave, leaver.c.Name())
+		m.waitEvent(t, 30*time.Second, EventDead, crasher.c.Name())
+	}
+	for _, m := range rest {
+		for _, ev := range m.eventsFor(leaver.c.Name()) {
+			if ev.Kind == EventDead {
+				t.Errorf("member %d: the member that closed reported dead", m.i)
+			}
+		}
+		for _, ev := range m.eventsFor(crasher.c.Name()) {
+			if ev.Kind == EventLeave {
+				t.Errorf("member %d: the member that crashed reported as left", m.i)
+			}
+		}
+		if got := stateOf(m.c, leaver.c.Name()); got != StateLeft {
+			t.Errorf("member %d lists the closed member as %q", m.i, got)
+		}
+		if got := stateOf(m.c, crasher.c.Name()); got != StateDead {
+			t.Errorf("member %d lists the crashed member as %q", m.i, got)
+		}
 	}
 }
 

@@ -244,3 +244,12 @@ func stateOf(c *Cluster, name string) string {
 }
 
 var discard = slog.New(slog.NewTextHandler(io.Discard, nil))
+
+// probedSince reports whether m has heard from the member named name, by
+// a probe answered or otherwise, since t.
+func (m *member) probedSince(name string, t time.Time) bool {
+	m.c.mu.Lock()
+	defer m.c.mu.Unlock()
+	e := m.c.members[name]
+	return e != nil && e.acked.After(t)
+}
