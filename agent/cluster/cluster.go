@@ -158,6 +158,9 @@ type Cluster struct {
 
 	joinedOnce sync.Once
 	joined     chan struct{}
+	// returned has a token when a dead or left member came back: joinLoop
+	// then syncs state with the members, as after a join of its own.
+	returned chan struct{}
 
 	// mu guards members, intents and ownSeq. memberlist's callbacks take
 	// it, maybe under memberlist's own locks; so it is never held while
@@ -206,17 +209,18 @@ func Start(cfg Config, events chan<- Event) (*Cluster, error) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	c := &Cluster{
-		cfg:     cfg,
-		log:     cfg.Logger.With("member", cfg.Name),
-		meta:    meta,
-		events:  events,
-		q:       newQueue(),
-		ctx:     ctx,
-		cancel:  cancel,
-		joined:  make(chan struct{}),
-		members: make(map[string]*entry),
-		intents: make(map[string]intentRecord),
-		leaving: make(chan struct{}),
+		cfg:      cfg,
+		log:      cfg.Logger.With("member", cfg.Name),
+		meta:     meta,
+		events:   events,
+		q:        newQueue(),
+		ctx:      ctx,
+		cancel:   cancel,
+		joined:   make(chan struct{}),
+		returned: make(chan struct{}, 1),
+		members:  make(map[string]*entry),
+		intents:  make(map[string]intentRecord),
+		leaving:  make(chan struct{}),
 		// Two gossip rounds, and time for a probe in flight to be acked.
 		propagateDelay:    min(time.Second, max(2*mc.GossipInterval, mc.ProbeTimeout)),
 		reconnectInterval: mc.PushPullInterval,
@@ -508,6 +512,15 @@ func (c *Cluster) joinLoop() {
 		case <-c.leaving:
 			t.Stop()
 			return
+		case <-c.returned:
+			// A member back from the dead may have heard of this one only
+			// through the gossip that revived it (its refutation of our
+			// dead message, say), not through a join, and so not know of
+			// us: push state to it rather than wait for the next push-pull.
+			t.Stop()
+			syncs = antiEntropy(time.Now())
+			wait = time.Until(syncs[0])
+			continue
 		case <-t.C:
 		}
 		wait = idlePoll
@@ -717,6 +730,7 @@ func (c *Cluster) observe(kind EventKind, n *memberlist.Node) {
 	}
 	m := Member{Name: n.Name, Addr: n.Address(), State: state, Since: now}
 	e := c.members[n.Name]
+	back := e != nil && kind == EventJoin && (e.State == StateDead || e.State == StateLeft)
 	if e == nil {
 		e = &entry{}
 		c.members[n.Name] = e
@@ -752,6 +766,12 @@ func (c *Cluster) observe(kind EventKind, n *memberlist.Node) {
 	}
 	if kind == EventJoin {
 		c.markJoined()
+	}
+	if back {
+		select {
+		case c.returned <- struct{}{}:
+		default:
+		}
 	}
 	if kind != EventUpdate {
 		c.log.Info("cluster member "+kind.String(), "name", m.Name, "addr", m.Addr,

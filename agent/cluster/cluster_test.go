@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/memberlist"
+	"go.uber.org/goleak"
 )
 
 // Five members, each told one other's address, find each other; a sixth
@@ -21,7 +22,7 @@ import (
 func TestCluster(t *testing.T) {
 	t.Parallel()
 	all := startChain(t, 1, 5, nil) // 2 knows 1, 3 knows 2, ...
-	waitConverged(t, 10*time.Second, all)
+	waitConverged(t, 20*time.Second, all)
 	for _, m := range all {
 		for _, o := range all {
 			if o == m {
@@ -38,7 +39,7 @@ func TestCluster(t *testing.T) {
 	sixth := startMember(t, 6, []string{all[2].c.Addr()}, nil)
 	select {
 	case <-sixth.c.Joined():
-	case <-time.After(5 * time.Second):
+	case <-time.After(20 * time.Second):
 		t.Fatal("sixth member did not join")
 	}
 	for _, m := range all {
@@ -49,7 +50,7 @@ func TestCluster(t *testing.T) {
 		}
 	}
 	all = append(all, sixth)
-	waitConverged(t, 5*time.Second, all)
+	waitConverged(t, 20*time.Second, all)
 
 	// Kill member 2: no leave message, the others must detect it.
 	victim := all[1]
@@ -114,8 +115,10 @@ func TestCluster(t *testing.T) {
 	if err := leaver.c.Leave(time.Second); err != ErrClosed {
 		t.Errorf("leave after close: %v", err)
 	}
-	// Long enough for a missed leave to have turned into a death.
-	time.Sleep(3 * time.Second)
+	// Each member decides leave or death once, when memberlist reports the
+	// member gone, and it has done so; let failure detection run a round
+	// over the rest anyway, so that a late second report would show.
+	waitProbeRound(t, 20*time.Second, stay, time.Now())
 	for _, m := range stay {
 		for _, ev := range m.eventsFor(leaver.c.Name()) {
 			if ev.Kind == EventDead {
@@ -150,7 +153,7 @@ func TestFailureDetectionLAN(t *testing.T) {
 	}
 	t.Parallel()
 	all := startChain(t, 1, 5, func(c *Config) { c.Profile = ProfileLAN })
-	waitConverged(t, 10*time.Second, all)
+	waitConverged(t, 20*time.Second, all)
 	victim := all[2]
 	killed := time.Now()
 	victim.c.kill()
@@ -170,13 +173,21 @@ func TestWrongKeyRefused(t *testing.T) {
 	t.Parallel()
 	a := startMember(t, 1, nil, nil)
 	b := startMember(t, 2, []string{a.c.Addr()}, nil)
-	waitConverged(t, 5*time.Second, []*member{a, b})
+	waitConverged(t, 20*time.Second, []*member{a, b})
 
 	otherKey := startMember(t, 3, []string{a.c.Addr(), b.c.Addr()}, func(c *Config) {
 		c.SecretKey = []byte("another key, also 32 bytes long!")
 	})
 	noKey := startMember(t, 4, []string{a.c.Addr()}, func(c *Config) { c.SecretKey = nil })
-	time.Sleep(3 * time.Second) // several join attempts and gossip rounds
+	// Several join attempts each, and the members they tried to join on
+	// with their gossip meanwhile.
+	for _, m := range []*member{otherKey, noKey} {
+		waitFor(t, 30*time.Second, fmt.Sprintf("member %d: three failed joins", m.i), func() (bool, string) {
+			n := strings.Count(m.logs.String(), "join failed")
+			return n >= 3, fmt.Sprintf("%d", n)
+		})
+	}
+	waitProbeRound(t, 20*time.Second, []*member{a, b}, time.Now())
 	for _, m := range []*member{otherKey, noKey} {
 		select {
 		case <-m.c.Joined():
@@ -417,6 +428,7 @@ func TestLeaveAndCrashToldApart(t *testing.T) {
 // parallel, so that other tests' goroutines do not count.
 func TestCloseLeaksNoGoroutines(t *testing.T) {
 	before := runtime.NumGoroutine()
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
 	var cs []*Cluster
 	for i := 1; i <= 3; i++ {
 		cfg := Config{Bind: "127.0.0.1:0", Profile: ProfileLocal, SecretKey: testKey,
@@ -441,6 +453,7 @@ func TestCloseLeaksNoGoroutines(t *testing.T) {
 	}
 	var held sync.WaitGroup
 	held.Add(1)
+	accepted := make(chan struct{}, 1)
 	go func() {
 		defer held.Done()
 		var conns []net.Conn
@@ -455,6 +468,10 @@ func TestCloseLeaksNoGoroutines(t *testing.T) {
 				return
 			}
 			conns = append(conns, c)
+			select {
+			case accepted <- struct{}{}:
+			default:
+			}
 		}
 	}()
 	lone, err := Start(Config{Bind: "127.0.0.1:0", Profile: ProfileLAN, SecretKey: testKey,
@@ -462,7 +479,11 @@ func TestCloseLeaksNoGoroutines(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(300 * time.Millisecond) // the join is waiting for an answer
+	select { // the join is waiting for an answer
+	case <-accepted:
+	case <-time.After(20 * time.Second):
+		t.Fatal("the join never dialed the silent address")
+	}
 	start := time.Now()
 	if err := lone.Close(); err != nil {
 		t.Errorf("close: %v", err)
@@ -491,7 +512,7 @@ func TestCloseLeaksNoGoroutines(t *testing.T) {
 func TestCloseIsLeave(t *testing.T) {
 	t.Parallel()
 	all := startChain(t, 1, 3, nil)
-	waitConverged(t, 5*time.Second, all)
+	waitConverged(t, 20*time.Second, all)
 	if err := all[1].c.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -528,12 +549,12 @@ func TestSeedRestartRejoined(t *testing.T) {
 	seed := startMember(t, 1, nil, nil)
 	addr := seed.c.Addr()
 	other := startMember(t, 2, []string{addr}, nil)
-	waitConverged(t, 5*time.Second, []*member{seed, other})
+	waitConverged(t, 20*time.Second, []*member{seed, other})
 	seed.c.kill()
 	other.waitEvent(t, 20*time.Second, EventDead, seed.c.Name())
 
 	again := startMember(t, 1, nil, func(c *Config) { c.Bind = addr })
-	waitConverged(t, 10*time.Second, []*member{again, other})
+	waitConverged(t, 20*time.Second, []*member{again, other})
 	joins := 0
 	for _, ev := range other.eventsFor(seed.c.Name()) {
 		if ev.Kind == EventJoin {
