@@ -13,14 +13,16 @@
 // only this package's lock, which is never held while calling memberlist.
 //
 // Why memberlist and not hashicorp/serf, which is built on it and has leave
-// intents, failed vs left, reaping and Lamport clocks: serf accepts a leave
-// intent about any member (that is its force-leave), which busylamp must
-// not; it has no suspect state; it would replace the binary Meta, which
+// intents, failed vs left, reaping and Lamport clocks: serf turns a failed
+// member into a left one on any member's leave intent about it (that is
+// its force-leave), which busylamp must not allow; it has no suspect state; it would replace the binary Meta, which
 // members of the running version exchange, by its msgpack tags, so a
 // cluster could not be upgraded one member at a time; it sends events on a
 // channel from memberlist's callbacks, blocking them when the reader is
 // slow, so the queue here would stay; and it brings its own keyring,
-// queries, snapshots and network coordinates, which busylamp does not use.
+// queries, snapshots and network coordinates, which busylamp does not use
+// (a program that starts serf is 11.7 MB, one that starts memberlist alone
+// 8.5 MB, with go1.26 on linux/amd64).
 // It also pins the memberlist it is built on (serf v0.11.0: memberlist
 // v0.7.0, today's), so upgrading memberlist would wait for serf. What serf
 // does that busylamp needs is small: the leave intent, and the reconnect
@@ -70,7 +72,7 @@ const (
 // Member states, as `show members` prints them.
 const (
 	StateAlive   = "alive"
-	StateSuspect = "suspect" // failed a probe; dead unless it refutes in time
+	StateSuspect = "suspect" // this member's probes of it go unanswered (probe.go)
 	StateDead    = "dead"    // failed: stopped answering
 	StateLeft    = "left"    // left gracefully
 )
