@@ -1,7 +1,32 @@
 // Package cluster owns gossip membership: which busylamp agents are in the
-// cluster, with each one's JID, EID and version, and when one joins, leaves
-// or dies. It wraps hashicorp/memberlist and knows nothing of XMPP or of the
-// device tables; the agent acts on its events.
+// cluster, with each one's JID, EID and version (its Meta, in memberlist's
+// node meta), whether each is alive, suspect, dead or left, and when one
+// joins, leaves or dies. It wraps hashicorp/memberlist and knows nothing of
+// XMPP or of the device tables; the agent acts on its events.
+//
+// It uses memberlist's public API only: its event, ping and conflict
+// delegates, its gossip queue for user messages, Join, Leave, Ping and
+// SendToAddress. What memberlist does not tell through that API is derived
+// here: a leave from a failure by a leave intent each member gossips
+// before it leaves (leave.go), suspect by this member's own probes
+// (probe.go). Nothing depends on memberlist's locking: the callbacks take
+// only this package's lock, which is never held while calling memberlist.
+//
+// Why memberlist and not hashicorp/serf, which is built on it and has leave
+// intents, failed vs left, reaping and Lamport clocks: serf turns a failed
+// member into a left one on any member's leave intent about it (that is
+// its force-leave), which busylamp must not allow; it has no suspect state; it would replace the binary Meta, which
+// members of the running version exchange, by its msgpack tags, so a
+// cluster could not be upgraded one member at a time; it sends events on a
+// channel from memberlist's callbacks, blocking them when the reader is
+// slow, so the queue here would stay; and it brings its own keyring,
+// queries, snapshots and network coordinates, which busylamp does not use
+// (a program that starts serf is 11.7 MB, one that starts memberlist alone
+// 8.5 MB, with go1.26 on linux/amd64).
+// It also pins the memberlist it is built on (serf v0.11.0: memberlist
+// v0.7.0, today's), so upgrading memberlist would wait for serf. What serf
+// does that busylamp needs is small: the leave intent, and the reconnect
+// to failed members, which joinLoop does.
 package cluster
 
 import (
@@ -47,7 +72,7 @@ const (
 // Member states, as `show members` prints them.
 const (
 	StateAlive   = "alive"
-	StateSuspect = "suspect" // failed a probe; dead unless it refutes in time
+	StateSuspect = "suspect" // this member's probes of it go unanswered (probe.go)
 	StateDead    = "dead"    // failed: stopped answering
 	StateLeft    = "left"    // left gracefully
 )
@@ -118,9 +143,13 @@ type Cluster struct {
 	log    *slog.Logger
 	ml     *memberlist.Memberlist
 	addr   string
-	view   atomic.Pointer[stateView] // nil if memberlist's layout is not the known one
+	meta   []byte // this member's Meta, encoded
 	events chan<- Event
 	q      *queue
+
+	// broadcasts holds the leave intents to gossip (leave.go).
+	broadcasts *memberlist.TransmitLimitedQueue
+	leavingNow atomic.Bool // set once this member announces its leave
 
 	propagateDelay    time.Duration
 	reconnectInterval time.Duration
@@ -131,9 +160,17 @@ type Cluster struct {
 
 	joinedOnce sync.Once
 	joined     chan struct{}
+	// returned has a token when a dead or left member came back: joinLoop
+	// then syncs state with the members, as after a join of its own.
+	returned chan struct{}
 
-	mu      sync.Mutex // guards members; taken inside memberlist's callbacks
+	// mu guards members, intents and ownSeq. memberlist's callbacks take
+	// it, maybe under memberlist's own locks; so it is never held while
+	// calling memberlist.
+	mu      sync.Mutex
 	members map[string]*entry
+	intents map[string]intentRecord // newest leave intent heard per live member
+	ownSeq  uint64                  // highest intent number seen about this member
 
 	life    sync.Mutex // serializes Leave and Close
 	left    bool
@@ -145,6 +182,9 @@ type entry struct {
 	Member
 	raw  []byte // meta as received, to decode (and log a bad one) once
 	seen bool
+
+	acked   time.Time // last heard from: joined, updated or answered a probe
+	suspect time.Time // since when its probes go unanswered; zero if they don't
 }
 
 // Start binds, starts gossip and joins the cluster in the background (see
@@ -171,24 +211,32 @@ func Start(cfg Config, events chan<- Event) (*Cluster, error) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	c := &Cluster{
-		cfg:     cfg,
-		log:     cfg.Logger.With("member", cfg.Name),
-		events:  events,
-		q:       newQueue(),
-		ctx:     ctx,
-		cancel:  cancel,
-		joined:  make(chan struct{}),
-		members: make(map[string]*entry),
-		leaving: make(chan struct{}),
+		cfg:      cfg,
+		log:      cfg.Logger.With("member", cfg.Name),
+		meta:     meta,
+		events:   events,
+		q:        newQueue(),
+		ctx:      ctx,
+		cancel:   cancel,
+		joined:   make(chan struct{}),
+		returned: make(chan struct{}, 1),
+		members:  make(map[string]*entry),
+		intents:  make(map[string]intentRecord),
+		leaving:  make(chan struct{}),
 		// Two gossip rounds, and time for a probe in flight to be acked.
 		propagateDelay:    min(time.Second, max(2*mc.GossipInterval, mc.ProbeTimeout)),
 		reconnectInterval: mc.PushPullInterval,
 	}
 	mc.Name = cfg.Name
 	mc.Logger = newStdLogger(c.log)
-	mc.Delegate = delegate{meta: meta}
+	c.broadcasts = &memberlist.TransmitLimitedQueue{
+		NumNodes:       c.numAlive,
+		RetransmitMult: mc.RetransmitMult,
+	}
+	mc.Delegate = (*delegate)(c)
 	mc.Events = (*eventDelegate)(c)
 	mc.Conflict = (*eventDelegate)(c)
+	mc.Ping = (*eventDelegate)(c)
 	t, err := newTransport(ctx, mc.BindAddr, mc.BindPort, mc.Logger)
 	if err != nil {
 		cancel()
@@ -209,19 +257,15 @@ func Start(cfg Config, events chan<- Event) (*Cluster, error) {
 	}
 	c.ml = ml
 	c.addr = ml.LocalNode().Address()
-	if v, err := newStateView(ml); err != nil {
-		c.log.Warn("cluster: cannot read memberlist's node states: suspect is not shown, a leave is reported as dead", "err", err)
-	} else {
-		c.view.Store(v)
-	}
 	c.log.Info("cluster started", "addr", c.addr, "profile", cfg.profile(), "encrypted", len(cfg.SecretKey) > 0)
 
 	if len(cfg.Join) == 0 {
 		c.markJoined() // the first member: nothing to join
 	}
-	c.wg.Add(2)
+	c.wg.Add(3)
 	go c.deliver()
 	go c.joinLoop()
+	go c.probeLoop(mc.ProbeInterval, mc.ProbeTimeout)
 	return c, nil
 }
 
@@ -330,18 +374,13 @@ func (c *Cluster) markJoined() { c.joinedOnce.Do(func() { close(c.joined) }) }
 // Members lists every member this node knows, itself included, and the dead
 // and left ones for a while, sorted by name.
 func (c *Cluster) Members() []Member {
-	// memberlist's lock first, then ours: its callbacks take ours under it.
-	var suspects map[string]time.Time
-	if v := c.view.Load(); v != nil {
-		suspects = v.suspects()
-	}
 	c.mu.Lock()
 	c.pruneLocked(time.Now())
 	out := make([]Member, 0, len(c.members))
 	for _, e := range c.members {
 		m := e.Member
-		if since, ok := suspects[m.Name]; ok && m.State == StateAlive {
-			m.State, m.Since = StateSuspect, since
+		if !e.suspect.IsZero() && m.State == StateAlive {
+			m.State, m.Since = StateSuspect, e.suspect
 		}
 		out = append(out, m)
 	}
@@ -391,7 +430,15 @@ func (c *Cluster) leaveLocked(timeout time.Duration) error {
 	}
 	c.left = true
 	close(c.leaving)
-	if err := c.ml.Leave(timeout); err != nil {
+	// Half the time for the intent, which must come first (leave.go), the
+	// rest for memberlist's leave; a lost intent only makes the leave look
+	// like a failure, so memberlist's leave goes out regardless.
+	start := time.Now()
+	ierr := c.announceLeave(start.Add(timeout / 2))
+	if ierr != nil {
+		c.log.Warn("cluster: leave intent", "err", ierr)
+	}
+	if err := c.ml.Leave(max(timeout-time.Since(start), time.Millisecond)); err != nil {
 		return fmt.Errorf("cluster: leave: %w", err)
 	}
 	return nil
@@ -467,6 +514,15 @@ func (c *Cluster) joinLoop() {
 		case <-c.leaving:
 			t.Stop()
 			return
+		case <-c.returned:
+			// A member back from the dead may have heard of this one only
+			// through the gossip that revived it (its refutation of our
+			// dead message, say), not through a join, and so not know of
+			// us: push state to it rather than wait for the next push-pull.
+			t.Stop()
+			syncs = antiEntropy(time.Now())
+			wait = time.Until(syncs[0])
+			continue
 		case <-t.C:
 		}
 		wait = idlePoll
@@ -587,43 +643,64 @@ func (c *Cluster) deliver() {
 	}
 }
 
-// delegate gives memberlist this member's meta; busylamp sends nothing else
-// over gossip.
-type delegate struct{ meta []byte }
+// delegate gives memberlist this member's meta, and carries the leave
+// intents, busylamp's only user messages, over gossip.
+type delegate Cluster
 
-func (d delegate) NodeMeta(limit int) []byte {
+func (d *delegate) NodeMeta(limit int) []byte {
 	if len(d.meta) > limit {
 		return nil // Start checked the size; memberlist's limit is fixed
 	}
 	return d.meta
 }
-func (delegate) NotifyMsg([]byte)                           {}
-func (delegate) GetBroadcasts(overhead, limit int) [][]byte { return nil }
-func (delegate) LocalState(join bool) []byte                { return nil }
-func (delegate) MergeRemoteState(buf []byte, join bool)     {}
 
-// eventDelegate receives memberlist's notifications. memberlist calls it
-// with its node table locked, from its own goroutines: it only updates the
-// member list and queues an event.
+// NotifyMsg runs in memberlist's packet loop: it must not block, and b is
+// reused after it returns (parseIntent copies what it keeps).
+func (d *delegate) NotifyMsg(b []byte) {
+	in, err := parseIntent(b)
+	if err != nil {
+		if err != errNotIntent {
+			d.log.Debug("cluster: bad intent ignored", "err", err)
+		}
+		return
+	}
+	(*Cluster)(d).receiveIntent(in)
+}
+
+func (d *delegate) GetBroadcasts(overhead, limit int) [][]byte {
+	return d.broadcasts.GetBroadcasts(overhead, limit)
+}
+
+func (*delegate) LocalState(join bool) []byte            { return nil }
+func (*delegate) MergeRemoteState(buf []byte, join bool) {}
+
+// numAlive is the cluster's size, as the gossip queue wants it to scale its
+// retransmissions. It reads this package's list, not memberlist's, so that
+// the queue never calls back into memberlist.
+func (c *Cluster) numAlive() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	n := 0
+	for _, e := range c.members {
+		if e.State == StateAlive {
+			n++
+		}
+	}
+	return n
+}
+
+// eventDelegate receives memberlist's notifications, from memberlist's own
+// goroutines and maybe under its locks: it only updates the member list
+// and queues an event, and never calls memberlist.
 type eventDelegate Cluster
 
 func (d *eventDelegate) NotifyJoin(n *memberlist.Node)   { (*Cluster)(d).observe(EventJoin, n) }
 func (d *eventDelegate) NotifyUpdate(n *memberlist.Node) { (*Cluster)(d).observe(EventUpdate, n) }
 
-// NotifyLeave is memberlist's one call for both ends; its state of the
-// node tells them apart (n.State does not: see stateView).
+// NotifyLeave is memberlist's one call for both ends; the member's leave
+// intent tells them apart (n.State does not: see leave.go).
 func (d *eventDelegate) NotifyLeave(n *memberlist.Node) {
-	state := n.State
-	if v := d.view.Load(); v != nil {
-		if s, ok := v.stateLocked(n.Name); ok {
-			state = s
-		}
-	}
-	kind := EventDead
-	if state == memberlist.StateLeft {
-		kind = EventLeave
-	}
-	(*Cluster)(d).observe(kind, n)
+	(*Cluster)(d).observe(EventDead, n) // observe makes it a leave if announced
 }
 
 func (d *eventDelegate) NotifyConflict(existing, other *memberlist.Node) {
@@ -640,10 +717,22 @@ func (c *Cluster) observe(kind EventKind, n *memberlist.Node) {
 	case EventDead:
 		state = StateDead
 	}
-	m := Member{Name: n.Name, Addr: n.Address(), State: state, Since: now}
-
 	c.mu.Lock()
+	if kind == EventDead {
+		if n.Name == c.cfg.Name {
+			if c.leavingNow.Load() {
+				kind = EventLeave
+			}
+		} else if c.takeIntentLocked(n.Name, now) {
+			kind = EventLeave
+		}
+		if kind == EventLeave {
+			state = StateLeft
+		}
+	}
+	m := Member{Name: n.Name, Addr: n.Address(), State: state, Since: now}
 	e := c.members[n.Name]
+	back := e != nil && kind == EventJoin && (e.State == StateDead || e.State == StateLeft)
 	if e == nil {
 		e = &entry{}
 		c.members[n.Name] = e
@@ -660,6 +749,14 @@ func (c *Cluster) observe(kind EventKind, n *memberlist.Node) {
 	e.Member = m
 	e.raw = append(e.raw[:0], n.Meta...)
 	e.seen = true
+	e.suspect = time.Time{}
+	switch kind {
+	case EventJoin, EventUpdate:
+		e.acked = now
+	}
+	if kind == EventJoin {
+		delete(c.intents, n.Name) // a restart: its last run's intents are void
+	}
 	c.pruneLocked(now)
 	c.mu.Unlock()
 
@@ -671,6 +768,12 @@ func (c *Cluster) observe(kind EventKind, n *memberlist.Node) {
 	}
 	if kind == EventJoin {
 		c.markJoined()
+	}
+	if back {
+		select {
+		case c.returned <- struct{}{}:
+		default:
+		}
 	}
 	if kind != EventUpdate {
 		c.log.Info("cluster member "+kind.String(), "name", m.Name, "addr", m.Addr,

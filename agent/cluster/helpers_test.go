@@ -145,7 +145,7 @@ func startChain(t *testing.T, first, last int, mod func(*Config)) []*member {
 		m := startMember(t, i, join, mod)
 		select {
 		case <-m.c.Joined():
-		case <-time.After(5 * time.Second):
+		case <-time.After(20 * time.Second):
 			t.Fatalf("member %d did not join %v", i, join)
 		}
 		all = append(all, m)
@@ -244,3 +244,28 @@ func stateOf(c *Cluster, name string) string {
 }
 
 var discard = slog.New(slog.NewTextHandler(io.Discard, nil))
+
+// probedSince reports whether m has heard from the member named name, by
+// a probe answered or otherwise, since t.
+func (m *member) probedSince(name string, t time.Time) bool {
+	m.c.mu.Lock()
+	defer m.c.mu.Unlock()
+	e := m.c.members[name]
+	return e != nil && e.acked.After(t)
+}
+
+// waitProbeRound waits until each of ms has heard from each other one
+// since t: each has run failure detection over the others.
+func waitProbeRound(t *testing.T, d time.Duration, ms []*member, since time.Time) {
+	t.Helper()
+	for _, m := range ms {
+		for _, o := range ms {
+			if o == m {
+				continue
+			}
+			waitFor(t, d, fmt.Sprintf("member %d hears from member %d", m.i, o.i), func() (bool, string) {
+				return m.probedSince(o.c.Name(), since), describe(m.c.Members())
+			})
+		}
+	}
+}

@@ -3,8 +3,8 @@ package cluster
 import "sync"
 
 // queue holds the events memberlist has produced and the owner has not yet
-// taken. memberlist calls its delegates with its node table locked, so they
-// must not wait for the owner; and join and dead events must not be dropped,
+// taken. memberlist calls its event delegate from its own goroutines,
+// maybe under its locks, so the delegate must not wait for the owner; and join and dead events must not be dropped,
 // since the owner acts on each. So the queue never blocks and never drops,
 // and stays bounded by coalescing per member: at most one "gone" event
 // (Leave or Dead) followed by at most one "present" event (Join or Update),

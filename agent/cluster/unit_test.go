@@ -301,3 +301,80 @@ func TestOneLine(t *testing.T) {
 		}
 	}
 }
+
+func TestIntentRoundTrip(t *testing.T) {
+	for _, in := range []intent{
+		{leave: true, seq: 1, name: "pbx1@example.com/busylamp"},
+		{leave: false, seq: 1<<64 - 1, name: "x"},
+		{leave: true, seq: 0, name: strings.Repeat("n", 255)},
+	} {
+		b := in.marshal()
+		if len(b) > maxIntentSize {
+			t.Errorf("%+v: %d bytes, over %d", in, len(b), maxIntentSize)
+		}
+		got, err := parseIntent(b)
+		if err != nil || got != in {
+			t.Errorf("round trip %+v: got %+v, %v", in, got, err)
+		}
+	}
+	if b := (intent{leave: true, seq: 300, name: "a@b"}).marshal(); !bytes.Equal(b, []byte{1, 0xac, 0x02, 3, 'a', '@', 'b'}) {
+		t.Errorf("got % x", b)
+	}
+}
+
+func TestIntentRejects(t *testing.T) {
+	good := intent{leave: true, seq: 7, name: "a@b/c"}.marshal()
+	for name, b := range map[string][]byte{
+		"empty":         nil,
+		"unknown type":  append([]byte{9}, good[1:]...),
+		"no number":     {msgLeave},
+		"bad varint":    {msgLeave, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01},
+		"no name":       {msgLeave, 7},
+		"empty name":    {msgLeave, 7, 0},
+		"name cut":      good[:len(good)-1],
+		"trailing":      append(append([]byte{}, good...), 'x'),
+		"long name":     intent{leave: true, seq: 7, name: strings.Repeat("n", 256)}.marshal(),
+		"oversized":     append(append([]byte{}, good...), make([]byte, maxIntentSize)...),
+		"space in name": intent{leave: true, seq: 7, name: "a b"}.marshal(),
+		"control":       intent{leave: true, seq: 7, name: "a\x00b"}.marshal(),
+	} {
+		if in, err := parseIntent(b); err == nil {
+			t.Errorf("%s: accepted % x as %+v", name, b, in)
+		}
+	}
+}
+
+// A refutation wins a tie; a newer number wins either way; an older loses.
+func TestIntentNewer(t *testing.T) {
+	leave := intentRecord{seq: 5, leave: true}
+	stay := intentRecord{seq: 5}
+	for _, tc := range []struct {
+		r    intentRecord
+		in   intent
+		want bool
+	}{
+		{leave, intent{leave: false, seq: 5}, true},
+		{leave, intent{leave: true, seq: 5}, false},
+		{stay, intent{leave: true, seq: 5}, false},
+		{stay, intent{leave: false, seq: 5}, false},
+		{stay, intent{leave: true, seq: 6}, true},
+		{leave, intent{leave: false, seq: 4}, false},
+	} {
+		if got := tc.r.newer(tc.in); got != tc.want {
+			t.Errorf("%+v newer(%+v) = %v, want %v", tc.r, tc.in, got, tc.want)
+		}
+	}
+}
+
+func FuzzIntent(f *testing.F) {
+	f.Add(intent{leave: true, seq: 7, name: "a@b/c"}.marshal())
+	f.Fuzz(func(t *testing.T, b []byte) {
+		in, err := parseIntent(b)
+		if err != nil {
+			return
+		}
+		if again, err := parseIntent(in.marshal()); err != nil || again != in {
+			t.Fatalf("re-parse of %+v: %+v, %v", in, again, err)
+		}
+	})
+}
