@@ -132,10 +132,11 @@ type Core struct {
 
 // server is a remote server, known by its EID.
 type server struct {
-	eid    devstate.EID
-	jid    string // bare JID it is bound to; "" until known
-	seen   time.Time
-	member bool // gossip says it is alive: presence does not expire it
+	eid       devstate.EID
+	jid       string // bare JID it is bound to; "" until known
+	publisher string // the publisher JID, as spelled, last accepted for it
+	seen      time.Time
+	member    bool // gossip says it is alive: presence does not expire it
 }
 
 // peer is a remote XMPP account (bare JID) and what we know of its

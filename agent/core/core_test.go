@@ -383,3 +383,17 @@ func TestBuddyCopyOfOwnStateBeatsItems(t *testing.T) {
 		t.Errorf("after the PBX set it: %v, want ONHOLD", st)
 	}
 }
+
+// Membership rebinding an EID to another account also ends what the
+// first account's spelling was trusted for.
+func TestRebindForgetsPublisher(t *testing.T) {
+	a, r, _ := newTestCore(t, Config{})
+	a.RemoteDevice(DeviceItem{Device: "d", State: devstate.InUse, EID: eidB, Publisher: "b@x.test/r"})
+	equal(t, r.take(), "d=INUSE")
+	a.BindEID(eidB, "c@x.test/r")
+	a.RemoteDevice(DeviceItem{Device: "d", State: devstate.Busy, EID: eidB, Publisher: "b@x.test/r"})
+	equal(t, r.take())
+	if a.Stats().Spoofed != 1 {
+		t.Fatalf("spoofed = %d, want 1", a.Stats().Spoofed)
+	}
+}

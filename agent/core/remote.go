@@ -74,7 +74,10 @@ func (a *Core) bindLocked(eid devstate.EID, publisher string) bool {
 		s = &server{eid: eid}
 		a.servers[eid] = s
 	}
-	if publisher == "" {
+	if publisher == "" || publisher == s.publisher {
+		// No publisher, or the one that was bound last time as it was
+		// spelled then: no need to read the JID again (every
+		// notification comes here).
 		s.seen = a.now()
 		return true
 	}
@@ -101,6 +104,7 @@ func (a *Core) bindLocked(eid devstate.EID, publisher string) bool {
 			"eid", eid.String(), "bound_to", s.jid, "claimed_by", bare)
 		return false
 	}
+	s.publisher = strings.Clone(publisher) // kept: not a slice of the stanza
 	s.seen = a.now()
 	return true
 }
@@ -134,6 +138,7 @@ func (a *Core) BindEID(eid devstate.EID, jid string) {
 	if old := a.jids[s.jid]; old != nil {
 		delete(old.eids, eid)
 	}
+	s.publisher = ""
 	if p := a.peerLocked(bare); p != nil {
 		s.jid = p.jid
 		p.eids[eid] = struct{}{}
