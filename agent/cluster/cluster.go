@@ -61,6 +61,13 @@ type Config struct {
 	Logger    *slog.Logger
 }
 
+// DefaultConfig is membership's configuration when nothing else is said:
+// the LAN profile on 127.0.0.1:7946, joining nobody. A zero Profile is
+// the LAN one too.
+func DefaultConfig() Config {
+	return Config{Bind: "127.0.0.1:7946", Profile: ProfileLAN, Logger: slog.Default()}
+}
+
 // The profiles, named for memberlist's DefaultLANConfig, DefaultWANConfig
 // and DefaultLocalConfig.
 const (

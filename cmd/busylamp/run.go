@@ -112,13 +112,15 @@ func agentConfig(cfg *config.Config, c *cli) agent.Config {
 	}
 	var cc *cluster.Config
 	if cfg.Cluster.Enabled() {
-		cc = &cluster.Config{
-			Bind:      cfg.Cluster.Bind,
-			Advertise: cfg.Cluster.Advertise,
-			Join:      cfg.Cluster.Join,
-			SecretKey: cfg.Cluster.Secret.Reveal(),
-			Profile:   string(cfg.Cluster.Profile),
+		mc := cluster.DefaultConfig()
+		mc.Bind = cfg.Cluster.Bind
+		mc.Advertise = cfg.Cluster.Advertise
+		mc.Join = cfg.Cluster.Join
+		mc.SecretKey = cfg.Cluster.Secret.Reveal()
+		if cfg.Cluster.Profile != "" {
+			mc.Profile = string(cfg.Cluster.Profile)
 		}
+		cc = &mc
 	}
 	ac.Manager.Username = cfg.Manager.Username
 	ac.Manager.Secret = cfg.Manager.Secret.Reveal()
