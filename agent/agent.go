@@ -263,9 +263,9 @@ func (a *Agent) goRun(f func()) {
 func (a *Agent) handle(ctx context.Context, ev pubsub.Event) {
 	switch ev := ev.(type) {
 	case pubsub.DeviceEvent:
-		a.core.RemoteDevice(core.DeviceItem(ev.Item))
+		a.core.RemoteDevice(ev.Item)
 	case pubsub.MailboxEvent:
-		a.core.RemoteMailbox(core.MailboxItem(ev.Item))
+		a.core.RemoteMailbox(ev.Item)
 	case pubsub.Presence:
 		if a.core.Presence(ev.JID, ev.Online) && ev.Online && a.booted() {
 			// A buddy came (back): what it holds now is exact only from it.
@@ -286,7 +286,7 @@ func (a *Agent) handle(ctx context.Context, ev pubsub.Event) {
 		))
 	case pubsub.Connected:
 		a.log.Info("xmpp connected", "jid", ev.JID, "devices", len(ev.Devices), "mailboxes", len(ev.Mailboxes))
-		a.core.Resync(convert(ev.Devices, toCoreDevice), convert(ev.Mailboxes, toCoreMailbox))
+		a.core.Resync(ev.Devices, ev.Mailboxes)
 		a.syncOnce.Do(func() { close(a.synced) })
 		a.startResync(ctx)
 	case pubsub.Disconnected:
@@ -328,17 +328,4 @@ func (s amiSink) DeviceChanged(device string, st devstate.State) {
 
 func (s amiSink) MailboxChanged(mailbox string, c mwi.Counts) {
 	s.s.Emit(manager.MessageWaiting(mailbox, c))
-}
-
-// The XMPP client's items and the core's are the same fields.
-func toCoreDevice(it pubsub.DeviceItem) core.DeviceItem    { return core.DeviceItem(it) }
-func toCoreMailbox(it pubsub.MailboxItem) core.MailboxItem { return core.MailboxItem(it) }
-func toWireDevice(it core.DeviceItem) pubsub.DeviceItem    { return pubsub.DeviceItem(it) }
-func toWireMailbox(it core.MailboxItem) pubsub.MailboxItem { return pubsub.MailboxItem(it) }
-func convert[T, U any](in []T, f func(T) U) []U {
-	out := make([]U, len(in))
-	for i, v := range in {
-		out[i] = f(v)
-	}
-	return out
 }

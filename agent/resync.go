@@ -69,7 +69,7 @@ func (a *Agent) answerLoop(ctx context.Context) {
 func (a *Agent) answer(req pubsub.OwnStatesRequest) {
 	eid, _ := a.core.EIDOf(req.From)
 	ds, ms := a.core.AnswerFor(eid)
-	if err := a.xmpp.AnswerOwnStates(req, convert(ds, toWireDevice), convert(ms, toWireMailbox)); err != nil {
+	if err := a.xmpp.AnswerOwnStates(req, ds, ms); err != nil {
 		a.log.Warn("answer states request", "from", req.From, "err", err)
 	}
 }
@@ -173,7 +173,7 @@ func (a *Agent) requestStates(ctx context.Context, to string) bool {
 		req := a.core.StatesRequest(to)
 		ds, ms, err := a.xmpp.RequestOwnStates(qctx, to)
 		if err == nil {
-			a.core.ApplyServerStates(req, convert(ds, toCoreDevice), convert(ms, toCoreMailbox))
+			a.core.ApplyServerStates(req, ds, ms)
 			return true
 		}
 		if pubsub.IsCondition(err, "forbidden") && attempt < statesTries {

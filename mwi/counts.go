@@ -4,7 +4,11 @@
 // It does no I/O.
 package mwi
 
-import "fmt"
+import (
+	"fmt"
+
+	"github.com/busylamp/busylamp/devstate"
+)
 
 // MaxCount bounds NEWMSGS and OLDMSGS, as the wire takes them.
 const MaxCount = 1_000_000
@@ -25,4 +29,13 @@ func (c Counts) Check() error {
 		return fmt.Errorf("counts out of range (0 to %d)", MaxCount)
 	}
 	return nil
+}
+
+// Item is one server's counts of one mailbox as that server published
+// them (see devstate.Item).
+type Item struct {
+	Mailbox   string
+	Counts    Counts
+	EID       devstate.EID
+	Publisher string // the publishing JID when the XMPP server exposes it, else ""
 }

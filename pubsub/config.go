@@ -82,22 +82,12 @@ func DefaultConfig() Config {
 	}
 }
 
-// DeviceItem is one server's state of one device, as published or received.
-type DeviceItem struct {
-	Device    string
-	State     devstate.State
-	Cachable  bool
-	EID       devstate.EID
-	Publisher string // the publishing JID when the server exposes it, else ""
-}
-
-// MailboxItem is one server's counts of one mailbox.
-type MailboxItem struct {
-	Mailbox   string
-	Counts    mwi.Counts
-	EID       devstate.EID
-	Publisher string
-}
+// DeviceItem is one server's state of one device, as published or
+// received; MailboxItem one server's counts of one mailbox.
+type (
+	DeviceItem  = devstate.Item
+	MailboxItem = mwi.Item
+)
 
 // Limits on what is accepted from the wire; anything beyond is logged and
 // dropped.

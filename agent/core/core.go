@@ -27,22 +27,12 @@ import (
 	"github.com/busylamp/busylamp/mwi"
 )
 
-// DeviceItem is one server's state of a device, as PubSub carries it.
-type DeviceItem struct {
-	Device    string
-	State     devstate.State
-	Cachable  bool
-	EID       devstate.EID
-	Publisher string // the publishing JID when the server exposes it, else ""
-}
-
-// MailboxItem is one server's counts of a mailbox, as PubSub carries them.
-type MailboxItem struct {
-	Mailbox   string
-	Counts    mwi.Counts
-	EID       devstate.EID
-	Publisher string
-}
+// DeviceItem is one server's state of a device, as PubSub carries it;
+// MailboxItem one server's counts of a mailbox.
+type (
+	DeviceItem  = devstate.Item
+	MailboxItem = mwi.Item
+)
 
 // Stale says what happens to a server's states when it leaves.
 type Stale int
