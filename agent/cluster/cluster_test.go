@@ -541,13 +541,21 @@ func TestSeedRestartRejoined(t *testing.T) {
 
 	again := startMember(t, 1, nil, func(c *Config) { c.Bind = addr })
 	waitConverged(t, 20*time.Second, []*member{again, other})
-	joins := 0
-	for _, ev := range other.eventsFor(seed.c.Name()) {
-		if ev.Kind == EventJoin {
-			joins++
+	// The members list can show the seed alive a moment before its join
+	// event has been delivered: wait for the event, then count.
+	countJoins := func() int {
+		joins := 0
+		for _, ev := range other.eventsFor(seed.c.Name()) {
+			if ev.Kind == EventJoin {
+				joins++
+			}
 		}
+		return joins
 	}
-	if joins != 2 {
+	waitFor(t, 20*time.Second, "the seed's second join event", func() (bool, string) {
+		return countJoins() >= 2, fmt.Sprint(other.eventsFor(seed.c.Name()))
+	})
+	if joins := countJoins(); joins != 2 {
 		t.Errorf("%d join events for the seed, want 2: %v", joins, other.eventsFor(seed.c.Name()))
 	}
 }
