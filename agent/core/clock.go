@@ -23,12 +23,15 @@ type Timer interface {
 	Stop() bool
 }
 
-// SystemClock is the real clock.
-func SystemClock() Clock { return systemClock{} }
+// SystemClock is the real clock. Its Now is the wall time at the call to
+// SystemClock plus the monotonic time since: a step of the system clock
+// (NTP, an operator) moves neither the order of updates nor the grace
+// periods.
+func SystemClock() Clock { return systemClock{start: time.Now()} }
 
-type systemClock struct{}
+type systemClock struct{ start time.Time }
 
-func (systemClock) Now() time.Time { return time.Now() }
+func (c systemClock) Now() time.Time { return c.start.Add(time.Since(c.start)).Round(0) }
 func (systemClock) AfterFunc(d time.Duration, f func()) Timer {
 	return time.AfterFunc(d, f)
 }
@@ -99,6 +102,14 @@ func (c *ManualClock) Pending() int {
 		}
 	}
 	return n
+}
+
+// Step sets the clock's time back or forth by d, as an operator or NTP
+// steps a system clock: no timer fires.
+func (c *ManualClock) Step(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.now = c.now.Add(d)
 }
 
 // Advance moves the clock by d and runs every timer that came due, in

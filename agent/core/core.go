@@ -107,6 +107,7 @@ type Core struct {
 	jids      map[string]*peer         // remote accounts, by bare JID
 	spoofed   uint64                   // payloads dropped for claiming another JID's EID
 	warn      warnLimiter              // remote input may not flood the log
+	lastStamp time.Time                // see stampLocked
 
 	// Own states restored after a restart rather than set by the PBX:
 	// from the PubSub items first, then from what buddies hold of ours,
@@ -179,6 +180,21 @@ func New(cfg Config) *Core {
 
 func (a *Core) now() time.Time { return a.clock.Now() }
 
+// stampLocked is the time an update is held under: the clock's time, but
+// always after the previous stamp. Which update is newer (Asterisk's MWI
+// rule, a states answer against a publication that overtook it) is then
+// the order in which they reached this node, whatever the clock does: a
+// step backwards cannot make a later update look older. No remote
+// host's clock is ever compared.
+func (a *Core) stampLocked() time.Time {
+	t := a.clock.Now()
+	if !t.After(a.lastStamp) {
+		t = a.lastStamp.Add(time.Nanosecond)
+	}
+	a.lastStamp = t
+	return t
+}
+
 // Attach sets where own states are published and where changes go.
 func (a *Core) Attach(p Publisher, s Sink) {
 	a.mu.Lock()
@@ -216,7 +232,7 @@ func (a *Core) SetDeviceState(device string, s devstate.State) error {
 	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	agg, changed, err := a.devices.Set(device, a.cfg.EID, s, true, a.now())
+	agg, changed, err := a.devices.Set(device, a.cfg.EID, s, true, a.stampLocked())
 	if err != nil {
 		return fmt.Errorf("set %s: %w", device, err)
 	}
@@ -238,7 +254,7 @@ func (a *Core) SetMailbox(mailbox string, c mwi.Counts) error {
 	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	agg, changed, err := a.mailboxes.Set(mailbox, a.cfg.EID, c, a.now())
+	agg, changed, err := a.mailboxes.Set(mailbox, a.cfg.EID, c, a.stampLocked())
 	if err != nil {
 		return fmt.Errorf("set %s: %w", mailbox, err)
 	}

@@ -397,3 +397,42 @@ func TestRebindForgetsPublisher(t *testing.T) {
 		t.Fatalf("spoofed = %d, want 1", a.Stats().Spoofed)
 	}
 }
+
+// A clock stepped backwards on this node does not make a later update
+// look older: Asterisk's newest-wins MWI rule and the states-answer guard
+// follow the order updates arrived in.
+func TestClockStepDoesNotReorder(t *testing.T) {
+	a, r, clk := newTestCore(t, Config{}) // mwi_merge = latest
+	a.RemoteMailbox(MailboxItem{Mailbox: "1@c", Counts: mwi.Counts{New: 1}, EID: eidB, Publisher: "b@x.test/r"})
+	equal(t, r.take(), "1@c=1/0")
+	clk.Step(-time.Hour)
+	a.RemoteMailbox(MailboxItem{Mailbox: "1@c", Counts: mwi.Counts{New: 5}, EID: eidC, Publisher: "c@x.test/r"})
+	equal(t, r.take(), "1@c=5/0")
+
+	// A states request, then the clock steps back, then a publication
+	// overtakes the answer: the publication is newer and stays.
+	a.RemoteDevice(DeviceItem{Device: "d", State: devstate.InUse, EID: eidB, Publisher: "b@x.test/r"})
+	req := a.StatesRequest("b@x.test/r")
+	clk.Step(-time.Hour)
+	a.RemoteDevice(DeviceItem{Device: "d", State: devstate.Ringing, EID: eidB, Publisher: "b@x.test/r"})
+	r.take()
+	a.ApplyServerStates(req, []DeviceItem{{Device: "d", State: devstate.InUse, EID: eidB}}, nil)
+	if s, _ := a.DeviceState("d"); s != devstate.Ringing {
+		t.Fatalf("d = %v after an answer older than the publication, want RINGING", s)
+	}
+}
+
+func TestSystemClockIsMonotonic(t *testing.T) {
+	c := SystemClock()
+	prev := c.Now()
+	for range 1000 {
+		now := c.Now()
+		if now.Before(prev) {
+			t.Fatalf("%v before %v", now, prev)
+		}
+		prev = now
+	}
+	if d := time.Since(c.Now()); d < -time.Second || d > time.Second {
+		t.Fatalf("system clock off the wall clock by %v right after start", d)
+	}
+}

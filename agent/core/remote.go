@@ -23,7 +23,7 @@ func (a *Core) RemoteDevice(it DeviceItem) {
 }
 
 func (a *Core) setRemoteDeviceLocked(it DeviceItem) {
-	agg, changed, err := a.devices.Set(it.Device, it.EID, it.State, it.Cachable, a.now())
+	agg, changed, err := a.devices.Set(it.Device, it.EID, it.State, it.Cachable, a.stampLocked())
 	if err != nil {
 		a.warn.warn(a.log, a.now(), "device dropped", "device", it.Device, "eid", it.EID.String(), "err", err)
 		return
@@ -51,7 +51,7 @@ func (a *Core) RemoteMailbox(it MailboxItem) {
 }
 
 func (a *Core) setRemoteMailboxLocked(it MailboxItem) {
-	agg, changed, err := a.mailboxes.Set(it.Mailbox, it.EID, it.Counts, a.now())
+	agg, changed, err := a.mailboxes.Set(it.Mailbox, it.EID, it.Counts, a.stampLocked())
 	if err != nil {
 		a.warn.warn(a.log, a.now(), "mailbox dropped", "mailbox", it.Mailbox, "eid", it.EID.String(), "err", err)
 		return
@@ -367,7 +367,9 @@ type StatesRequest struct {
 
 // StatesRequest notes that the buddy jid is asked for its own states now.
 func (a *Core) StatesRequest(jid string) StatesRequest {
-	return StatesRequest{JID: jid, since: a.now()}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return StatesRequest{JID: jid, since: a.stampLocked()}
 }
 
 // ApplyServerStates replaces everything held for the server(s) of the
