@@ -72,9 +72,10 @@ type nodeOpts struct {
 	mwiMerge   string
 	staleGrace int
 	stale      string
-	gossip     bool  // a [cluster] section on 127.0.0.1
-	join       []int // with gossip: indexes of the nodes whose gossip address it knows
-	noBuddies  bool  // no buddy= lines: buddies come from membership
+	gossip     bool   // a [cluster] section on 127.0.0.1
+	join       []int  // with gossip: indexes of the nodes whose gossip address it knows
+	noBuddies  bool   // no buddy= lines: buddies come from membership
+	xmppAddr   string // host:port to reach the XMPP server at (a relay); the server's own by default
 }
 
 // newCluster starts a fresh Prosody and writes configs for n agents, each
@@ -143,7 +144,11 @@ func (c *cluster) writeConf(i int, o nodeOpts) {
 	if o.stale == "" {
 		o.stale = "expire"
 	}
-	host, port, _ := net.SplitHostPort(c.srv.Addr)
+	xmppAddr := c.srv.Addr
+	if o.xmppAddr != "" {
+		xmppAddr = o.xmppAddr
+	}
+	host, port, _ := net.SplitHostPort(xmppAddr)
 	_, pw := c.srv.Admin(nd.name)
 	_, amiPort, _ := net.SplitHostPort(nd.amiAddr)
 	var b strings.Builder
