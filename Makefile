@@ -8,7 +8,7 @@ BIN     := bin/busylamp
 RACE_PKGS  := ./pubsub/... ./agent/... ./internal/...
 PLAIN_PKGS := ./devstate/... ./mwi/... ./config/... ./cmd/...
 
-.PHONY: build test test-unit lint fuzz bench demo servers clean
+.PHONY: build test test-unit lint fuzz faults bench demo servers clean
 
 build:
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/busylamp
@@ -19,6 +19,12 @@ test: servers lint
 	$(GO) test -count=1 -timeout 15m $(PLAIN_PKGS)
 	$(GO) test -count=1 -race -timeout 15m $(RACE_PKGS)
 	$(MAKE) fuzz FUZZTIME=$(FUZZTIME)
+
+# The fault suite: agents on a real Prosody and a driver with a model of
+# what each PBX set, through server kills, an agent kill, a black-holed
+# path and a burst; prints each fault's convergence time.
+faults: servers
+	$(GO) test -tags faults -run TestFaults -count=1 -v -timeout 10m ./internal/e2e/
 
 # A short budget of the stanza reader's differential fuzz test (against
 # encoding/xml); its corpus runs as seeds in every plain test run too.
