@@ -58,21 +58,6 @@ func TestFaults(t *testing.T) {
 		report(fmt.Sprintf("XMPP server SIGKILL + restart #%d", i), d.converge(fmt.Sprintf("server restart %d", i)))
 	}
 
-	// An agent killed and kept down past stale_grace (2 s): the others
-	// expire its states; back, it must bring what its PBX set.
-	n3 := c.nodes[2]
-	n3.kill()
-	d.down(2)
-	d.run(100)
-	deadline := time.Now().Add(3 * time.Second) // past the grace (2 s), on the others' clocks
-	for time.Now().Before(deadline) {
-		d.run(10)
-	}
-	n3.start()
-	d.reconnect(2)
-	d.up(2)
-	report("agent SIGKILL, down past the grace", d.converge("agent restart"))
-
 	// node1's XMPP path black-holed (no FIN) past the keepalive (ping
 	// every 10 s, 10 s to answer), then restored.
 	rl.hole(true)
@@ -92,6 +77,21 @@ func TestFaults(t *testing.T) {
 		t.Fatal(err)
 	}
 	report("20,000 changes during a server restart", d.converge("burst"))
+
+	// An agent killed and kept down past stale_grace (2 s): the others
+	// expire its states; back, it must bring what its PBX set.
+	n3 := c.nodes[2]
+	n3.kill()
+	d.down(2)
+	d.run(100)
+	deadline := time.Now().Add(3 * time.Second) // past the grace (2 s), on the others' clocks
+	for time.Now().Before(deadline) {
+		d.run(10)
+	}
+	n3.start()
+	d.reconnect(2)
+	d.up(2)
+	report("agent SIGKILL, down past the grace", d.converge("agent restart"))
 }
 
 // newClusterOn is newCluster on a server the test started itself.
