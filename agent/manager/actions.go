@@ -140,7 +140,7 @@ func (s *session) login(m Message) bool {
 			reason = "address not permitted"
 		}
 		if logOK, n := srv.logFailed.allow(srv.cfg.Now()); logOK {
-			srv.log.Warn("manager login failed", "remote", s.remote, "username", user, "reason", reason,
+			srv.log.Warn("manager login failed", "remote", s.remote, "username", srv.loggableUser(user), "reason", reason,
 				"source_failures", failures, "session_failures", s.failed+1,
 				"failed_total", srv.stats.failed.Load(), "suppressed", n)
 		}
@@ -204,6 +204,16 @@ func (s *session) login(m Message) bool {
 		}()
 	}
 	return true
+}
+
+// loggableUser is the username of a failed login as it may be logged: the
+// configured name, or only its length, since people type the secret where
+// the username goes.
+func (srv *Server) loggableUser(user string) string {
+	if strings.EqualFold(user, srv.cfg.Username) {
+		return user
+	}
+	return fmt.Sprintf("(other, %d bytes)", len(user))
 }
 
 // loginFailed answers a failed or refused login after the delay, and

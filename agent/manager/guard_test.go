@@ -350,3 +350,5 @@ func TestACLRefusesLogin(t *testing.T) {
 	rc = dialRaw(t, ts.addr)
 	rc.login()
 }
+
+func mustPrefix(s string) netip.Prefix { return netip.MustParsePrefix(s) }
