@@ -207,10 +207,10 @@ const (
 	DefaultAuthTimeout = 10 * time.Second // Asterisk's is 30; a client logs in at once
 	DefaultAuthLimit   = 50               // Asterisk's authlimit
 
-	maxAuthTimeout  = 5 * time.Minute
-	maxAuthLimit    = 10000
-	maxSecretLen    = 1024 // an AMI line is 8 KiB; a secret is far shorter
-	maxACLLines     = 256
+	maxAuthTimeout     = 5 * time.Minute
+	maxAuthLimit       = 10000
+	maxSecretLen       = 1024 // an AMI line is 8 KiB; a secret is far shorter
+	maxACLLines        = 256
 	DefaultClusterPort = 7946
 	DefaultXMPPPort    = 5222
 
