@@ -12,12 +12,12 @@ import (
 // connections otherwise makes 200 guesses a second.
 //
 //   - Per source address (an IPv4 address, or an IPv6 /64, which one
-//     host can fill): one credential check at a time; after a failure no
-//     check before a delay that doubles with each failure
-//     (LoginBackoff … MaxLoginBackoff); after BanAfter failures the source
-//     is banned for BanTime, doubling with each ban up to MaxBanTime. A
-//     source's failures are forgotten after ForgetAfter without one, and
-//     at a good login.
+//     host can fill): one credential check at a time (others wait for
+//     it); after a failure no check before a delay that doubles with each
+//     failure (LoginBackoff … MaxLoginBackoff); after BanAfter failures
+//     the source is banned for BanTime, doubling with each ban up to
+//     MaxBanTime. A source's failures are forgotten after ForgetAfter
+//     without one, and at a good login.
 //   - Over all sources: at most GlobalFailedLogins failed logins a minute
 //     (a bucket that refills continuously); once it is empty, sources that
 //     never logged in successfully are refused without a check, so that
@@ -34,7 +34,7 @@ type verdict uint8
 
 const (
 	admitted   verdict = iota // check the credentials
-	throttled                 // too soon after this source's last failure, or a check is running
+	throttled                 // too soon after this source's last failure
 	banned                    // the source is banned
 	overGlobal                // too many failed logins over all sources
 )
@@ -67,6 +67,7 @@ type loginGuard struct {
 	now func() time.Time
 
 	mu       sync.Mutex
+	cond     *sync.Cond // on mu: a check has ended
 	sources  map[string]*sourceState
 	trusted  map[string]time.Time // sources with a good login, and when
 	tokens   float64
@@ -74,7 +75,7 @@ type loginGuard struct {
 }
 
 func newLoginGuard(cfg Config, now func() time.Time) *loginGuard {
-	return &loginGuard{
+	g := &loginGuard{
 		cfg:      cfg,
 		now:      now,
 		sources:  make(map[string]*sourceState),
@@ -82,6 +83,8 @@ func newLoginGuard(cfg Config, now func() time.Time) *loginGuard {
 		tokens:   float64(cfg.GlobalFailedLogins),
 		refilled: now(),
 	}
+	g.cond = sync.NewCond(&g.mu)
+	return g
 }
 
 // sourceKey is the address the guard counts by: the IP of a TCP peer
@@ -132,37 +135,46 @@ func (g *loginGuard) isBanned(src string) bool {
 }
 
 // admit decides whether a login attempt from src may check credentials.
-// When it is admitted, done must be called with the result.
+// An attempt that comes while another from the same source is being
+// checked waits for that check (a hash compare: microseconds), so that
+// parallel good logins all pass and parallel guesses get one check. When
+// it is admitted, done must be called with the result.
 func (g *loginGuard) admit(src string) verdict {
-	now := g.now()
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	g.refill(now)
-	st := g.sources[src]
-	if st != nil && !now.Before(st.bannedUntil) && now.Sub(st.last) > g.cfg.ForgetAfter {
-		st.failures = 0
-	}
-	if st != nil {
-		switch {
-		case now.Before(st.bannedUntil):
-			return banned
-		case st.checking || now.Before(st.next):
-			return throttled
+	for {
+		st := g.sources[src]
+		if st != nil && st.checking {
+			g.cond.Wait()
+			continue
 		}
+		now := g.now()
+		g.refill(now)
+		if st != nil && !now.Before(st.bannedUntil) && now.Sub(st.last) > g.cfg.ForgetAfter {
+			st.failures = 0
+		}
+		if st != nil {
+			switch {
+			case now.Before(st.bannedUntil):
+				return banned
+			case now.Before(st.next):
+				return throttled
+			}
+		}
+		_, good := g.trusted[src]
+		if !good && g.tokens < 1 {
+			return overGlobal
+		}
+		if st == nil {
+			st = g.add(src, now)
+		}
+		st.checking = true
+		st.last = now
+		if !good {
+			g.tokens-- // given back on success
+		}
+		return admitted
 	}
-	_, good := g.trusted[src]
-	if !good && g.tokens < 1 {
-		return overGlobal
-	}
-	if st == nil {
-		st = g.add(src, now)
-	}
-	st.checking = true
-	st.last = now
-	if !good {
-		g.tokens-- // given back on success
-	}
-	return admitted
 }
 
 // add makes room for and inserts a new source; g.mu is held.
@@ -209,6 +221,7 @@ func (g *loginGuard) done(src string, ok bool) (banFor time.Duration, failures i
 		st = g.add(src, now)
 	}
 	st.checking = false
+	g.cond.Broadcast()
 	_, good := g.trusted[src]
 	if ok {
 		delete(g.sources, src)

@@ -176,6 +176,32 @@ func TestBruteForceAcrossConnections(t *testing.T) {
 	}
 }
 
+// TestParallelGoodLogins: logins from one address at once all pass; the
+// guard serialises their checks rather than refusing them.
+func TestParallelGoodLogins(t *testing.T) {
+	clk := newFakeClock()
+	ts := startServer(t, guardConfig(clk), newFakeBackend())
+	var conns []*rawConn
+	for range 30 {
+		conns = append(conns, dialRaw(t, ts.addr))
+	}
+	var wg sync.WaitGroup
+	for _, rc := range conns {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			rc.c.Write([]byte("Action: Login\r\nUsername: admin\r\nSecret: s3cret\r\n\r\n"))
+		}()
+	}
+	wg.Wait()
+	for _, rc := range conns {
+		rc.expect("Response: Success\r\nMessage: Authentication accepted\r\n\r\n")
+	}
+	if st := ts.Stats(); st.RefusedLogins != 0 || st.FailedLogins != 0 {
+		t.Fatalf("stats %+v", st)
+	}
+}
+
 // TestBanGrowsAndEnds: BanAfter failures ban the source: its connections
 // are refused at once; the ban ends after BanTime, and the next one lasts
 // twice as long.
