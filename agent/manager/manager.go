@@ -233,6 +233,7 @@ type Server struct {
 	logFailed  logLimiter
 	logDropped logLimiter
 	logRefused logLimiter
+	logTimeout logLimiter
 
 	// listeners is the copy-on-write list of logged-in sessions with
 	// events on, read by Emit without locks.
@@ -261,6 +262,7 @@ func New(cfg Config, b Backend, log *slog.Logger) *Server {
 		logFailed:  logLimiter{every: time.Second},
 		logDropped: logLimiter{every: 10 * time.Second},
 		logRefused: logLimiter{every: 10 * time.Second},
+		logTimeout: logLimiter{every: 10 * time.Second},
 	}
 	empty := []*session{}
 	s.listeners.Store(&empty)
@@ -331,15 +333,15 @@ func (s *Server) accept(ctx context.Context, ln net.Listener) error {
 			continue
 		}
 		backoff = 0
-		s.admit(ctx, conn)
+		s.startSession(ctx, conn)
 	}
 }
 
-// admit starts a session for conn, unless its source is banned. Past
+// startSession starts a session for conn, unless its source is banned. Past
 // MaxUnauthSessions the oldest connection not logged in is dropped, so
 // that a flood of idle connections cannot keep a login out; logged-in
 // sessions keep their places.
-func (s *Server) admit(ctx context.Context, conn net.Conn) {
+func (s *Server) startSession(ctx context.Context, conn net.Conn) {
 	src := sourceKey(conn.RemoteAddr())
 	if s.guard.isBanned(src) {
 		s.refuse(conn, "Too many failed logins; try again later", "banned")

@@ -268,8 +268,10 @@ func (s *session) readLoop() {
 			return
 		default:
 			if !s.loggedIn.Load() && errors.Is(err, os.ErrDeadlineExceeded) {
-				s.srv.log.Info("manager session closed: no login in time",
-					"remote", s.remote, "timeout", cfg.AuthTimeout)
+				if ok, n := s.srv.logTimeout.allow(cfg.Now()); ok {
+					s.srv.log.Info("manager session closed: no login in time",
+						"remote", s.remote, "timeout", cfg.AuthTimeout, "suppressed", n)
+				}
 				return
 			}
 			if !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) && !errors.Is(err, io.ErrUnexpectedEOF) {
