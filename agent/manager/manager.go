@@ -16,7 +16,13 @@
 // message, headers), a malformed message is answered with an error and the
 // session goes on, an oversized message or too many failed logins close the
 // session, and a session that does not read its events is disconnected
-// rather than allowed to slow the agent.
+// rather than allowed to slow the agent. Connections that have not logged
+// in have a short deadline and a cap of their own (the oldest idle one is
+// dropped for a new one), so they cannot take logged-in sessions' places;
+// only Login, Challenge and Logoff are served before a login, as in
+// Asterisk. Failed logins are throttled per source address and over all
+// sources (guard.go), the account's permit/deny lines apply as Asterisk's
+// do (acl.go), and the socket speaks TLS when configured.
 package manager
 
 import (
