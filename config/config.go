@@ -25,11 +25,13 @@ import (
 	"io"
 	"io/fs"
 	"net"
+	"net/netip"
 	"os"
 	"sort"
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
 
 	"github.com/busylamp/busylamp/devstate"
 	"github.com/busylamp/busylamp/internal/jid"
@@ -138,6 +140,39 @@ type Manager struct {
 	Port     int
 	Username string
 	Secret   Secret
+	// ACL is the permit= and deny= lines, in file order; the socket
+	// applies them as Asterisk's manager.conf does (the last matching
+	// line decides; an address no line matches is permitted).
+	ACL []ACLRule
+	// TLSCert and TLSKey are PEM files; with both set the socket speaks
+	// TLS. TLSCA is for the client commands: the CA file they verify the
+	// agent's certificate with; empty means TLSCert itself (a
+	// self-signed certificate).
+	TLSCert string
+	TLSKey  string
+	TLSCA   string
+	// AuthTimeout and AuthLimit are Asterisk's manager.conf authtimeout
+	// (seconds a connection may take to log in) and authlimit
+	// (connections not logged in at once).
+	AuthTimeout time.Duration
+	AuthLimit   int
+}
+
+// ACLRule is one permit= or deny= line.
+type ACLRule struct {
+	Permit bool
+	Net    netip.Prefix
+}
+
+// TLS reports whether the socket speaks TLS.
+func (m Manager) TLS() bool { return m.TLSCert != "" && m.TLSKey != "" }
+
+// CAFile is the file the client commands verify the agent with.
+func (m Manager) CAFile() string {
+	if m.TLSCA != "" {
+		return m.TLSCA
+	}
+	return m.TLSCert
 }
 
 // Addr is bindaddr:port.
@@ -169,6 +204,13 @@ const (
 	DefaultStaleGrace  = 10 * time.Second
 	DefaultMaxDevices  = devstate.DefaultMaxDevices
 	DefaultManagerPort = 5039
+	DefaultAuthTimeout = 10 * time.Second // Asterisk's is 30; a client logs in at once
+	DefaultAuthLimit   = 50               // Asterisk's authlimit
+
+	maxAuthTimeout     = 5 * time.Minute
+	maxAuthLimit       = 10000
+	maxSecretLen       = 1024 // an AMI line is 8 KiB; a secret is far shorter
+	maxACLLines        = 256
 	DefaultClusterPort = 7946
 	DefaultXMPPPort    = 5222
 
@@ -191,7 +233,8 @@ func DefaultConfig() *Config {
 			MWIMerge:   MWILatest,
 			MaxDevices: DefaultMaxDevices,
 		},
-		Manager: Manager{BindAddr: "127.0.0.1", Port: DefaultManagerPort},
+		Manager: Manager{BindAddr: "127.0.0.1", Port: DefaultManagerPort,
+			AuthTimeout: DefaultAuthTimeout, AuthLimit: DefaultAuthLimit},
 		Cluster: Cluster{Profile: ProfileLAN},
 	}
 }
@@ -458,7 +501,9 @@ func readClient(sec *sectionPos, vals []value, g General, r *report) *clientSect
 				c.Username = v.value
 			}
 		case "secret":
-			c.Secret = Secret(v.value)
+			if checkSecret(v, r) {
+				c.Secret = Secret(v.value)
+			}
 		case "pubsub_node":
 			if v.value == "" {
 				break
@@ -666,13 +711,17 @@ func readAgent(a *Agent, vals []value, r *report) {
 }
 
 func readManager(m *Manager, vals []value, r *report) {
-	for _, v := range last(vals, "", r) {
+	var permits, denies int
+	var aclAt []pos // where each ACL line stands
+	var tlsAt, bindAt pos
+	for _, v := range lastACL(vals, r) {
 		switch v.key {
 		case "bindaddr":
 			if net.ParseIP(v.value) == nil {
 				r.errorf(v.pos, v.key, "bad address %q: want an IP address", v.value)
 			} else {
 				m.BindAddr = v.value
+				bindAt = v.pos
 			}
 		case "port":
 			if p, err := parsePort(v.value); err != nil {
@@ -687,11 +736,148 @@ func readManager(m *Manager, vals []value, r *report) {
 				m.Username = v.value
 			}
 		case "secret":
-			m.Secret = Secret(v.value)
+			if checkSecret(v, r) {
+				m.Secret = Secret(v.value)
+			}
+		case "permit", "deny":
+			if len(m.ACL) >= maxACLLines {
+				r.errorf(v.pos, v.key, "more than %d permit and deny lines", maxACLLines)
+				break
+			}
+			p, err := parseACL(v.value)
+			if err != nil {
+				r.errorf(v.pos, v.key, "%v", err)
+				break
+			}
+			if p != p.Masked() {
+				r.warnf(v.pos, v.key, "%s has bits set past its mask; read as %s", v.value, p.Masked())
+				p = p.Masked()
+			}
+			m.ACL = append(m.ACL, ACLRule{Permit: v.key == "permit", Net: p})
+			aclAt = append(aclAt, v.pos)
+			if v.key == "permit" {
+				permits++
+			} else {
+				denies++
+			}
+		case "tls_cert":
+			m.TLSCert, tlsAt = v.value, v.pos
+		case "tls_key":
+			m.TLSKey = v.value
+		case "tls_ca":
+			m.TLSCA = v.value
+			if tlsAt == (pos{}) {
+				tlsAt = v.pos
+			}
+		case "authtimeout":
+			n, err := strconv.Atoi(v.value)
+			d := time.Duration(n) * time.Second
+			if err != nil || n < 1 || d > maxAuthTimeout {
+				r.errorf(v.pos, v.key, "bad value %q: want seconds, 1 to %d", v.value, int(maxAuthTimeout/time.Second))
+			} else {
+				m.AuthTimeout = d
+			}
+		case "authlimit":
+			n, err := strconv.Atoi(v.value)
+			if err != nil || n < 1 || n > maxAuthLimit {
+				r.errorf(v.pos, v.key, "bad value %q: want 1 to %d", v.value, maxAuthLimit)
+			} else {
+				m.AuthLimit = n
+			}
 		default:
 			r.errorf(v.pos, v.key, "unknown key in [manager]")
 		}
 	}
+	if permits > 0 && denies == 0 {
+		r.warnf(aclAt[0], "permit", "permit without a deny lets every address in (as in Asterisk, an address no line matches is permitted); add deny=0.0.0.0/0.0.0.0 before it")
+	}
+	// The last matching line decides, so a deny after a permit that
+	// covers it undoes the permit: the usual slip when the lines are
+	// written in firewall order.
+	for i, a := range m.ACL {
+		for j := i + 1; j < len(m.ACL); j++ {
+			b := m.ACL[j]
+			if a.Permit && !b.Permit && b.Net.Bits() <= a.Net.Bits() && b.Net.Contains(a.Net.Addr()) {
+				r.warnf(aclAt[j], "deny", "undoes permit=%s on line %d: the last matching line decides, so put deny lines first", a.Net, aclAt[i].line)
+				break
+			}
+		}
+	}
+	if m.TLSCA != "" && m.TLSCert == "" {
+		r.warnf(tlsAt, "tls_ca", "has no effect without tls_cert and tls_key: the socket does not speak TLS")
+	}
+	if ip := net.ParseIP(m.BindAddr); ip != nil && !ip.IsLoopback() && !m.TLS() {
+		r.warnf(bindAt, "bindaddr", "%s is not a loopback address and [manager] has no tls_cert and tls_key: the secret and every action cross the network in clear", m.BindAddr)
+	}
+}
+
+// lastACL is last for [manager]: permit and deny lines all count, in
+// file order (values lists each key's lines together, so they are put
+// back in line order), the other keys' last line wins.
+func lastACL(vals []value, r *report) []value {
+	var acl, other []value
+	for _, v := range vals {
+		if v.key == "permit" || v.key == "deny" {
+			acl = append(acl, v)
+		} else {
+			other = append(other, v)
+		}
+	}
+	sort.SliceStable(acl, func(i, j int) bool { return acl[i].line < acl[j].line })
+	return append(last(other, "", r), acl...)
+}
+
+// parseACL reads an ACL line's network as Asterisk does: an address alone
+// (one host), address/prefix-length, or an IPv4 address/dotted netmask.
+func parseACL(s string) (netip.Prefix, error) {
+	s = strings.TrimSpace(s)
+	addr, mask, hasMask := strings.Cut(s, "/")
+	ip, err := netip.ParseAddr(addr)
+	if err != nil || ip.Zone() != "" {
+		return netip.Prefix{}, fmt.Errorf("bad address %q: want IP, IP/bits or IPv4/netmask", s)
+	}
+	ip = ip.Unmap()
+	if !hasMask {
+		return netip.PrefixFrom(ip, ip.BitLen()), nil
+	}
+	if n, err := strconv.Atoi(mask); err == nil {
+		if n < 0 || n > ip.BitLen() {
+			return netip.Prefix{}, fmt.Errorf("bad mask in %q: want 0 to %d bits", s, ip.BitLen())
+		}
+		return netip.PrefixFrom(ip, n), nil
+	}
+	m, err := netip.ParseAddr(mask)
+	if err != nil || !m.Is4() || !ip.Is4() {
+		return netip.Prefix{}, fmt.Errorf("bad mask in %q: want bits, or a dotted netmask for IPv4", s)
+	}
+	b := m.As4()
+	bits := uint32(b[0])<<24 | uint32(b[1])<<16 | uint32(b[2])<<8 | uint32(b[3])
+	n := 0
+	for n < 32 && bits&(1<<(31-n)) != 0 {
+		n++
+	}
+	if n < 32 && bits<<n != 0 {
+		return netip.Prefix{}, fmt.Errorf("bad mask in %q: the netmask is not contiguous", s)
+	}
+	return netip.PrefixFrom(ip, n), nil
+}
+
+// checkSecret is the rule for a secret's value: no control character
+// (nobody could type it, and it would end or break the AMI line or the
+// SASL exchange) and at most maxSecretLen bytes. The value is never put in
+// the message.
+func checkSecret(v value, r *report) bool {
+	for i, c := range v.value {
+		if unicode.IsControl(c) {
+			r.errorf(v.pos, v.key, "contains a control character (U+%04X at byte %d); the secret is not shown", c, i)
+			return false
+		}
+	}
+	if len(v.value) > maxSecretLen {
+		r.errorf(v.pos, v.key, "longer than %d bytes", maxSecretLen)
+		return false
+	}
+	return true
 }
 
 func readCluster(c *Cluster, vals []value, r *report) {

@@ -75,7 +75,7 @@ func TestExamplesLoad(t *testing.T) {
 				t.Errorf("General = %+v", cfg.General)
 			}
 			def := DefaultConfig()
-			if cfg.Agent != def.Agent || cfg.Manager != def.Manager || cfg.Cluster.Enabled() {
+			if cfg.Agent != def.Agent || !reflect.DeepEqual(cfg.Manager, def.Manager) || cfg.Cluster.Enabled() {
 				t.Errorf("busylamp sections not at defaults: %+v %+v %+v", cfg.Agent, cfg.Manager, cfg.Cluster)
 			}
 			if cfg.File != path || cfg.Client.Addr() != "asterisk.mydomain.tld:5222" || cfg.Client.FullJID() != tc.user {

@@ -170,10 +170,33 @@ func (v validator) manager() {
 		v.r.errorf(v.keyAt("manager", "port"), "port", "%v", err)
 	}
 	switch {
-	case m.Username != "" && !m.Secret.IsSet():
+	case m.Username != "" && !m.Secret.IsSet() && !v.badValue("manager", "secret"):
 		v.r.errorf(v.keyAt("manager", "username"), "secret", "missing: [manager] has a username, so it needs a secret")
 	case m.Username == "" && m.Secret.IsSet():
 		v.r.errorf(v.keyAt("manager", "secret"), "username", "missing: [manager] has a secret, so it needs a username")
+	}
+	if m.Secret.IsSet() && !v.badValue("manager", "secret") {
+		checkSecret(value{key: "secret", pos: v.keyAt("manager", "secret"), value: m.Secret.Reveal()}, v.r)
+	}
+	switch {
+	case m.TLSCert != "" && m.TLSKey == "":
+		v.r.errorf(v.keyAt("manager", "tls_cert"), "tls_key", "missing: [manager] has tls_cert, so it needs tls_key")
+	case m.TLSCert == "" && m.TLSKey != "":
+		v.r.errorf(v.keyAt("manager", "tls_key"), "tls_cert", "missing: [manager] has tls_key, so it needs tls_cert")
+	}
+	if m.AuthTimeout < time.Second || m.AuthTimeout > maxAuthTimeout || m.AuthTimeout%time.Second != 0 {
+		v.r.errorf(v.keyAt("manager", "authtimeout"), "authtimeout", "bad value %v: want whole seconds, 1 s to %v", m.AuthTimeout, maxAuthTimeout)
+	}
+	if m.AuthLimit < 1 || m.AuthLimit > maxAuthLimit {
+		v.r.errorf(v.keyAt("manager", "authlimit"), "authlimit", "bad value %d: want 1 to %d", m.AuthLimit, maxAuthLimit)
+	}
+	if len(m.ACL) > maxACLLines {
+		v.r.errorf(v.keyAt("manager", "permit"), "permit", "%d permit and deny lines: at most %d", len(m.ACL), maxACLLines)
+	}
+	for _, a := range m.ACL {
+		if !a.Net.IsValid() || a.Net != a.Net.Masked() {
+			v.r.errorf(v.keyAt("manager", "permit"), "permit", "bad network %v", a.Net)
+		}
 	}
 }
 

@@ -49,7 +49,7 @@ func init() {
 		{"MWIDelete", "Delete selected mailboxes.", false, (*session).mwiDelete},
 		{"MWIGet", "Get selected mailboxes with message counts.", false, (*session).mwiGet},
 		{"MWIUpdate", "Update the mailbox message counts.", false, (*session).mwiUpdate},
-		{"Ping", "Keepalive command.", true, (*session).ping},
+		{"Ping", "Keepalive command.", false, (*session).ping},
 		{"Setvar", "Sets a channel variable or function value.", false, (*session).setvar},
 	} {
 		actions[strings.ToLower(a.name)] = a
@@ -63,6 +63,9 @@ func (s *session) handle(m Message) bool {
 		return s.sendError(m, "Missing action in request")
 	}
 	a, known := actions[strings.ToLower(name)]
+	if known && (a.name == "Login" || a.name == "Challenge") {
+		s.loginTried.Store(true)
+	}
 	// As in Asterisk, an unauthenticated session learns nothing about
 	// which actions exist.
 	if !s.loggedIn.Load() && !(known && a.preAuth) {
@@ -107,29 +110,56 @@ func (s *session) login(m Message) bool {
 		return s.sendSuccess(m, Header{"Message", "Already authenticated"})
 	}
 	user := m.Get("Username")
-	var ok bool
-	if strings.EqualFold(m.Get("AuthType"), "MD5") {
-		ok = s.checkMD5(user, m.Get("Key"))
-	} else {
-		ok = s.srv.checkLogin(user, m.Get("Secret"))
+	srv := s.srv
+	if v := srv.guard.admit(s.source); v != admitted {
+		// Answered as a failure, without a check: a refused guess
+		// learns nothing.
+		srv.stats.refusedLogins.Add(1)
+		if ok, n := srv.logFailed.allow(srv.cfg.Now()); ok {
+			srv.log.Warn("manager login refused", "remote", s.remote, "source", s.source, "reason", v.String(),
+				"refused_total", srv.stats.refusedLogins.Load(), "failed_total", srv.stats.failed.Load(), "suppressed", n)
+		}
+		return s.loginFailed(m, v == banned)
 	}
+	// A source the ACL does not permit is refused before the secret is
+	// looked at, and counted as a failure, as in Asterisk.
+	permitted := len(srv.cfg.ACL) == 0 || (s.ip.IsValid() && srv.cfg.ACL.Permits(s.ip))
+	ok := false
+	if permitted {
+		if strings.EqualFold(m.Get("AuthType"), "MD5") {
+			ok = s.checkMD5(user, m.Get("Key"))
+		} else {
+			ok = srv.checkLogin(user, m.Get("Secret"))
+		}
+	}
+	banFor, failures := srv.guard.done(s.source, ok)
 	if !ok {
-		s.failed++
-		s.srv.log.Warn("manager login failed", "remote", s.remote, "username", user, "failures", s.failed)
-		if d := s.srv.cfg.FailedLoginDelay; d > 0 {
-			t := time.NewTimer(d)
-			select {
-			case <-t.C:
-			case <-s.done:
-				t.Stop()
-				return false
-			}
+		srv.stats.failed.Add(1)
+		reason := "bad credentials"
+		if !permitted {
+			reason = "address not permitted"
 		}
-		if s.failed >= s.srv.cfg.MaxFailedLogins {
-			s.closeAfter(s.response(m, "Error", Header{"Message", "Authentication failed"}), "too many failed logins")
-			return false
+		if logOK, n := srv.logFailed.allow(srv.cfg.Now()); logOK {
+			srv.log.Warn("manager login failed", "remote", s.remote, "username", srv.loggableUser(user), "reason", reason,
+				"source_failures", failures, "session_failures", s.failed+1,
+				"failed_total", srv.stats.failed.Load(), "suppressed", n)
 		}
-		return s.sendError(m, "Authentication failed")
+		if banFor > 0 {
+			srv.stats.bans.Add(1)
+			// Bans are few per source (each lasts longer), so each is
+			// logged.
+			srv.log.Warn("manager source banned after failed logins", "source", s.source, "for", banFor,
+				"bans_total", srv.stats.bans.Load())
+		}
+		return s.loginFailed(m, banFor > 0)
+	}
+	if placed, full := srv.promote(s); !placed {
+		if full {
+			srv.log.Warn("manager login refused: too many sessions", "remote", s.remote, "limit", srv.cfg.MaxSessions)
+			s.closeAfter(s.response(m, "Error",
+				Header{"Message", fmt.Sprintf("Too many sessions (limit %d)", srv.cfg.MaxSessions)}), "too many sessions")
+		}
+		return false
 	}
 
 	s.user.Store(&user)
@@ -174,6 +204,36 @@ func (s *session) login(m Message) bool {
 		}()
 	}
 	return true
+}
+
+// loggableUser is the username of a failed login as it may be logged: the
+// configured name, or only its length, since people type the secret where
+// the username goes.
+func (srv *Server) loggableUser(user string) string {
+	if strings.EqualFold(user, srv.cfg.Username) {
+		return user
+	}
+	return fmt.Sprintf("(other, %d bytes)", len(user))
+}
+
+// loginFailed answers a failed or refused login after the delay, and
+// closes the session at the failure limit or when closeNow.
+func (s *session) loginFailed(m Message, closeNow bool) bool {
+	s.failed++
+	if d := s.srv.cfg.FailedLoginDelay; d > 0 {
+		t := time.NewTimer(d)
+		select {
+		case <-t.C:
+		case <-s.done:
+			t.Stop()
+			return false
+		}
+	}
+	if closeNow || s.failed >= s.srv.cfg.MaxFailedLogins {
+		s.closeAfter(s.response(m, "Error", Header{"Message", "Authentication failed"}), "too many failed logins")
+		return false
+	}
+	return s.sendError(m, "Authentication failed")
 }
 
 // checkMD5 is Asterisk's challenge login: Key is hex(md5(challenge+secret)).

@@ -2,6 +2,7 @@ package manager
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -59,8 +60,20 @@ const (
 
 // Dial connects to an AMI socket and reads its greeting.
 func Dial(ctx context.Context, addr string) (*Client, error) {
-	var d net.Dialer
-	conn, err := d.DialContext(ctx, "tcp", addr)
+	return DialTLS(ctx, addr, nil)
+}
+
+// DialTLS is Dial over TLS with cfg; a nil cfg is plain TCP.
+func DialTLS(ctx context.Context, addr string, cfg *tls.Config) (*Client, error) {
+	var conn net.Conn
+	var err error
+	if cfg != nil {
+		d := tls.Dialer{Config: cfg}
+		conn, err = d.DialContext(ctx, "tcp", addr)
+	} else {
+		var d net.Dialer
+		conn, err = d.DialContext(ctx, "tcp", addr)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("dial %s: %w", addr, err)
 	}

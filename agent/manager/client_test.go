@@ -110,10 +110,14 @@ func TestClientDialRefused(t *testing.T) {
 	cfg.MaxSessions = 1
 	ts := startServer(t, cfg, newFakeBackend())
 	c := dialClient(t, ts.addr)
-	_ = c
-	_, err := Dial(context.Background(), ts.addr)
+	if err := c.Login(context.Background(), testUser, testSecret); err != nil {
+		t.Fatal(err)
+	}
+	// The place is taken at login, not at connect.
+	c2 := dialClient(t, ts.addr)
+	err := c2.Login(context.Background(), testUser, testSecret)
 	if err == nil || !strings.Contains(err.Error(), "Too many sessions (limit 1)") {
-		t.Fatalf("Dial over the limit: %v", err)
+		t.Fatalf("Login over the limit: %v", err)
 	}
 
 	// Not an AMI server at all.

@@ -16,17 +16,25 @@
 // message, headers), a malformed message is answered with an error and the
 // session goes on, an oversized message or too many failed logins close the
 // session, and a session that does not read its events is disconnected
-// rather than allowed to slow the agent.
+// rather than allowed to slow the agent. Connections that have not logged
+// in have a short deadline and a cap of their own (the oldest idle one is
+// dropped for a new one), so they cannot take logged-in sessions' places;
+// only Login, Challenge and Logoff are served before a login, as in
+// Asterisk. Failed logins are throttled per source address and over all
+// sources (guard.go), the account's permit/deny lines apply as Asterisk's
+// do (acl.go), and the socket speaks TLS when configured.
 package manager
 
 import (
 	"context"
 	"crypto/sha256"
 	"crypto/subtle"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -50,37 +58,79 @@ type Config struct {
 	Username string
 	Secret   string
 
-	MaxSessions     int // connections at once, logged in or not
-	MaxMessage      int // bytes of one message; more closes the session
-	MaxLine         int // bytes of one line; more is an error, the session goes on
-	MaxHeaders      int // lines of one message
-	MaxFailedLogins int // failed logins that close the connection
-	QueueLen        int // events waiting for one session before it is disconnected
+	// MaxSessions bounds logged-in sessions; a login past it is refused.
+	// Connections that have not logged in do not take these places.
+	MaxSessions int
+	// MaxUnauthSessions bounds connections that have not logged in yet
+	// (Asterisk's authlimit). A new one past it drops the oldest of them,
+	// preferring one that has not tried to log in, so that a flood of
+	// idle connections cannot keep the operator out.
+	MaxUnauthSessions int
+	MaxMessage        int // bytes of one message; more closes the session
+	MaxLine           int // bytes of one line; more is an error, the session goes on
+	MaxHeaders        int // lines of one message
+	MaxFailedLogins   int // failed logins that close the connection
+	QueueLen          int // events waiting for one session before it is disconnected
 
-	// AuthTimeout is how long a connection may stay without logging in.
+	// AuthTimeout is how long a connection may stay without logging in
+	// (Asterisk's authtimeout).
 	AuthTimeout time.Duration
 	// WriteTimeout bounds a write to a client that does not read.
 	WriteTimeout time.Duration
 	// FailedLoginDelay is waited before answering a failed login, as
-	// Asterisk waits a second, to slow guessing.
+	// Asterisk waits a second, to slow guessing on one connection.
 	FailedLoginDelay time.Duration
 	// CommandTimeout bounds Backend.Command.
 	CommandTimeout time.Duration
+
+	// Across connections (guard.go): per source address, the wait after
+	// a failed login, doubling per failure up to MaxLoginBackoff; a ban
+	// of BanTime (doubling per ban up to MaxBanTime) after BanAfter
+	// failures; failures forgotten after ForgetAfter; at most MaxSources
+	// addresses remembered. Over all sources, GlobalFailedLogins failed
+	// logins a minute.
+	LoginBackoff       time.Duration
+	MaxLoginBackoff    time.Duration
+	BanAfter           int
+	BanTime            time.Duration
+	MaxBanTime         time.Duration
+	ForgetAfter        time.Duration
+	MaxSources         int
+	GlobalFailedLogins int
+
+	// ACL is the account's permit/deny lines; empty permits every
+	// address.
+	ACL ACL
+	// TLS, when set, makes the socket speak TLS (Serve wraps the
+	// listener). Without it, a listener off loopback is warned about.
+	TLS *tls.Config
+
+	// Now is the clock of the login guard; nil is time.Now. For tests.
+	Now func() time.Time
 }
 
 // DefaultConfig is the configuration without credentials.
 func DefaultConfig() Config {
 	return Config{
-		MaxSessions:      256,
-		MaxMessage:       64 << 10,
-		MaxLine:          8 << 10,
-		MaxHeaders:       128, // Asterisk's AST_MAX_MANHEADERS
-		MaxFailedLogins:  5,
-		QueueLen:         4096,
-		AuthTimeout:      30 * time.Second, // Asterisk's authtimeout
-		WriteTimeout:     30 * time.Second,
-		FailedLoginDelay: time.Second,
-		CommandTimeout:   30 * time.Second,
+		MaxSessions:        256,
+		MaxUnauthSessions:  50, // Asterisk's authlimit
+		MaxMessage:         64 << 10,
+		MaxLine:            8 << 10,
+		MaxHeaders:         128, // Asterisk's AST_MAX_MANHEADERS
+		MaxFailedLogins:    5,
+		QueueLen:           4096,
+		AuthTimeout:        10 * time.Second, // Asterisk's is 30; a client logs in at once
+		WriteTimeout:       30 * time.Second,
+		FailedLoginDelay:   time.Second,
+		CommandTimeout:     30 * time.Second,
+		LoginBackoff:       time.Second,
+		MaxLoginBackoff:    time.Minute,
+		BanAfter:           10,
+		BanTime:            5 * time.Minute,
+		MaxBanTime:         time.Hour,
+		ForgetAfter:        15 * time.Minute,
+		MaxSources:         4096,
+		GlobalFailedLogins: 60,
 	}
 }
 
@@ -97,6 +147,20 @@ func (c Config) withDefaults() Config {
 		}
 	}
 	setInt(&c.MaxSessions, d.MaxSessions)
+	setInt(&c.MaxUnauthSessions, d.MaxUnauthSessions)
+	setInt(&c.BanAfter, d.BanAfter)
+	setInt(&c.MaxSources, d.MaxSources)
+	setInt(&c.GlobalFailedLogins, d.GlobalFailedLogins)
+	setDur(&c.LoginBackoff, d.LoginBackoff)
+	setDur(&c.MaxLoginBackoff, d.MaxLoginBackoff)
+	setDur(&c.BanTime, d.BanTime)
+	setDur(&c.MaxBanTime, d.MaxBanTime)
+	setDur(&c.ForgetAfter, d.ForgetAfter)
+	c.MaxLoginBackoff = max(c.MaxLoginBackoff, c.LoginBackoff)
+	c.MaxBanTime = max(c.MaxBanTime, c.BanTime)
+	if c.Now == nil {
+		c.Now = time.Now
+	}
 	setInt(&c.MaxMessage, d.MaxMessage)
 	setInt(&c.MaxLine, d.MaxLine)
 	setInt(&c.MaxHeaders, d.MaxHeaders)
@@ -162,9 +226,20 @@ type Server struct {
 	userHash   [sha256.Size]byte
 	secretHash [sha256.Size]byte
 
+	guard *loginGuard
+
 	mu       sync.Mutex
 	sessions map[*session]struct{}
+	unauth   []*session // not logged in, oldest first
+	loggedIn int        // sessions that took a logged-in place
 	serving  bool
+
+	stats      counters
+	refusing   atomic.Int32 // refusals being written
+	logFailed  logLimiter
+	logDropped logLimiter
+	logRefused logLimiter
+	logTimeout logLimiter
 
 	// listeners is the copy-on-write list of logged-in sessions with
 	// events on, read by Emit without locks.
@@ -189,6 +264,11 @@ func New(cfg Config, b Backend, log *slog.Logger) *Server {
 		userHash:   sha256.Sum256([]byte(strings.ToLower(cfg.Username))),
 		secretHash: sha256.Sum256([]byte(cfg.Secret)),
 		sessions:   make(map[*session]struct{}),
+		guard:      newLoginGuard(cfg, cfg.Now),
+		logFailed:  logLimiter{every: time.Second},
+		logDropped: logLimiter{every: 10 * time.Second},
+		logRefused: logLimiter{every: 10 * time.Second},
+		logTimeout: logLimiter{every: 10 * time.Second},
 	}
 	empty := []*session{}
 	s.listeners.Store(&empty)
@@ -215,7 +295,13 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	if s.cfg.Username == "" || s.cfg.Secret == "" {
 		s.log.Warn("manager has no username or secret; every login will fail")
 	}
-	s.log.Info("manager listening", "addr", ln.Addr().String())
+	if s.cfg.TLS != nil {
+		ln = tls.NewListener(ln, s.cfg.TLS)
+	} else if ip, ok := addrIP(ln.Addr()); ok && !ip.IsLoopback() {
+		s.log.Warn("MANAGER SOCKET IS NOT ON LOOPBACK AND NOT ENCRYPTED: the secret and every action cross the network in clear; set tls_cert and tls_key in [manager], or bindaddr = 127.0.0.1",
+			"addr", ln.Addr().String())
+	}
+	s.log.Info("manager listening", "addr", ln.Addr().String(), "tls", s.cfg.TLS != nil, "acl_lines", len(s.cfg.ACL))
 
 	err := s.accept(ctx, ln)
 
@@ -253,34 +339,89 @@ func (s *Server) accept(ctx context.Context, ln net.Listener) error {
 			continue
 		}
 		backoff = 0
-
-		s.mu.Lock()
-		if len(s.sessions) >= s.cfg.MaxSessions {
-			s.mu.Unlock()
-			s.refuse(conn)
-			continue
-		}
-		ses := newSession(ctx, s, conn)
-		s.sessions[ses] = struct{}{}
-		s.wg.Add(2)
-		s.mu.Unlock()
-		go ses.writeLoop()
-		go ses.readLoop()
+		s.startSession(ctx, conn)
 	}
 }
 
-// refuse tells a connection over the session limit why, and closes it.
-func (s *Server) refuse(conn net.Conn) {
-	s.log.Warn("manager session refused", "remote", conn.RemoteAddr().String(),
-		"reason", "too many sessions", "limit", s.cfg.MaxSessions)
-	msg := appendMessage(nil,
-		Header{"Response", "Error"},
-		Header{"Message", fmt.Sprintf("Too many sessions (limit %d)", s.cfg.MaxSessions)})
+// startSession starts a session for conn, unless its source is banned. Past
+// MaxUnauthSessions the oldest connection not logged in is dropped, so
+// that a flood of idle connections cannot keep a login out; logged-in
+// sessions keep their places.
+func (s *Server) startSession(ctx context.Context, conn net.Conn) {
+	src := sourceKey(conn.RemoteAddr())
+	if s.guard.isBanned(src) {
+		s.refuse(conn, "Too many failed logins; try again later", "banned")
+		return
+	}
+	s.mu.Lock()
+	var dropped *session
+	if len(s.unauth) >= s.cfg.MaxUnauthSessions {
+		i := 0
+		for j, u := range s.unauth {
+			if !u.loginTried.Load() {
+				i = j
+				break
+			}
+		}
+		dropped = s.unauth[i]
+		s.unauth = slices.Delete(s.unauth, i, i+1)
+	}
+	ses := newSession(ctx, s, conn, src)
+	s.sessions[ses] = struct{}{}
+	s.unauth = append(s.unauth, ses)
+	s.wg.Add(2)
+	s.mu.Unlock()
+	if dropped != nil {
+		s.stats.unauthDropped.Add(1)
+		dropped.kill("unauthenticated sessions over the limit")
+		if ok, n := s.logDropped.allow(s.cfg.Now()); ok {
+			s.log.Warn("manager dropped the oldest unauthenticated session",
+				"remote", dropped.remote, "limit", s.cfg.MaxUnauthSessions, "dropped_total", s.stats.unauthDropped.Load(), "suppressed", n)
+		}
+	}
+	go ses.writeLoop()
+	go ses.readLoop()
+}
+
+// promote gives a session that passed the login check a logged-in place;
+// false when there is none, or the session was dropped meanwhile.
+func (s *Server) promote(ses *session) (ok bool, full bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	i := slices.Index(s.unauth, ses)
+	if i < 0 {
+		return false, false
+	}
+	if s.loggedIn >= s.cfg.MaxSessions {
+		return false, true
+	}
+	s.unauth = slices.Delete(s.unauth, i, i+1)
+	s.loggedIn++
+	ses.counted = true
+	return true, false
+}
+
+// refuse tells a connection why it is not served, and closes it. At most
+// a few refusals are written at once; past that the connection is just
+// closed, so that a flood costs no goroutines.
+func (s *Server) refuse(conn net.Conn, msg, reason string) {
+	s.stats.refused.Add(1)
+	if ok, n := s.logRefused.allow(s.cfg.Now()); ok {
+		s.log.Warn("manager session refused", "remote", conn.RemoteAddr().String(),
+			"reason", reason, "refused_total", s.stats.refused.Load(), "suppressed", n)
+	}
+	if s.refusing.Add(1) > 16 {
+		s.refusing.Add(-1)
+		conn.Close()
+		return
+	}
+	b := appendMessage(nil, Header{"Response", "Error"}, Header{"Message", msg})
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
+		defer s.refusing.Add(-1)
 		conn.SetWriteDeadline(time.Now().Add(time.Second))
-		conn.Write(msg)
+		conn.Write(b)
 		conn.Close()
 	}()
 }
@@ -289,6 +430,12 @@ func (s *Server) refuse(conn net.Conn) {
 func (s *Server) remove(ses *session) {
 	s.mu.Lock()
 	delete(s.sessions, ses)
+	if i := slices.Index(s.unauth, ses); i >= 0 {
+		s.unauth = slices.Delete(s.unauth, i, i+1)
+	}
+	if ses.counted {
+		s.loggedIn--
+	}
 	s.mu.Unlock()
 	s.updateListeners()
 }
@@ -336,4 +483,28 @@ func (s *Server) checkLogin(user, secret string) bool {
 	p := sha256.Sum256([]byte(secret))
 	return subtle.ConstantTimeCompare(u[:], s.userHash[:])&
 		subtle.ConstantTimeCompare(p[:], s.secretHash[:]) == 1
+}
+
+// Stats counts what the socket refused, for logs and metrics.
+type Stats struct {
+	FailedLogins    uint64 // credentials checked and wrong, or the address not permitted
+	RefusedLogins   uint64 // attempts refused without a check: throttled, banned, global limit
+	Bans            uint64 // sources banned
+	UnauthDropped   uint64 // connections dropped to make room (MaxUnauthSessions)
+	RefusedSessions uint64 // connections refused at accept (banned sources)
+}
+
+type counters struct {
+	failed, refusedLogins, bans, unauthDropped, refused atomic.Uint64
+}
+
+// Stats returns the counters since New.
+func (s *Server) Stats() Stats {
+	return Stats{
+		FailedLogins:    s.stats.failed.Load(),
+		RefusedLogins:   s.stats.refusedLogins.Load(),
+		Bans:            s.stats.bans.Load(),
+		UnauthDropped:   s.stats.unauthDropped.Load(),
+		RefusedSessions: s.stats.refused.Load(),
+	}
 }

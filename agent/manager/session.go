@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"os"
 	"sync"
 	"sync/atomic"
@@ -28,6 +29,8 @@ type session struct {
 	srv    *Server
 	conn   net.Conn
 	remote string
+	source string     // the login guard's key for the peer
+	ip     netip.Addr // the peer's address, for the ACL; invalid when not IP
 	ctx    context.Context
 	cancel context.CancelFunc
 
@@ -46,17 +49,23 @@ type session struct {
 
 	user atomic.Pointer[string] // set at login; logged by other goroutines
 
+	loginTried atomic.Bool // sent Login or Challenge: not dropped first
+	counted    bool        // holds a logged-in place; guarded by srv.mu
+
 	// Owned by the read goroutine.
 	failed    int
 	challenge string
 }
 
-func newSession(ctx context.Context, srv *Server, conn net.Conn) *session {
+func newSession(ctx context.Context, srv *Server, conn net.Conn, source string) *session {
 	ctx, cancel := context.WithCancel(ctx)
+	ip, _ := addrIP(conn.RemoteAddr())
 	s := &session{
 		srv:     srv,
 		conn:    conn,
 		remote:  conn.RemoteAddr().String(),
+		source:  source,
+		ip:      ip,
 		ctx:     ctx,
 		cancel:  cancel,
 		resp:    make(chan frame, 4),
@@ -259,8 +268,10 @@ func (s *session) readLoop() {
 			return
 		default:
 			if !s.loggedIn.Load() && errors.Is(err, os.ErrDeadlineExceeded) {
-				s.srv.log.Info("manager session closed: no login in time",
-					"remote", s.remote, "timeout", cfg.AuthTimeout)
+				if ok, n := s.srv.logTimeout.allow(cfg.Now()); ok {
+					s.srv.log.Info("manager session closed: no login in time",
+						"remote", s.remote, "timeout", cfg.AuthTimeout, "suppressed", n)
+				}
 				return
 			}
 			if !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) && !errors.Is(err, io.ErrUnexpectedEOF) {

@@ -24,11 +24,15 @@ func (c *cli) dial(ctx context.Context) (*manager.Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	addr := cfg.Manager.Addr()
+	addr := managerDialAddr(cfg.Manager)
 	if cfg.Manager.Username == "" {
 		return nil, &exitError{code: exitUsage, err: fmt.Errorf("%s: [manager] has no username and secret: the client commands log in with them", cfg.File)}
 	}
-	mc, err := manager.Dial(ctx, addr)
+	tc, err := managerClientTLS(cfg)
+	if err != nil {
+		return nil, &exitError{code: exitUsage, err: err}
+	}
+	mc, err := manager.DialTLS(ctx, addr, tc)
 	if err != nil {
 		return nil, &exitError{code: exitUnreachable, err: fmt.Errorf("agent not reachable at %s: %w", addr, err)}
 	}

@@ -32,7 +32,11 @@ func newRunCmd(c *cli) *cobra.Command {
 			}
 			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
-			a, err := agent.New(agentConfig(cfg, c))
+			ac := agentConfig(cfg, c)
+			if ac.Manager.TLS, err = managerServerTLS(cfg); err != nil {
+				return &exitError{code: exitUsage, err: err}
+			}
+			a, err := agent.New(ac)
 			if errors.Is(err, agent.ErrConfig) {
 				return &exitError{code: exitUsage, err: err}
 			}
@@ -124,6 +128,9 @@ func agentConfig(cfg *config.Config, c *cli) agent.Config {
 	}
 	ac.Manager.Username = cfg.Manager.Username
 	ac.Manager.Secret = cfg.Manager.Secret.Reveal()
+	ac.Manager.ACL = managerACL(cfg.Manager)
+	ac.Manager.AuthTimeout = cfg.Manager.AuthTimeout
+	ac.Manager.MaxUnauthSessions = cfg.Manager.AuthLimit
 	ac.Name = cl.Name
 	ac.Version = version
 	ac.XMPP = x
