@@ -471,7 +471,7 @@ func (s *Store) errIfClosed() error {
 
 // begin starts a record in s.buf: room for the header, the op, the name.
 func (s *Store) begin(op byte, name string) []byte {
-	b := append(s.buf[:0], make([]byte, recordHeader)...)
+	b := append(s.buf[:0], 0, 0, 0, 0, 0, 0, 0, 0) // the header, filled in by record
 	b = append(b, op)
 	b = binary.AppendUvarint(b, uint64(len(name)))
 	return append(b, name...)
