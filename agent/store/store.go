@@ -135,6 +135,9 @@ type Store struct {
 	path string
 	lock *os.File
 
+	// fileMu serializes what replaces or fsyncs the file (the syncer,
+	// Compact, Close); mu guards the rest and is all a write takes.
+	fileMu    sync.Mutex
 	mu        sync.Mutex
 	f         *os.File
 	size      int64 // bytes of f that hold whole records
@@ -529,9 +532,10 @@ func (s *Store) syncLoop() {
 	}
 }
 
-// sync fsyncs the log if anything was written since the last sync. Only
-// the syncer and Close call it, never at once, so f stays open meanwhile.
+// sync fsyncs the log if anything was written since the last sync.
 func (s *Store) sync() {
+	s.fileMu.Lock()
+	defer s.fileMu.Unlock()
 	s.mu.Lock()
 	if !s.dirty || s.closed {
 		s.mu.Unlock()
@@ -567,6 +571,8 @@ func (s *Store) Compact() error { return s.compact() }
 // records written meanwhile are kept in s.tail), fsyncs it, then under
 // the lock appends the tail and renames the new file over the log.
 func (s *Store) compact() error {
+	s.fileMu.Lock()
+	defer s.fileMu.Unlock()
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
