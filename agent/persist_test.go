@@ -2,9 +2,12 @@ package agent
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -156,5 +159,39 @@ func BenchmarkSetDeviceState(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+// A damaged store is set aside: the agent starts, empty, and says so in
+// show stats. A state_dir it cannot use fails New, and not as ErrConfig.
+func TestDamagedStore(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, store.LogName), []byte("not a log at all"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	m, run, _ := storeAgent(t, dir)
+	run()
+	if ds, ms := m.Core().OwnStates(); len(ds)+len(ms) != 0 {
+		t.Fatalf("own states from a damaged store: %v %v", ds, ms)
+	}
+	out, err := m.Command(context.Background(), "show stats")
+	if err != nil || !strings.Contains(out, "State store damaged at start, set aside: "+filepath.Join(dir, store.LogName)+".corrupt-") {
+		t.Errorf("show stats: %v\n%s", err, out)
+	}
+	if err := (backend{m.Agent}).SetDeviceState(context.Background(), "SIP/new", devstate.InUse); err != nil {
+		t.Fatalf("set after the damage: %v", err)
+	}
+
+	file := filepath.Join(t.TempDir(), "file")
+	os.WriteFile(file, nil, 0o600)
+	cfg := DefaultConfig()
+	cfg.XMPP.JID, cfg.XMPP.EID = selfJID, eidA
+	cfg.ManagerAddr = "127.0.0.1:0"
+	cfg.Log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	cfg.StateDir = filepath.Join(file, "state")
+	x := newFakeXMPP()
+	_, err = newAgent(cfg, x, x.events)
+	if err == nil || errors.Is(err, ErrConfig) || !strings.Contains(err.Error(), "state_dir") {
+		t.Fatalf("New with an unusable state_dir: %v", err)
 	}
 }

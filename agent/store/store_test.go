@@ -324,3 +324,60 @@ func BenchmarkPutDevice(b *testing.B) {
 		}
 	}
 }
+
+// fill100k writes a 100,000-device own set (and 10,000 mailboxes) into dir.
+func fill100k(b *testing.B, dir string) {
+	cfg := DefaultConfig()
+	cfg.Dir, cfg.Log = dir, quiet()
+	s, err := Open(cfg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	for i := range 100_000 {
+		if err := s.PutDevice(fmt.Sprintf("PJSIP/%06d", i), uint8(1+i%7), true); err != nil {
+			b.Fatal(err)
+		}
+		if i%10 == 0 {
+			if err := s.PutMailbox(fmt.Sprintf("%06d@default", i), i%100, 1); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+}
+
+// BenchmarkOpen100k is the start of a node with 100,000 own devices:
+// reading the log back.
+func BenchmarkOpen100k(b *testing.B) {
+	dir := b.TempDir()
+	fill100k(b, dir)
+	cfg := DefaultConfig()
+	cfg.Dir, cfg.Log = dir, quiet()
+	for b.Loop() {
+		s, err := Open(cfg)
+		if err != nil {
+			b.Fatal(err)
+		}
+		st := s.Stats()
+		s.Close()
+		b.ReportMetric(float64(st.Bytes), "bytes")
+	}
+}
+
+// BenchmarkCompact100k rewrites a 110,000-entry live set.
+func BenchmarkCompact100k(b *testing.B) {
+	dir := b.TempDir()
+	fill100k(b, dir)
+	cfg := DefaultConfig()
+	cfg.Dir, cfg.Log = dir, quiet()
+	s, err := Open(cfg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	for b.Loop() {
+		if err := s.Compact(); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
