@@ -255,6 +255,17 @@ func (a *Agent) Run(ctx context.Context) error {
 		}
 	})
 	a.goRun(func() { a.answerLoop(ctx) })
+	if a.store != nil {
+		a.goRun(func() {
+			select {
+			case <-a.core.Booted():
+			case <-ctx.Done():
+			}
+			if a.booted() { // booted and stopping at once: still keep them
+				a.keepRestored()
+			}
+		})
+	}
 	for range askWorkers {
 		a.goRun(func() { a.askLoop(ctx) })
 	}
@@ -295,6 +306,33 @@ loop:
 			a.core.Stop()
 			return err
 		}
+	}
+}
+
+// keepRestored writes to the store the own states the first resync
+// restored from the cluster (items, buddies' copies) rather than from the
+// store: after a damaged store was set aside, or a power loss took its
+// last changes, so that the next restart has them even if the XMPP server
+// lost every item. What the store holds already is not written again.
+func (a *Agent) keepRestored() {
+	a.ownMu.Lock()
+	defer a.ownMu.Unlock()
+	before := a.store.Stats().Records
+	ds, ms := a.core.OwnStates()
+	for _, d := range ds {
+		if err := a.store.PutDevice(d.Device, uint8(d.State), d.Cachable); err != nil {
+			a.log.Error("own state not saved", "name", d.Device, "err", err)
+			return
+		}
+	}
+	for _, m := range ms {
+		if err := a.store.PutMailbox(m.Mailbox, m.Counts.New, m.Counts.Old); err != nil {
+			a.log.Error("own state not saved", "name", m.Mailbox, "err", err)
+			return
+		}
+	}
+	if n := a.store.Stats().Records - before; n > 0 {
+		a.log.Info("own states restored from the cluster saved to the store", "saved", n)
 	}
 }
 

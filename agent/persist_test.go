@@ -195,3 +195,25 @@ func TestDamagedStore(t *testing.T) {
 		t.Fatalf("New with an unusable state_dir: %v", err)
 	}
 }
+
+// Own states the resync restores from the cluster (here a buddy's copy,
+// the store being new) are saved once booted: the next start has them
+// from the store, before any resync.
+func TestRestoredOwnStatesSaved(t *testing.T) {
+	dir := t.TempDir()
+	m, run, stop := storeAgent(t, dir)
+	m.x.answers[jidB] = []pubsub.DeviceItem{{Device: "SIP/lost", State: devstate.Busy, EID: eidA}}
+	m.x.mailboxes[jidB] = []pubsub.MailboxItem{{Mailbox: "9@c", Counts: mwi.Counts{New: 4, Old: 2}, EID: eidA}}
+	run()
+	m.x.send(t, pubsub.Connected{JID: selfJID})
+	recv(t, m.Core().Booted(), "boot")
+	stop()
+
+	m, _, _ = storeAgent(t, dir)
+	if got := m.state("SIP/lost"); got != "BUSY" {
+		t.Fatalf("SIP/lost = %s from the store, want BUSY", got)
+	}
+	if c, _ := m.Core().MailboxCounts("9@c"); c != (mwi.Counts{New: 4, Old: 2}) {
+		t.Fatalf("9@c = %+v from the store", c)
+	}
+}
