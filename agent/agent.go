@@ -2,9 +2,9 @@
 // client (seen through the small XMPP interface), the core (agent/core: the
 // tables and their rules), the AMI-style socket (agent/manager) and gossip
 // membership (agent/cluster). This node's own states come in from the AMI
-// socket, are kept on disk (agent/store) and go out to XMPP PubSub; every other server's publications come
-// in from PubSub into the core; every change of a cluster-wide state goes
-// out to the AMI sessions.
+// socket, are kept on disk (agent/store) and go out to XMPP PubSub; every
+// other server's publications come in from PubSub into the core; every
+// change of a cluster-wide state goes out to the AMI sessions.
 //
 // One goroutine, Run's event loop, hands the XMPP client's and
 // membership's events to the core in order. Whatever waits on the network

@@ -87,7 +87,7 @@ func (a *Agent) saved(name string, err error) error {
 		return nil
 	}
 	a.log.Error("own state not saved", "name", name, "err", err)
-	return fmt.Errorf("%s set, but not saved to state_dir: %w", name, err)
+	return fmt.Errorf("%s changed, but not saved to state_dir: %w", name, err)
 }
 
 func (b backend) Command(ctx context.Context, line string) (string, error) {
