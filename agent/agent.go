@@ -2,9 +2,9 @@
 // client (seen through the small XMPP interface), the core (agent/core: the
 // tables and their rules), the AMI-style socket (agent/manager) and gossip
 // membership (agent/cluster). This node's own states come in from the AMI
-// socket and go out to XMPP PubSub; every other server's publications come
-// in from PubSub into the core; every change of a cluster-wide state goes
-// out to the AMI sessions.
+// socket, are kept on disk (agent/store) and go out to XMPP PubSub; every
+// other server's publications come in from PubSub into the core; every
+// change of a cluster-wide state goes out to the AMI sessions.
 //
 // One goroutine, Run's event loop, hands the XMPP client's and
 // membership's events to the core in order. Whatever waits on the network
@@ -27,6 +27,7 @@ import (
 	"github.com/busylamp/busylamp/agent/cluster"
 	"github.com/busylamp/busylamp/agent/core"
 	"github.com/busylamp/busylamp/agent/manager"
+	"github.com/busylamp/busylamp/agent/store"
 	"github.com/busylamp/busylamp/devstate"
 	"github.com/busylamp/busylamp/mwi"
 	"github.com/busylamp/busylamp/pubsub"
@@ -70,6 +71,9 @@ type Config struct {
 	Log         *slog.Logger
 	// Cluster, when set, joins gossip membership (the [cluster] section).
 	Cluster *cluster.Config
+	// StateDir keeps this node's own states across crashes (agent/store);
+	// "" keeps them in memory only.
+	StateDir string
 }
 
 // DefaultConfig is the agent's configuration when nothing else is said.
@@ -109,6 +113,11 @@ type Agent struct {
 	ami    *manager.Server
 	ln     net.Listener
 	events chan pubsub.Event
+
+	// store keeps the own states; nil without a StateDir. ownMu keeps the
+	// store's order of writes the core's (two sessions setting one device).
+	store *store.Store
+	ownMu sync.Mutex
 
 	cluster  *cluster.Cluster
 	members  <-chan cluster.Event // membership's events: from the cluster, or a test
@@ -174,13 +183,47 @@ func newAgent(cfg Config, x XMPP, events chan pubsub.Event) (*Agent, error) {
 		synced:  make(chan struct{}),
 	}
 	a.ami = manager.New(cfg.Manager, backend{a}, cfg.Log)
-	a.core.Attach(x, amiSink{a.ami})
 	ln, err := net.Listen("tcp", cfg.ManagerAddr)
 	if err != nil {
 		return nil, fmt.Errorf("manager socket: %w", err)
 	}
 	a.ln = ln
+	if cfg.StateDir != "" {
+		sc := store.DefaultConfig()
+		sc.Dir, sc.Log = cfg.StateDir, cfg.Log
+		st, err := store.Open(sc)
+		if err != nil {
+			ln.Close()
+			return nil, fmt.Errorf("state_dir: %w", err)
+		}
+		a.store = st
+		a.restoreOwn()
+	}
+	// Restored before the core publishes anything: the core holds them as
+	// set by the PBX, and they are republished after the first resync.
+	a.core.Attach(x, amiSink{a.ami})
 	return a, nil
+}
+
+// restoreOwn hands the stored own states to the core as this node's PBX
+// set them (so no item or buddy's copy overrides them).
+func (a *Agent) restoreOwn() {
+	devices, mailboxes := a.store.Devices(), a.store.Mailboxes()
+	refused := 0
+	for _, d := range devices {
+		if !devstate.State(d.State).Valid() || a.core.SetDeviceState(d.Name, devstate.State(d.State)) != nil {
+			refused++
+		}
+	}
+	for _, m := range mailboxes {
+		if a.core.SetMailbox(m.Name, mwi.Counts{New: m.New, Old: m.Old}) != nil {
+			refused++
+		}
+	}
+	if refused > 0 {
+		a.log.Warn("stored own states refused (bad or past max_devices)", "refused", refused)
+	}
+	a.log.Info("own states restored from the store", "devices", len(devices), "mailboxes", len(mailboxes))
 }
 
 // Core is the agent's state.
@@ -194,6 +237,7 @@ func (a *Agent) ManagerAddr() string { return a.ln.Addr().String() }
 func (a *Agent) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	defer a.closeStore() // runs after everything that writes to it has stopped
 	// Membership first: the AMI socket's 'show members' reads it.
 	if err := a.startCluster(ctx); err != nil {
 		a.ln.Close()
@@ -211,6 +255,17 @@ func (a *Agent) Run(ctx context.Context) error {
 		}
 	})
 	a.goRun(func() { a.answerLoop(ctx) })
+	if a.store != nil {
+		a.goRun(func() {
+			select {
+			case <-a.core.Booted():
+			case <-ctx.Done():
+			}
+			if a.booted() { // booted and stopping at once: still keep them
+				a.keepRestored()
+			}
+		})
+	}
 	for range askWorkers {
 		a.goRun(func() { a.askLoop(ctx) })
 	}
@@ -251,6 +306,43 @@ loop:
 			a.core.Stop()
 			return err
 		}
+	}
+}
+
+// keepRestored writes to the store the own states the first resync
+// restored from the cluster (items, buddies' copies) rather than from the
+// store: after a damaged store was set aside, or a power loss took its
+// last changes, so that the next restart has them even if the XMPP server
+// lost every item. What the store holds already is not written again.
+func (a *Agent) keepRestored() {
+	a.ownMu.Lock()
+	defer a.ownMu.Unlock()
+	before := a.store.Stats().Records
+	ds, ms := a.core.OwnStates()
+	for _, d := range ds {
+		if err := a.store.PutDevice(d.Device, uint8(d.State), d.Cachable); err != nil {
+			a.log.Error("own state not saved", "name", d.Device, "err", err)
+			return
+		}
+	}
+	for _, m := range ms {
+		if err := a.store.PutMailbox(m.Mailbox, m.Counts.New, m.Counts.Old); err != nil {
+			a.log.Error("own state not saved", "name", m.Mailbox, "err", err)
+			return
+		}
+	}
+	if n := a.store.Stats().Records - before; n > 0 {
+		a.log.Info("own states restored from the cluster saved to the store", "saved", n)
+	}
+}
+
+// closeStore syncs and closes the store once nothing writes to it any more.
+func (a *Agent) closeStore() {
+	if a.store == nil {
+		return
+	}
+	if err := a.store.Close(); err != nil {
+		a.log.Error("state store close", "err", err)
 	}
 }
 

@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"fmt"
 
 	"github.com/busylamp/busylamp/devstate"
 	"github.com/busylamp/busylamp/internal/jid"
@@ -15,8 +16,20 @@ func (b backend) DeviceState(_ context.Context, device string) (devstate.State, 
 	return b.a.core.DeviceState(device)
 }
 
+// SetDeviceState, SetMailbox and DeleteMailbox return only once the
+// change is in the store (handed to the OS), so what the AMI acknowledges
+// survives a crash.
 func (b backend) SetDeviceState(_ context.Context, device string, s devstate.State) error {
-	return b.a.core.SetDeviceState(device, s)
+	a := b.a
+	if a.store == nil {
+		return a.core.SetDeviceState(device, s)
+	}
+	a.ownMu.Lock()
+	defer a.ownMu.Unlock()
+	if err := a.core.SetDeviceState(device, s); err != nil {
+		return err
+	}
+	return a.saved(device, a.store.PutDevice(device, uint8(s), true))
 }
 
 func (b backend) Devices(context.Context) []devstate.DeviceState {
@@ -42,11 +55,39 @@ func (b backend) Mailboxes(context.Context) []mwi.MailboxState {
 }
 
 func (b backend) SetMailbox(_ context.Context, mailbox string, c mwi.Counts) error {
-	return b.a.core.SetMailbox(mailbox, c)
+	a := b.a
+	if a.store == nil {
+		return a.core.SetMailbox(mailbox, c)
+	}
+	a.ownMu.Lock()
+	defer a.ownMu.Unlock()
+	if err := a.core.SetMailbox(mailbox, c); err != nil {
+		return err
+	}
+	return a.saved(mailbox, a.store.PutMailbox(mailbox, c.New, c.Old))
 }
 
 func (b backend) DeleteMailbox(_ context.Context, mailbox string) error {
-	return b.a.core.DeleteMailbox(mailbox)
+	a := b.a
+	if a.store == nil {
+		return a.core.DeleteMailbox(mailbox)
+	}
+	a.ownMu.Lock()
+	defer a.ownMu.Unlock()
+	if err := a.core.DeleteMailbox(mailbox); err != nil {
+		return err
+	}
+	return a.saved(mailbox, a.store.DeleteMailbox(mailbox))
+}
+
+// saved reports a change the core took but the store did not: it holds
+// and publishes it, but a crash would lose it.
+func (a *Agent) saved(name string, err error) error {
+	if err == nil {
+		return nil
+	}
+	a.log.Error("own state not saved", "name", name, "err", err)
+	return fmt.Errorf("%s changed, but not saved to state_dir: %w", name, err)
 }
 
 func (b backend) Command(ctx context.Context, line string) (string, error) {

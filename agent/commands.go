@@ -164,6 +164,17 @@ func (a *Agent) showStats(b *strings.Builder) {
 	p := a.xmpp.Stats()
 	fmt.Fprintf(b, "Devices: %d\nMailboxes: %d\nServers: %d\nSpoofed payloads refused: %d\n", s.Devices, s.Mailboxes, s.Servers, s.Spoofed)
 	fmt.Fprintf(b, "Publishes: %+v\n", p)
+	if a.store != nil {
+		st := a.store.Stats()
+		fmt.Fprintf(b, "State store: %s: %d devices, %d mailboxes, %d records, %d bytes, %d syncs, %d compactions\n",
+			st.Path, st.Devices, st.Mailboxes, st.Records, st.Bytes, st.Syncs, st.Compactions)
+		if st.SetAside != "" {
+			fmt.Fprintf(b, "State store damaged at start, set aside: %s (%s)\n", st.SetAside, st.SetAsideReason)
+		}
+		if st.Err != "" {
+			fmt.Fprintf(b, "State store last error: %s\n", st.Err)
+		}
+	}
 }
 
 func (a *Agent) devstateTable(b *strings.Builder, ds []core.Device) {

@@ -27,6 +27,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
@@ -113,7 +114,8 @@ type Agent struct {
 	Stale      Stale
 	StaleGrace time.Duration
 	MWIMerge   MWIMerge
-	MaxDevices int // bound on devices, and on mailboxes
+	MaxDevices int    // bound on devices, and on mailboxes
+	StateDir   string // this node's own states, kept across crashes (an absolute path)
 }
 
 // Stale says what happens to a server's states when it leaves.
@@ -203,6 +205,7 @@ const (
 const (
 	DefaultStaleGrace  = 10 * time.Second
 	DefaultMaxDevices  = devstate.DefaultMaxDevices
+	DefaultStateDir    = "/var/lib/busylamp"
 	DefaultManagerPort = 5039
 	DefaultAuthTimeout = 10 * time.Second // Asterisk's is 30; a client logs in at once
 	DefaultAuthLimit   = 50               // Asterisk's authlimit
@@ -232,6 +235,7 @@ func DefaultConfig() *Config {
 			StaleGrace: DefaultStaleGrace,
 			MWIMerge:   MWILatest,
 			MaxDevices: DefaultMaxDevices,
+			StateDir:   DefaultStateDir,
 		},
 		Manager: Manager{BindAddr: "127.0.0.1", Port: DefaultManagerPort,
 			AuthTimeout: DefaultAuthTimeout, AuthLimit: DefaultAuthLimit},
@@ -703,6 +707,12 @@ func readAgent(a *Agent, vals []value, r *report) {
 				r.errorf(v.pos, v.key, "bad value %q: want 1 to %d", v.value, maxMaxDevices)
 			} else {
 				a.MaxDevices = n
+			}
+		case "state_dir":
+			if err := checkStateDir(v.value); err != nil {
+				r.errorf(v.pos, v.key, "%v", err)
+			} else {
+				a.StateDir = filepath.Clean(v.value)
 			}
 		default:
 			r.errorf(v.pos, v.key, "unknown key in [agent]")

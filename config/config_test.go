@@ -178,6 +178,7 @@ stale = KEEP
 stale_grace = 0
 mwi_merge = sum
 max_devices = 5000
+state_dir = /var/lib/busylamp/node1/
 
 [manager]
 bindaddr = ::1
@@ -196,7 +197,7 @@ profile = wan
 	if len(warns) != 0 {
 		t.Errorf("warnings: %v", warns)
 	}
-	want := Agent{EID: EID{2, 0, 0, 0, 0, 0xab}, Stale: StaleKeep, StaleGrace: 0, MWIMerge: MWISum, MaxDevices: 5000}
+	want := Agent{EID: EID{2, 0, 0, 0, 0, 0xab}, Stale: StaleKeep, StaleGrace: 0, MWIMerge: MWISum, MaxDevices: 5000, StateDir: "/var/lib/busylamp/node1"}
 	if cfg.Agent != want {
 		t.Errorf("Agent = %+v", cfg.Agent)
 	}
@@ -337,6 +338,8 @@ func TestErrors(t *testing.T) {
 		{"bad stale_grace", client + "[agent]\nstale_grace=-1\n", []string{`f.conf:9: key "stale_grace": bad value "-1"`}},
 		{"bad mwi_merge", client + "[agent]\nmwi_merge=max\n", []string{`f.conf:9: key "mwi_merge": bad value "max"`}},
 		{"bad max_devices", client + "[agent]\nmax_devices=0\n", []string{`f.conf:9: key "max_devices": bad value "0"`}},
+		{"relative state_dir", client + "[agent]\nstate_dir=state\n", []string{`f.conf:9: key "state_dir": bad value "state": want an absolute directory path`}},
+		{"empty state_dir", client + "[agent]\nstate_dir=\n", []string{`f.conf:9: key "state_dir": bad value "": want an absolute directory path`}},
 		{"bad bindaddr", client + "[manager]\nbindaddr=localhost\n", []string{`f.conf:9: key "bindaddr": bad address "localhost"`}},
 		{"manager user without secret", client + "[manager]\nusername=admin\n", []string{`f.conf:9: key "secret": missing: [manager] has a username`}},
 		{"cluster secret required", client + "[cluster]\nbind=0.0.0.0:7946\n", []string{`f.conf:9: key "secret": missing: bind 0.0.0.0:7946 is not a loopback address`}},

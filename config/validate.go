@@ -3,6 +3,7 @@ package config
 import (
 	"fmt"
 	"net"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -159,6 +160,18 @@ func (v validator) agent() {
 	if a.MaxDevices < 1 || a.MaxDevices > maxMaxDevices {
 		v.r.errorf(v.keyAt("agent", "max_devices"), "max_devices", "bad value %d: want 1 to %d", a.MaxDevices, maxMaxDevices)
 	}
+	if err := checkStateDir(a.StateDir); err != nil {
+		v.r.errorf(v.keyAt("agent", "state_dir"), "state_dir", "%v", err)
+	}
+}
+
+// checkStateDir wants an absolute path: the agent's working directory is
+// no place to look for its states.
+func checkStateDir(dir string) error {
+	if dir == "" || !filepath.IsAbs(dir) || strings.ContainsAny(dir, "\x00\n") {
+		return fmt.Errorf("bad value %q: want an absolute directory path", dir)
+	}
+	return nil
 }
 
 func (v validator) manager() {

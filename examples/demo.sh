@@ -27,11 +27,13 @@ for port in 15222 15038 15039 15040; do
 done
 
 DIR=$(mktemp -d /tmp/busylamp-demo.XXXXXX)
+STATE=/tmp/busylamp-demo-state # the nodes' state_dir (examples/cluster): start from nothing
+rm -rf "$STATE"
 PIDS=()
 cleanup() {
   for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
   for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
-  rm -rf "$DIR"
+  rm -rf "$DIR" "$STATE"
 }
 trap cleanup EXIT
 fail() {

@@ -157,6 +157,16 @@ func TestRunExitCodes(t *testing.T) {
 	if code != 3 || !strings.Contains(errOut, "manager socket") {
 		t.Errorf("run with the AMI port taken: exit %d, %q; want 3 and the socket named", code, errOut)
 	}
+	// A state_dir that cannot be used is a runtime failure too.
+	file := writeFile(t, "not-a-dir", "")
+	ln.Close()
+	noDir := writeFile(t, "nodir.conf", "[asterisk]\ntype=client\nserverhost=127.0.0.1\nport=1\n"+
+		"username=a@example.org/pbx\nsecret=x\nusetls=no\ndistribute_events=yes\n\n[agent]\nstate_dir="+file+"/state\n\n"+
+		"[manager]\nbindaddr=127.0.0.1\nport="+port+"\nusername=admin\nsecret=s\n")
+	code, _, errOut = run(t, bin, nil, "run", "-c", noDir)
+	if code != 3 || !strings.Contains(errOut, "state_dir") {
+		t.Errorf("run with an unusable state_dir: exit %d, %q; want 3 and state_dir named", code, errOut)
+	}
 	bad := writeFile(t, "bad.conf", "[asterisk]\ntype=client\nserverhost=127.0.0.1\nusername=nobody\nsecret=x\n")
 	if code, _, _ := run(t, bin, nil, "run", "-c", bad); code != 1 {
 		t.Errorf("run with a bad config: exit %d, want 1", code)

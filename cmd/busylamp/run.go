@@ -137,5 +137,6 @@ func agentConfig(cfg *config.Config, c *cli) agent.Config {
 	ac.ManagerAddr = cfg.Manager.Addr()
 	ac.Log = log
 	ac.Cluster = cc
+	ac.StateDir = cfg.Agent.StateDir
 	return ac
 }

@@ -83,7 +83,13 @@ type nodeOpts struct {
 // them with startAll.
 func newCluster(t *testing.T, n int, opts ...nodeOpts) *cluster {
 	t.Helper()
-	srv, err := xmpptest.Start(xmpptest.Prosody, xmpptest.Options{})
+	return newClusterOn(t, xmpptest.Options{}, n, opts...)
+}
+
+// newClusterOn is newCluster on a Prosody started with srvOpts.
+func newClusterOn(t *testing.T, srvOpts xmpptest.Options, n int, opts ...nodeOpts) *cluster {
+	t.Helper()
+	srv, err := xmpptest.Start(xmpptest.Prosody, srvOpts)
 	if err != nil {
 		t.Fatalf("start prosody: %v", err)
 	}
@@ -162,6 +168,7 @@ func (c *cluster) writeConf(i int, o nodeOpts) {
 		}
 	}
 	fmt.Fprintf(&b, "\n[agent]\neid=02:00:00:00:00:%02x\nstale=%s\nstale_grace=%d\nmwi_merge=%s\n", i+1, o.stale, o.staleGrace, o.mwiMerge)
+	fmt.Fprintf(&b, "state_dir=%s\n", filepath.Join(c.dir, nd.name+"-state")) // each node its own
 	fmt.Fprintf(&b, "\n[manager]\nbindaddr=127.0.0.1\nport=%s\nusername=%s\nsecret=%s\n", amiPort, amiUser, amiSecret)
 	if o.gossip {
 		var join []string
