@@ -30,13 +30,10 @@ const (
 )
 
 func TestFaults(t *testing.T) {
-	srv, err := xmpptest.Start(xmpptest.Prosody, xmpptest.Options{Memory: true})
-	if err != nil {
-		t.Fatalf("start prosody: %v", err)
-	}
-	t.Cleanup(func() { srv.Close() })
-	rl := newRelay(t, srv.Addr)
-	c := newClusterOn(t, srv, 3, nodeOpts{xmppAddr: rl.addr()}, nodeOpts{}, nodeOpts{})
+	rl := newRelay(t)
+	c := newClusterOn(t, xmpptest.Options{Memory: true}, 3, nodeOpts{xmppAddr: rl.addr()})
+	srv := c.srv
+	rl.setTarget(srv.Addr)
 	c.startAll()
 	d := newDriver(t, c)
 	report := func(name string, took time.Duration) {
@@ -92,32 +89,6 @@ func TestFaults(t *testing.T) {
 	d.reconnect(2)
 	d.up(2)
 	report("agent SIGKILL, down past the grace", d.converge("agent restart"))
-}
-
-// newClusterOn is newCluster on a server the test started itself.
-func newClusterOn(t *testing.T, srv *xmpptest.Server, n int, opts ...nodeOpts) *cluster {
-	t.Helper()
-	c := &cluster{t: t, srv: srv, dir: t.TempDir()}
-	t.Cleanup(func() {
-		if !t.Failed() {
-			return
-		}
-		for _, nd := range c.nodes {
-			l := nd.log()
-			if len(l) > 8000 {
-				l = "…" + l[len(l)-8000:]
-			}
-			t.Logf("%s log:\n%s", nd.name, l)
-		}
-	})
-	for i := 0; i < n; i++ {
-		c.declare()
-	}
-	for i := range c.nodes {
-		c.writeConf(i, opts[i])
-	}
-	t.Cleanup(c.stopAll)
-	return c
 }
 
 // driver changes states on the nodes through AMI, as their PBXs would,
@@ -369,13 +340,15 @@ type relay struct {
 	wg    sync.WaitGroup
 }
 
-func newRelay(t *testing.T, target string) *relay {
+// newRelay listens at once; setTarget says where to, before the first
+// connection comes.
+func newRelay(t *testing.T) *relay {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := &relay{t: t, ln: ln, target: target, conns: map[net.Conn]struct{}{}}
+	r := &relay{t: t, ln: ln, conns: map[net.Conn]struct{}{}}
 	r.open = sync.NewCond(&r.mu)
 	r.wg.Add(1)
 	go r.serve()
@@ -384,6 +357,12 @@ func newRelay(t *testing.T, target string) *relay {
 }
 
 func (r *relay) addr() string { return r.ln.Addr().String() }
+
+func (r *relay) setTarget(addr string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.target = addr
+}
 
 func (r *relay) hole(on bool) {
 	r.mu.Lock()
@@ -399,7 +378,10 @@ func (r *relay) serve() {
 		if err != nil {
 			return
 		}
-		out, err := net.DialTimeout("tcp", r.target, 5*time.Second)
+		r.mu.Lock()
+		target := r.target
+		r.mu.Unlock()
+		out, err := net.DialTimeout("tcp", target, 5*time.Second)
 		if err != nil {
 			in.Close()
 			continue
