@@ -109,4 +109,3 @@ func TestXMLReaderEndlessStanza(t *testing.T) {
 		t.Fatalf("endless stanza: %v", err)
 	}
 }
-
