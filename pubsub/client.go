@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sync/singleflight"
@@ -18,10 +19,14 @@ import (
 
 // Reconnect backoff: doubles from minBackoff to maxBackoff, each wait
 // drawn from its upper half (jitter), reset after a session that lasted.
+// The first retry comes within half a second: a restarted server accepts
+// connections again after a second or two, and every agent should be
+// back within a few seconds of that; the jitter spreads a cluster's
+// reconnects.
 const (
-	minBackoff = time.Second
+	minBackoff = 500 * time.Millisecond
 	maxBackoff = 30 * time.Second
-	stableFor  = time.Minute
+	stableFor  = 10 * time.Second
 )
 
 // Client is one XMPP account taking part in the cluster. Run connects and
@@ -37,6 +42,8 @@ type Client struct {
 	roster   *roster
 	answers  *answerCache
 	creating singleflight.Group // node creations under way, by node
+
+	fetchSkipped atomic.Uint64 // items a fetch could not read
 
 	mu      sync.Mutex
 	running bool
@@ -115,12 +122,11 @@ func (c *Client) Run(ctx context.Context) error {
 
 	backoff := minBackoff
 	for {
-		start := time.Now()
-		err := c.runSession(ctx)
+		lasted, err := c.runSession(ctx)
 		if ctx.Err() != nil {
 			return nil
 		}
-		if time.Since(start) > stableFor {
+		if lasted > stableFor {
 			backoff = minBackoff
 		}
 		wait := backoff/2 + rand.N(backoff/2+1)
@@ -151,13 +157,14 @@ func (c *Client) setStatus(state string, err error, tlsName string) {
 	}
 }
 
-// runSession makes one connection and returns when it ends.
-func (c *Client) runSession(ctx context.Context) error {
+// runSession makes one connection and returns when it ends, with how long
+// it was connected (0 when it never was).
+func (c *Client) runSession(ctx context.Context) (time.Duration, error) {
 	c.setStatus("connecting", nil, "")
 	st, err := xmppstream.Dial(ctx, c.s.streamConfig())
 	if err != nil {
 		c.setStatus("disconnected", err, "")
-		return err
+		return 0, err
 	}
 	s := newSession(c, st)
 	c.q.hold()
@@ -169,8 +176,9 @@ func (c *Client) runSession(ctx context.Context) error {
 		st.Wait()
 		c.q.dropHeld()
 		c.setStatus("disconnected", err, "")
-		return err
+		return 0, err
 	}
+	connectedAt := time.Now()
 	c.mu.Lock()
 	c.sess = s
 	c.status.JID = s.jid
@@ -206,7 +214,7 @@ func (c *Client) runSession(ctx context.Context) error {
 	if ctx.Err() == nil {
 		c.q.push(ctx.Done(), Disconnected{Err: cause})
 	}
-	return cause
+	return time.Since(connectedAt), cause
 }
 
 // setup runs everything between negotiation and Connected: roster and
@@ -231,7 +239,14 @@ func (c *Client) setup(s *session) (Connected, error) {
 	for _, node := range []string{NodeDevices, NodeMailboxes} {
 		d, m, err := c.fetchAll(ctx, s, node)
 		if err != nil {
-			return Connected{}, fmt.Errorf("fetch items of %s: %w", node, err)
+			if ctx.Err() != nil || errors.Is(err, ErrNotConnected) {
+				return Connected{}, fmt.Errorf("fetch items of %s: %w", node, err)
+			}
+			// Never a reason to end the session: that would fetch again,
+			// and fail again, for good. Buddies' states answers and the
+			// notifications fill in the rest.
+			c.s.log.Warn("fetching the items failed; going on with what was read", "node", node,
+				"devices", len(d), "mailboxes", len(m), "err", err)
 		}
 		conn.Devices = append(conn.Devices, d...)
 		conn.Mailboxes = append(conn.Mailboxes, m...)

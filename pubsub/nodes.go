@@ -2,9 +2,11 @@ package pubsub
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	"github.com/busylamp/busylamp/internal/jid"
+	"github.com/busylamp/busylamp/internal/xmppstream"
 )
 
 // ensureNode creates node (a leaf of coll in XEP-0248 mode, else the flat
@@ -143,48 +145,152 @@ const (
 	// (max_items): at the largest item (a 256-byte id, escaped) it keeps
 	// the answer under xmppstream's bound on a stanza (4 MiB).
 	maxUnpaged = 3000
+	// byIDBatch is how many items are asked for by id at once when a
+	// page was too large (items of up to 256 KiB stay within 4 MiB).
+	byIDBatch = 16
 )
 
+// fetch is one node's items being read.
+type fetch struct {
+	c       *Client
+	s       *session
+	node    string
+	seen    map[string]bool
+	devs    []DeviceItem
+	mboxes  []MailboxItem
+	skipped int // items that could not be read
+}
+
+func (f *fetch) add(items []*elem) {
+	for _, it := range items {
+		// A server that ignores RSM answers every page alike.
+		id := it.Attr("id")
+		if f.seen[id] {
+			continue
+		}
+		f.seen[id] = true
+		r := f.c.parse.parseItem(f.node, it, true)
+		if r.dev != nil {
+			f.devs = append(f.devs, *r.dev)
+		} else if r.mbox != nil {
+			f.mboxes = append(f.mboxes, *r.mbox)
+		}
+	}
+}
+
+// fetchItems reads the items of node in bounded pages (RSM where the
+// service pages, else max_items). No item can keep the others out: a
+// page too large for a stanza (xmppstream skips it) is read again item by
+// item, by the ids the node lists (disco#items), and what still cannot be
+// read is skipped and counted; so is the rest a service that does not
+// page leaves out.
 func (c *Client) fetchItems(ctx context.Context, s *session, node string) ([]DeviceItem, []MailboxItem, error) {
-	var devs []DeviceItem
-	var mboxes []MailboxItem
+	f := &fetch{c: c, s: s, node: node, seen: map[string]bool{}}
 	after := ""
-	seen := map[string]bool{}
 	for page := 0; page < maxPages; page++ {
 		res, err := s.iq(ctx, "get", c.s.Service, itemsRequest(node, pageSize, after))
+		if errors.Is(err, xmppstream.ErrAnswerSkipped) {
+			c.s.log.Warn("a page of PubSub items was too large for one stanza; reading the items by id, a few at a time",
+				"node", node, "page", page)
+			return f.byID(ctx)
+		}
 		if err != nil {
-			return nil, nil, fmt.Errorf("items of %s: %w", node, err)
+			return f.devs, f.mboxes, fmt.Errorf("items of %s: %w", node, err)
 		}
 		ps := res.Child(nsPubSub, "pubsub")
 		items := ps.Child("", "items").Children("", "item")
-		for _, it := range items {
-			// A server that ignores RSM answers every page alike.
-			if id := it.Attr("id"); seen[id] {
-				continue
-			} else {
-				seen[id] = true
-			}
-			r := c.parse.parseItem(node, it, true)
-			if r.dev != nil {
-				devs = append(devs, *r.dev)
-			} else if r.mbox != nil {
-				mboxes = append(mboxes, *r.mbox)
-			}
-		}
+		f.add(items)
 		last := ""
 		if set := ps.Child(nsRSM, "set"); set != nil {
 			last = set.Child("", "last").Text()
-		} else if page == 0 && len(items) >= maxUnpaged && !s.unpagedNoted.Swap(true) {
-			c.s.log.Info("the PubSub service does not page items (Prosody): read the newest of them only; "+
-				"busylamp buddies send the rest of their states, an Asterisk node's other devices show when they change",
-				"node", node, "items", len(items))
+		} else if page == 0 && len(items) >= maxUnpaged {
+			// Prosody: the newest maxUnpaged only; the rest by id.
+			if !s.unpagedNoted.Swap(true) {
+				c.s.log.Info("the PubSub service does not page items (Prosody): reading the rest by id",
+					"node", node, "items", len(items))
+			}
+			return f.byID(ctx)
 		}
 		if last == "" || last == after || len(items) == 0 {
 			break
 		}
 		after = last
 	}
-	return devs, mboxes, nil
+	return f.devs, f.mboxes, nil
+}
+
+// byID reads the items not read yet, byIDBatch at a time, one at a time
+// when a batch is too large; an item that is too large alone, or that the
+// service refuses, is skipped.
+func (f *fetch) byID(ctx context.Context) ([]DeviceItem, []MailboxItem, error) {
+	c, s := f.c, f.s
+	ids, err := c.itemIDs(ctx, s, f.node)
+	if err != nil {
+		return f.devs, f.mboxes, err
+	}
+	var todo []string
+	for _, id := range ids {
+		if !f.seen[id] {
+			todo = append(todo, id)
+		}
+	}
+	get := func(batch []string) error {
+		res, err := s.iq(ctx, "get", c.s.Service, itemsByIDRequest(f.node, batch))
+		if err != nil {
+			return err
+		}
+		f.add(res.Child(nsPubSub, "pubsub").Child("", "items").Children("", "item"))
+		return nil
+	}
+	for len(todo) > 0 && ctx.Err() == nil {
+		batch := todo[:min(byIDBatch, len(todo))]
+		todo = todo[len(batch):]
+		err := get(batch)
+		if errors.Is(err, xmppstream.ErrAnswerSkipped) && len(batch) > 1 {
+			for _, id := range batch {
+				if err := get([]string{id}); err != nil {
+					f.skip(id, err)
+				}
+			}
+			continue
+		}
+		if errors.Is(err, ErrNotConnected) {
+			return f.devs, f.mboxes, err
+		}
+		if err != nil {
+			for _, id := range batch {
+				f.skip(id, err)
+			}
+		}
+	}
+	if f.skipped > 0 {
+		c.s.log.Warn("PubSub items skipped: too large for one stanza, or refused", "node", f.node, "skipped", f.skipped)
+	}
+	return f.devs, f.mboxes, ctx.Err()
+}
+
+func (f *fetch) skip(id string, err error) {
+	f.skipped++
+	f.c.fetchSkipped.Add(1)
+	if f.c.limit.allow("fetch-skip:" + f.node) {
+		f.c.s.log.Warn("skipped a PubSub item", "node", f.node, "item", clip(id, 64), "err", err)
+	}
+}
+
+// itemIDs lists the ids of node's items (disco#items on the node,
+// XEP-0060 5.5: each item's name is an item id).
+func (c *Client) itemIDs(ctx context.Context, s *session, node string) ([]string, error) {
+	res, err := s.iq(ctx, "get", c.s.Service, &discoQuery{XMLName: xmlName(nsDiscoItems, "query"), Node: node})
+	if err != nil {
+		return nil, fmt.Errorf("list the items of %s: %w", node, err)
+	}
+	var out []string
+	for _, it := range res.Child(nsDiscoItems, "query").Children("", "item") {
+		if id := it.Attr("name"); id != "" && len(out) < maxListed {
+			out = append(out, id)
+		}
+	}
+	return out, nil
 }
 
 // fetchAll returns the items under a node: in flat mode its own items, in
