@@ -45,6 +45,10 @@ type Client struct {
 
 	fetchSkipped atomic.Uint64 // items a fetch could not read
 
+	probeMu  sync.Mutex
+	probe    pubKey // an own item published and kept by the node (the check looks for it)
+	hasProbe bool
+
 	mu      sync.Mutex
 	running bool
 	closed  bool
@@ -333,6 +337,9 @@ func (c *Client) handleMessage(s *session, e *elem) {
 		}
 		if !c.q.push(s.ctx.Done(), ev) {
 			return
+		}
+		if p, ok := ev.(Purged); ok && (p.Node == NodeDevices || p.Node == NodeMailboxes || c.s.CollectionNodes) {
+			c.republish() // Config.OwnStates: the items are gone
 		}
 		if d, ok := ev.(Deleted); ok && (d.Node == NodeDevices || d.Node == NodeMailboxes) {
 			// Our subscription went with the node: reconnect, which

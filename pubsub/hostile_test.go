@@ -136,3 +136,69 @@ func TestLargeItemsDoNotKeepAClientOut(t *testing.T) {
 		}
 	})
 }
+
+// Another account purges device_state, then deletes it (Asterisk's CLI
+// has 'xmpp purge nodes' and 'xmpp delete node'): every client notices
+// (the notification, or the periodic check where the server sends none),
+// re-creates the node, re-subscribes and republishes within seconds.
+func TestNodePurgedOrDeletedByAnother(t *testing.T) {
+	forKinds(t, func(t *testing.T, srv *xsrv) {
+		aj, apw := srv.Admin("a")
+		bj, bpw := srv.User("b")
+		oj, opw := srv.Admin("op")
+		freshNodes(t, srv, false, aj, bj, oj)
+		devA, devB := uniq(t, "SIP/a"), uniq(t, "SIP/b")
+		own := func(dev string) func() ([]DeviceItem, []MailboxItem) {
+			return func() ([]DeviceItem, []MailboxItem) {
+				return []DeviceItem{{Device: dev, State: devstate.InUse, Cachable: true}}, nil
+			}
+		}
+		ca := peerConfig(srv, aj, apw, "astvoip1")
+		ca.Buddies, ca.OwnStates = []string{bj, oj}, own(devA)
+		cb := peerConfig(srv, bj, bpw, "astvoip2")
+		cb.Buddies, cb.OwnStates = []string{aj, oj}, own(devB)
+		a := startPeer(t, "A", ca)
+		a.connected(20 * time.Second)
+		b := startPeer(t, "B", cb)
+		b.connected(20 * time.Second)
+		waitIdle(t, a.c)
+		waitIdle(t, b.c)
+		co := peerConfig(srv, oj, opw, "cli")
+		co.AutoRegister = false
+		op := startPeer(t, "operator", co)
+		op.connected(20 * time.Second)
+		unsubscribeAll(t, op)
+		ctx := context.Background()
+		both := func(what string, since time.Time) {
+			t.Helper()
+			deadline := since.Add(20 * time.Second)
+			for {
+				ds, _, err := op.c.FetchItems(ctx, NodeDevices)
+				if err == nil && hasDevice(ds, devA, devstate.InUse) && hasDevice(ds, devB, devstate.InUse) {
+					t.Logf("%s: both states back in device_state %v after the %s", srv.Kind, time.Since(since).Round(time.Millisecond), what)
+					return
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("after the %s: items %+v, err %v", what, ds, err)
+				}
+				time.Sleep(100 * time.Millisecond)
+			}
+		}
+		both("start", time.Now())
+
+		t0 := time.Now()
+		if err := op.c.Purge(ctx, NodeDevices); err != nil {
+			t.Fatal(err)
+		}
+		both("purge", t0)
+
+		t0 = time.Now()
+		if err := op.c.DeleteNode(ctx, NodeDevices); err != nil {
+			t.Fatal(err)
+		}
+		both("delete", t0)
+		// Subscribed again: a new publication reaches the other.
+		a.c.PublishDevice(devA, devstate.Ringing, true)
+		b.device(20*time.Second, devA, devstate.Ringing)
+	})
+}

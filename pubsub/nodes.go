@@ -92,7 +92,55 @@ func (c *Client) checkSubscriptions(ctx context.Context, s *session) error {
 			return fmt.Errorf("no longer subscribed to %s (node re-created?); reconnecting to subscribe and resync", node)
 		}
 	}
+	c.checkPurged(ctx, s)
 	return nil
+}
+
+func (c *Client) setProbe(k pubKey) {
+	c.probeMu.Lock()
+	c.probe, c.hasProbe = k, true
+	c.probeMu.Unlock()
+}
+
+// checkPurged looks for the last own item this session published (and
+// the node keeps): gone, the node was purged (Asterisk's 'xmpp purge
+// nodes') by a service that does not notify it, or another server's
+// retraction before it overwrote the item (ejabberd; then the republish
+// does no harm). It is reported as Purged, and with Config.OwnStates the
+// own states are republished.
+func (c *Client) checkPurged(ctx context.Context, s *session) {
+	c.probeMu.Lock()
+	k, ok := c.probe, c.hasProbe
+	c.probeMu.Unlock()
+	if !ok {
+		return
+	}
+	coll := NodeDevices
+	if k.mailbox {
+		coll = NodeMailboxes
+	}
+	node := coll
+	if c.s.CollectionNodes {
+		node = k.name
+	}
+	res, err := s.iq(ctx, "get", c.s.Service, itemsByIDRequest(node, []string{k.name}))
+	if err != nil && !IsCondition(err, "item-not-found") {
+		return // a service that cannot tell
+	}
+	for _, it := range res.Child(nsPubSub, "pubsub").Child("", "items").Children("", "item") {
+		if it.Attr("id") == k.name {
+			return
+		}
+	}
+	c.probeMu.Lock()
+	if c.probe == k {
+		c.hasProbe = false // until a publish is kept again
+	}
+	c.probeMu.Unlock()
+	c.s.log.Warn("an own item is gone from the node (purged?); republishing own states", "node", node, "item", k.name)
+	if c.q.push(s.ctx.Done(), Purged{Node: node, Kind: kindOfColl(coll)}) {
+		c.republish()
+	}
 }
 
 // subscribe does what Asterisk does at connect: unsubscribe, then
