@@ -83,9 +83,9 @@ type publisher struct {
 	bulk      *list.List // of pubKey, oldest first: republished values
 	inBulk    map[pubKey]bool
 	elems     map[pubKey]*list.Element // in order or bulk
-	busy      map[pubKey]bool        // in flight
-	retrying  map[pubKey]pubValue    // failed, waiting to be tried again; a newer put cancels
-	timers    map[pubKey]func() bool // the retry timer of each key in retrying: its stop
+	busy      map[pubKey]bool          // in flight
+	retrying  map[pubKey]pubValue      // failed, waiting to be tried again; a newer put cancels
+	timers    map[pubKey]func() bool   // the retry timer of each key in retrying: its stop
 	published uint64
 	coalesced uint64
 	errors    uint64
