@@ -29,6 +29,20 @@ const (
 	stableFor  = 10 * time.Second
 )
 
+// backoff is the reconnect schedule; the zero value starts at minBackoff.
+type backoff struct{ cur time.Duration }
+
+// next is the wait before the next attempt, after a session that was
+// connected for lasted (0: the attempt failed).
+func (b *backoff) next(lasted time.Duration) time.Duration {
+	if b.cur == 0 || lasted > stableFor {
+		b.cur = minBackoff
+	}
+	wait := b.cur/2 + rand.N(b.cur/2+1)
+	b.cur = min(2*b.cur, maxBackoff)
+	return wait
+}
+
 // Client is one XMPP account taking part in the cluster. Run connects and
 // keeps it connected; the other methods may be called from any goroutine.
 type Client struct {
@@ -124,18 +138,14 @@ func (c *Client) Run(ctx context.Context) error {
 		c.mu.Unlock()
 	}()
 
-	backoff := minBackoff
+	var b backoff
 	for {
 		lasted, err := c.runSession(ctx)
 		if ctx.Err() != nil {
 			return nil
 		}
-		if lasted > stableFor {
-			backoff = minBackoff
-		}
-		wait := backoff/2 + rand.N(backoff/2+1)
+		wait := b.next(lasted)
 		c.s.log.Warn("XMPP session ended; reconnecting", "err", err, "in", wait.Round(time.Millisecond))
-		backoff = min(2*backoff, maxBackoff)
 		t := time.NewTimer(wait)
 		select {
 		case <-t.C:
