@@ -2,6 +2,8 @@ package e2e
 
 import (
 	"context"
+	"fmt"
+	"net"
 	"io"
 	"log/slog"
 	"testing"
@@ -118,4 +120,56 @@ func TestAsteriskBuddyRelearns(t *testing.T) {
 	ast.connected(20 * time.Second)
 	took = ast.notified(15*time.Second, map[string]devstate.State{devA: devstate.Busy, devB: devstate.Ringing})
 	t.Logf("reconnect: notified %v after Connected", took.Round(time.Millisecond))
+}
+
+// Three agents and a restart of their server (which keeps PubSub in
+// memory: the nodes are gone): every agent is back, has re-created the
+// nodes, re-subscribed, resynced and republished, and shows the states
+// the others set while the server was down, within seconds of the
+// server accepting connections again. The time is logged.
+func TestAgentsConvergeAfterServerRestart(t *testing.T) {
+	c := newCluster(t, 3)
+	c.startAll()
+	amis := make([]*amiConn, len(c.nodes))
+	for i, n := range c.nodes {
+		amis[i] = n.ami()
+		amis[i].setDevice(fmt.Sprintf("Custom:restart-%d", i), "INUSE")
+	}
+	if err := c.srv.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(time.Second) // every agent has seen the stream end
+	for i, a := range amis {
+		a.setDevice(fmt.Sprintf("Custom:restart-%d", i), "BUSY")
+	}
+	accepted := make(chan time.Time, 1)
+	go func() {
+		deadline := time.Now().Add(30 * time.Second)
+		for time.Now().Before(deadline) {
+			if nc, err := net.DialTimeout("tcp", c.srv.Addr, 100*time.Millisecond); err == nil {
+				accepted <- time.Now()
+				nc.Close()
+				return
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}()
+	if err := c.srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	up := <-accepted
+	took := make([]time.Duration, len(amis))
+	for i, a := range amis {
+		eventually(t, 30*time.Second, fmt.Sprintf("node%d converged", i+1), func() (bool, string) {
+			ds := a.devices()
+			for j := range amis {
+				if ds[fmt.Sprintf("Custom:restart-%d", j)] != "BUSY" {
+					return false, fmt.Sprint(ds)
+				}
+			}
+			return true, ""
+		})
+		took[i] = time.Since(up)
+	}
+	t.Logf("prosody restart: every agent converged within %v of the first accept (%v)", took[len(took)-1].Round(time.Millisecond), took)
 }
