@@ -312,7 +312,7 @@ func (a *Agent) handle(ctx context.Context, ev pubsub.Event) {
 		// Someone (Asterisk's 'xmpp purge nodes') removed every item: our
 		// own states are in no item any more.
 		a.log.Info("node purged; republishing own states", "node", ev.Node)
-		if a.booted() {
+		if a.booted() && ev.Kind != pubsub.KindUnknown {
 			a.core.Republish()
 		}
 	case pubsub.Deleted:
