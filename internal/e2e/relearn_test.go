@@ -3,9 +3,9 @@ package e2e
 import (
 	"context"
 	"fmt"
-	"net"
 	"io"
 	"log/slog"
+	"net"
 	"testing"
 	"time"
 
