@@ -193,9 +193,9 @@ const (
 	// (max_items): at the largest item (a 256-byte id, escaped) it keeps
 	// the answer under xmppstream's bound on a stanza (4 MiB).
 	maxUnpaged = 3000
-	// byIDBatch is how many items are asked for by id at once when a
-	// page was too large (items of up to 256 KiB stay within 4 MiB).
-	byIDBatch = 16
+	// byIDMax is the most items asked for by id at once, when a page
+	// was too large or the service does not page.
+	byIDMax = 128
 )
 
 // fetch is one node's items being read.
@@ -267,9 +267,9 @@ func (c *Client) fetchItems(ctx context.Context, s *session, node string) ([]Dev
 	return f.devs, f.mboxes, nil
 }
 
-// byID reads the items not read yet, byIDBatch at a time, one at a time
-// when a batch is too large; an item that is too large alone, or that the
-// service refuses, is skipped.
+// byID reads the items not read yet by id: byIDMax at a time while the
+// answers fit in a stanza, fewer (down to one) when one does not; an item
+// too large alone, or that the service refuses, is skipped.
 func (f *fetch) byID(ctx context.Context) ([]DeviceItem, []MailboxItem, error) {
 	c, s := f.c, f.s
 	ids, err := c.itemIDs(ctx, s, f.node)
@@ -282,34 +282,25 @@ func (f *fetch) byID(ctx context.Context) ([]DeviceItem, []MailboxItem, error) {
 			todo = append(todo, id)
 		}
 	}
-	get := func(batch []string) error {
-		res, err := s.iq(ctx, "get", c.s.Service, itemsByIDRequest(f.node, batch))
-		if err != nil {
-			return err
-		}
-		f.add(res.Child(nsPubSub, "pubsub").Child("", "items").Children("", "item"))
-		return nil
-	}
+	size := byIDMax
 	for len(todo) > 0 && ctx.Err() == nil {
-		batch := todo[:min(byIDBatch, len(todo))]
-		todo = todo[len(batch):]
-		err := get(batch)
-		if errors.Is(err, xmppstream.ErrAnswerSkipped) && len(batch) > 1 {
-			for _, id := range batch {
-				if err := get([]string{id}); err != nil {
-					f.skip(id, err)
-				}
-			}
+		batch := todo[:min(size, len(todo))]
+		res, err := s.iq(ctx, "get", c.s.Service, itemsByIDRequest(f.node, batch))
+		switch {
+		case err == nil:
+			f.add(res.Child(nsPubSub, "pubsub").Child("", "items").Children("", "item"))
+			size = min(2*size, byIDMax)
+		case errors.Is(err, xmppstream.ErrAnswerSkipped) && len(batch) > 1:
+			size = max(1, len(batch)/8) // ask again for fewer
 			continue
-		}
-		if errors.Is(err, ErrNotConnected) {
+		case errors.Is(err, ErrNotConnected):
 			return f.devs, f.mboxes, err
-		}
-		if err != nil {
+		default:
 			for _, id := range batch {
 				f.skip(id, err)
 			}
 		}
+		todo = todo[len(batch):]
 	}
 	if f.skipped > 0 {
 		c.s.log.Warn("PubSub items skipped: too large for one stanza, or refused", "node", f.node, "skipped", f.skipped)
