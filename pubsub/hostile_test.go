@@ -94,7 +94,9 @@ func TestLargeItemsDoNotKeepAClientOut(t *testing.T) {
 		bj, bpw := srv.User("b")
 		cj, cpw := srv.User("c")
 		freshNodes(t, srv, false, bj, cj)
-		a := startPeer(t, "A", peerConfig(srv, aj, apw, "junk"))
+		ca := peerConfig(srv, aj, apw, "junk")
+		ca.IQTimeout = 30 * time.Second // Prosody stores large items slowly, slower still under -race
+		a := startPeer(t, "A", ca)
 		a.connected(20 * time.Second)
 		sa := sessionOf(t, a)
 		pad := strings.Repeat("z", 100<<10)

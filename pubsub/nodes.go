@@ -230,8 +230,7 @@ func (f *fetch) add(items []*elem) {
 // service pages, else max_items). No item can keep the others out: a
 // page too large for a stanza (xmppstream skips it) is read again item by
 // item, by the ids the node lists (disco#items), and what still cannot be
-// read is skipped and counted; so is the rest a service that does not
-// page leaves out.
+// read is skipped and counted.
 func (c *Client) fetchItems(ctx context.Context, s *session, node string) ([]DeviceItem, []MailboxItem, error) {
 	f := &fetch{c: c, s: s, node: node, seen: map[string]bool{}}
 	after := ""
@@ -251,13 +250,12 @@ func (c *Client) fetchItems(ctx context.Context, s *session, node string) ([]Dev
 		last := ""
 		if set := ps.Child(nsRSM, "set"); set != nil {
 			last = set.Child("", "last").Text()
-		} else if page == 0 && len(items) >= maxUnpaged {
-			// Prosody: the newest maxUnpaged only; the rest by id.
-			if !s.unpagedNoted.Swap(true) {
-				c.s.log.Info("the PubSub service does not page items (Prosody): reading the rest by id",
-					"node", node, "items", len(items))
-			}
-			return f.byID(ctx)
+		} else if page == 0 && len(items) >= maxUnpaged && !s.unpagedNoted.Swap(true) {
+			// Reading the rest by id would be slow on Prosody's item
+			// store, which looks each id up through the whole node.
+			c.s.log.Info("the PubSub service does not page items (Prosody): read the newest of them only; "+
+				"busylamp buddies send the rest of their states, an Asterisk node's other devices show when they change",
+				"node", node, "items", len(items))
 		}
 		if last == "" || last == after || len(items) == 0 {
 			break
