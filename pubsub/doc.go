@@ -23,8 +23,9 @@
 //
 // Every 5 s the subscriptions are checked, since a node deleted and
 // created again drops them silently on ejabberd, and so is the last own
-// item published: gone, the node was purged (ejabberd notifies no purge
-// either), which is reported as Purged, as a purge notification is, and
+// item published: gone, the node was purged by a service that did not
+// notify it (both here do), which is reported as Purged, as a purge
+// notification is, and
 // Config.OwnStates are republished. Run reconnects with a jittered
 // backoff that starts within 0.5 s and doubles up to 30 s, subscribes,
 // resyncs and republishes Config.OwnStates. A republish waits behind live
