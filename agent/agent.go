@@ -128,6 +128,8 @@ type Agent struct {
 
 	askDone func(jid string) // tests: called when a buddy's asked work is done
 
+	relearn relearn // buddies that came back (resync.go)
+
 	resyncMu     sync.Mutex
 	resyncCancel context.CancelFunc
 	wg           sync.WaitGroup
@@ -360,8 +362,11 @@ func (a *Agent) handle(ctx context.Context, ev pubsub.Event) {
 		a.core.RemoteMailbox(ev.Item)
 	case pubsub.Presence:
 		if a.core.Presence(ev.JID, ev.Online) && ev.Online && a.booted() {
-			// A buddy came (back): what it holds now is exact only from it.
+			// A buddy came (back): what it holds now is exact only from it;
+			// and if it does not answer (Asterisk), it learns ours only
+			// from notifications.
 			a.asks.add(ev.JID, askStates)
+			a.buddyBack(ctx, ev.JID)
 		}
 		status := "unavailable"
 		if ev.Available {
@@ -396,7 +401,12 @@ func (a *Agent) handle(ctx context.Context, ev pubsub.Event) {
 	case pubsub.Retracted:
 		a.log.Debug("item retracted", "node", ev.Node, "id", ev.ID) // routine on ejabberd: an item is retracted before another account overwrites it
 	case pubsub.Purged:
-		a.log.Info("node purged", "node", ev.Node)
+		// Someone (Asterisk's 'xmpp purge nodes') removed every item: our
+		// own states are in no item any more.
+		a.log.Info("node purged; republishing own states", "node", ev.Node)
+		if a.booted() && ev.Kind != pubsub.KindUnknown {
+			a.core.Republish()
+		}
 	case pubsub.Deleted:
 		a.log.Warn("node deleted", "node", ev.Node)
 	}

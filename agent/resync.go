@@ -173,6 +173,7 @@ func (a *Agent) requestStates(ctx context.Context, to string) bool {
 		req := a.core.StatesRequest(to)
 		ds, ms, err := a.xmpp.RequestOwnStates(qctx, to)
 		if err == nil {
+			a.statesAnswered(to)
 			a.core.ApplyServerStates(req, ds, ms)
 			return true
 		}
@@ -293,6 +294,107 @@ func (a *Agent) askLoop(ctx context.Context) {
 			a.askDone(j)
 		}
 		if ctx.Err() != nil {
+			return
+		}
+	}
+}
+
+// relearnGrace is how long after a buddy comes back this node waits
+// before republishing its own states for it: an Asterisk node subscribes
+// right after its presence, and a notification sent before its
+// subscription exists is lost.
+const relearnGrace = 2 * time.Second
+
+// relearn tracks the buddies that came back and have not been taken
+// care of: a buddy that answers our states request is a busylamp agent
+// (it fetches the items and asks us itself); one that has not answered
+// within relearnGrace is taken for an Asterisk node, which learns a
+// state only from a notification, so our own states are republished
+// (once for all the buddies due then; the publisher puts the republish
+// behind live changes and coalesces it).
+type relearn struct {
+	mu    sync.Mutex
+	back  map[string]*buddyBack // by canonical full JID
+	armed bool                  // relearnLoop runs
+}
+
+type buddyBack struct {
+	at       time.Time
+	answered bool
+}
+
+// maxRelearn bounds the buddies waiting for their grace to end; past it
+// a buddy coming back is not waited for (the republish for the others
+// covers it, or the next one does).
+const maxRelearn = 1 << 14
+
+// buddyBack notes that the buddy j (a full JID) came back online.
+func (a *Agent) buddyBack(ctx context.Context, j string) {
+	c := jid.Canonical(j)
+	r := &a.relearn
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.back == nil {
+		r.back = make(map[string]*buddyBack)
+	}
+	if len(r.back) >= maxRelearn {
+		return
+	}
+	r.back[c] = &buddyBack{at: a.clock.Now()}
+	if !r.armed {
+		r.armed = true
+		a.goRun(func() { a.relearnLoop(ctx) })
+	}
+}
+
+// statesAnswered notes that the buddy j answered a states request.
+func (a *Agent) statesAnswered(j string) {
+	r := &a.relearn
+	r.mu.Lock()
+	if b := r.back[jid.Canonical(j)]; b != nil {
+		b.answered = true
+	}
+	r.mu.Unlock()
+}
+
+// relearnLoop waits for the grace of each buddy that came back and
+// republishes this node's own states when one of them has not answered.
+func (a *Agent) relearnLoop(ctx context.Context) {
+	r := &a.relearn
+	for {
+		r.mu.Lock()
+		now := a.clock.Now()
+		var next time.Time
+		need := false
+		for c, b := range r.back {
+			due := b.at.Add(relearnGrace)
+			if !due.After(now) {
+				need = need || !b.answered
+				delete(r.back, c)
+			} else if next.IsZero() || due.Before(next) {
+				next = due
+			}
+		}
+		if next.IsZero() {
+			r.armed = false
+		}
+		r.mu.Unlock()
+		if need && ctx.Err() == nil {
+			a.log.Info("republishing own states for a buddy that came back without asking for them (Asterisk)")
+			a.core.Republish()
+		}
+		if next.IsZero() {
+			return
+		}
+		wake, stop := core.After(a.clock, next.Sub(now))
+		select {
+		case <-wake:
+		case <-ctx.Done():
+			stop()
+			r.mu.Lock()
+			r.armed = false
+			clear(r.back)
+			r.mu.Unlock()
 			return
 		}
 	}

@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sync/singleflight"
@@ -18,11 +19,29 @@ import (
 
 // Reconnect backoff: doubles from minBackoff to maxBackoff, each wait
 // drawn from its upper half (jitter), reset after a session that lasted.
+// The first retry comes within half a second: a restarted server accepts
+// connections again after a second or two, and every agent should be
+// back within a few seconds of that; the jitter spreads a cluster's
+// reconnects.
 const (
-	minBackoff = time.Second
+	minBackoff = 500 * time.Millisecond
 	maxBackoff = 30 * time.Second
-	stableFor  = time.Minute
+	stableFor  = 10 * time.Second
 )
+
+// backoff is the reconnect schedule; the zero value starts at minBackoff.
+type backoff struct{ cur time.Duration }
+
+// next is the wait before the next attempt, after a session that was
+// connected for lasted (0: the attempt failed).
+func (b *backoff) next(lasted time.Duration) time.Duration {
+	if b.cur == 0 || lasted > stableFor {
+		b.cur = minBackoff
+	}
+	wait := b.cur/2 + rand.N(b.cur/2+1)
+	b.cur = min(2*b.cur, maxBackoff)
+	return wait
+}
 
 // Client is one XMPP account taking part in the cluster. Run connects and
 // keeps it connected; the other methods may be called from any goroutine.
@@ -37,6 +56,12 @@ type Client struct {
 	roster   *roster
 	answers  *answerCache
 	creating singleflight.Group // node creations under way, by node
+
+	fetchSkipped atomic.Uint64 // items a fetch could not read
+
+	probeMu  sync.Mutex
+	probe    pubKey // an own item published and kept by the node (the check looks for it)
+	hasProbe bool
 
 	mu      sync.Mutex
 	running bool
@@ -113,19 +138,14 @@ func (c *Client) Run(ctx context.Context) error {
 		c.mu.Unlock()
 	}()
 
-	backoff := minBackoff
+	var b backoff
 	for {
-		start := time.Now()
-		err := c.runSession(ctx)
+		lasted, err := c.runSession(ctx)
 		if ctx.Err() != nil {
 			return nil
 		}
-		if time.Since(start) > stableFor {
-			backoff = minBackoff
-		}
-		wait := backoff/2 + rand.N(backoff/2+1)
+		wait := b.next(lasted)
 		c.s.log.Warn("XMPP session ended; reconnecting", "err", err, "in", wait.Round(time.Millisecond))
-		backoff = min(2*backoff, maxBackoff)
 		t := time.NewTimer(wait)
 		select {
 		case <-t.C:
@@ -151,13 +171,14 @@ func (c *Client) setStatus(state string, err error, tlsName string) {
 	}
 }
 
-// runSession makes one connection and returns when it ends.
-func (c *Client) runSession(ctx context.Context) error {
+// runSession makes one connection and returns when it ends, with how long
+// it was connected (0 when it never was).
+func (c *Client) runSession(ctx context.Context) (time.Duration, error) {
 	c.setStatus("connecting", nil, "")
 	st, err := xmppstream.Dial(ctx, c.s.streamConfig())
 	if err != nil {
 		c.setStatus("disconnected", err, "")
-		return err
+		return 0, err
 	}
 	s := newSession(c, st)
 	c.q.hold()
@@ -169,8 +190,9 @@ func (c *Client) runSession(ctx context.Context) error {
 		st.Wait()
 		c.q.dropHeld()
 		c.setStatus("disconnected", err, "")
-		return err
+		return 0, err
 	}
+	connectedAt := time.Now()
 	c.mu.Lock()
 	c.sess = s
 	c.status.JID = s.jid
@@ -206,7 +228,7 @@ func (c *Client) runSession(ctx context.Context) error {
 	if ctx.Err() == nil {
 		c.q.push(ctx.Done(), Disconnected{Err: cause})
 	}
-	return cause
+	return time.Since(connectedAt), cause
 }
 
 // setup runs everything between negotiation and Connected: roster and
@@ -231,7 +253,14 @@ func (c *Client) setup(s *session) (Connected, error) {
 	for _, node := range []string{NodeDevices, NodeMailboxes} {
 		d, m, err := c.fetchAll(ctx, s, node)
 		if err != nil {
-			return Connected{}, fmt.Errorf("fetch items of %s: %w", node, err)
+			if ctx.Err() != nil || errors.Is(err, ErrNotConnected) {
+				return Connected{}, fmt.Errorf("fetch items of %s: %w", node, err)
+			}
+			// Never a reason to end the session: that would fetch again,
+			// and fail again, for good. Buddies' states answers and the
+			// notifications fill in the rest.
+			c.s.log.Warn("fetching the items failed; going on with what was read", "node", node,
+				"devices", len(d), "mailboxes", len(m), "err", err)
 		}
 		conn.Devices = append(conn.Devices, d...)
 		conn.Mailboxes = append(conn.Mailboxes, m...)
@@ -318,6 +347,9 @@ func (c *Client) handleMessage(s *session, e *elem) {
 		}
 		if !c.q.push(s.ctx.Done(), ev) {
 			return
+		}
+		if p, ok := ev.(Purged); ok && (p.Node == NodeDevices || p.Node == NodeMailboxes || c.s.CollectionNodes) {
+			c.republish() // Config.OwnStates: the items are gone
 		}
 		if d, ok := ev.(Deleted); ok && (d.Node == NodeDevices || d.Node == NodeMailboxes) {
 			// Our subscription went with the node: reconnect, which

@@ -194,7 +194,7 @@ func (cfg Config) validate() (*settings, error) {
 	if s.PublishWindow <= 0 {
 		s.PublishWindow = 32
 	}
-	s.subCheck = time.Minute
+	s.subCheck = 5 * time.Second
 	s.log = cfg.Logger
 	if s.log == nil {
 		s.log = slog.Default()

@@ -21,10 +21,20 @@
 // events are held back and follow the Connected event that carries the
 // fetched items.
 //
-// Every minute the subscriptions are checked, since a node deleted and
-// created again drops them silently on ejabberd. Run reconnects with a
-// jittered backoff of at most 30 s, subscribes, resyncs and republishes
-// Config.OwnStates.
+// Every 5 s the subscriptions are checked, since a node deleted and
+// created again drops them silently on ejabberd, and so is the last own
+// item published: gone, the node was purged by a service that did not
+// notify it (both here do), which is reported as Purged, as a purge
+// notification is, and
+// Config.OwnStates are republished. Run reconnects with a jittered
+// backoff that starts within 0.5 s and doubles up to 30 s, subscribes,
+// resyncs and republishes Config.OwnStates. A republish waits behind live
+// changes in the publisher (RepublishDevice, RepublishMailbox).
+//
+// The items fetch is bounded: a page that is too large for a stanza is
+// read again by id (disco#items of the node), in smaller batches down to
+// one item; what cannot be read is skipped and counted, and a failed
+// fetch does not end the session.
 //
 // # What the servers here do (tested: integration tests, both servers)
 //

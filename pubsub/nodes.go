@@ -2,9 +2,11 @@ package pubsub
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	"github.com/busylamp/busylamp/internal/jid"
+	"github.com/busylamp/busylamp/internal/xmppstream"
 )
 
 // ensureNode creates node (a leaf of coll in XEP-0248 mode, else the flat
@@ -90,7 +92,55 @@ func (c *Client) checkSubscriptions(ctx context.Context, s *session) error {
 			return fmt.Errorf("no longer subscribed to %s (node re-created?); reconnecting to subscribe and resync", node)
 		}
 	}
+	c.checkPurged(ctx, s)
 	return nil
+}
+
+func (c *Client) setProbe(k pubKey) {
+	c.probeMu.Lock()
+	c.probe, c.hasProbe = k, true
+	c.probeMu.Unlock()
+}
+
+// checkPurged looks for the last own item this session published (and
+// the node keeps): gone, the node was purged (Asterisk's 'xmpp purge
+// nodes') by a service that does not notify it, or another server's
+// retraction before it overwrote the item (ejabberd; then the republish
+// does no harm). It is reported as Purged, and with Config.OwnStates the
+// own states are republished.
+func (c *Client) checkPurged(ctx context.Context, s *session) {
+	c.probeMu.Lock()
+	k, ok := c.probe, c.hasProbe
+	c.probeMu.Unlock()
+	if !ok {
+		return
+	}
+	coll := NodeDevices
+	if k.mailbox {
+		coll = NodeMailboxes
+	}
+	node := coll
+	if c.s.CollectionNodes {
+		node = k.name
+	}
+	res, err := s.iq(ctx, "get", c.s.Service, itemsByIDRequest(node, []string{k.name}))
+	if err != nil && !IsCondition(err, "item-not-found") {
+		return // a service that cannot tell
+	}
+	for _, it := range res.Child(nsPubSub, "pubsub").Child("", "items").Children("", "item") {
+		if it.Attr("id") == k.name {
+			return
+		}
+	}
+	c.probeMu.Lock()
+	if c.probe == k {
+		c.hasProbe = false // until a publish is kept again
+	}
+	c.probeMu.Unlock()
+	c.s.log.Warn("an own item is gone from the node (purged?); republishing own states", "node", node, "item", k.name)
+	if c.q.push(s.ctx.Done(), Purged{Node: node, Kind: kindOfColl(coll)}) {
+		c.republish()
+	}
 }
 
 // subscribe does what Asterisk does at connect: unsubscribe, then
@@ -143,38 +193,66 @@ const (
 	// (max_items): at the largest item (a 256-byte id, escaped) it keeps
 	// the answer under xmppstream's bound on a stanza (4 MiB).
 	maxUnpaged = 3000
+	// byIDMax is the most items asked for by id at once, when a page
+	// was too large or the service does not page.
+	byIDMax = 128
 )
 
+// fetch is one node's items being read.
+type fetch struct {
+	c       *Client
+	s       *session
+	node    string
+	seen    map[string]bool
+	devs    []DeviceItem
+	mboxes  []MailboxItem
+	skipped int // items that could not be read
+}
+
+func (f *fetch) add(items []*elem) {
+	for _, it := range items {
+		// A server that ignores RSM answers every page alike.
+		id := it.Attr("id")
+		if f.seen[id] {
+			continue
+		}
+		f.seen[id] = true
+		r := f.c.parse.parseItem(f.node, it, true)
+		if r.dev != nil {
+			f.devs = append(f.devs, *r.dev)
+		} else if r.mbox != nil {
+			f.mboxes = append(f.mboxes, *r.mbox)
+		}
+	}
+}
+
+// fetchItems reads the items of node in bounded pages (RSM where the
+// service pages, else max_items). No item can keep the others out: a
+// page too large for a stanza (xmppstream skips it) is read again item by
+// item, by the ids the node lists (disco#items), and what still cannot be
+// read is skipped and counted.
 func (c *Client) fetchItems(ctx context.Context, s *session, node string) ([]DeviceItem, []MailboxItem, error) {
-	var devs []DeviceItem
-	var mboxes []MailboxItem
+	f := &fetch{c: c, s: s, node: node, seen: map[string]bool{}}
 	after := ""
-	seen := map[string]bool{}
 	for page := 0; page < maxPages; page++ {
 		res, err := s.iq(ctx, "get", c.s.Service, itemsRequest(node, pageSize, after))
+		if errors.Is(err, xmppstream.ErrAnswerSkipped) {
+			c.s.log.Warn("a page of PubSub items was too large for one stanza; reading the items by id, a few at a time",
+				"node", node, "page", page)
+			return f.byID(ctx)
+		}
 		if err != nil {
-			return nil, nil, fmt.Errorf("items of %s: %w", node, err)
+			return f.devs, f.mboxes, fmt.Errorf("items of %s: %w", node, err)
 		}
 		ps := res.Child(nsPubSub, "pubsub")
 		items := ps.Child("", "items").Children("", "item")
-		for _, it := range items {
-			// A server that ignores RSM answers every page alike.
-			if id := it.Attr("id"); seen[id] {
-				continue
-			} else {
-				seen[id] = true
-			}
-			r := c.parse.parseItem(node, it, true)
-			if r.dev != nil {
-				devs = append(devs, *r.dev)
-			} else if r.mbox != nil {
-				mboxes = append(mboxes, *r.mbox)
-			}
-		}
+		f.add(items)
 		last := ""
 		if set := ps.Child(nsRSM, "set"); set != nil {
 			last = set.Child("", "last").Text()
 		} else if page == 0 && len(items) >= maxUnpaged && !s.unpagedNoted.Swap(true) {
+			// Reading the rest by id would be slow on Prosody's item
+			// store, which looks each id up through the whole node.
 			c.s.log.Info("the PubSub service does not page items (Prosody): read the newest of them only; "+
 				"busylamp buddies send the rest of their states, an Asterisk node's other devices show when they change",
 				"node", node, "items", len(items))
@@ -184,7 +262,72 @@ func (c *Client) fetchItems(ctx context.Context, s *session, node string) ([]Dev
 		}
 		after = last
 	}
-	return devs, mboxes, nil
+	return f.devs, f.mboxes, nil
+}
+
+// byID reads the items not read yet by id: byIDMax at a time while the
+// answers fit in a stanza, fewer (down to one) when one does not; an item
+// too large alone, or that the service refuses, is skipped.
+func (f *fetch) byID(ctx context.Context) ([]DeviceItem, []MailboxItem, error) {
+	c, s := f.c, f.s
+	ids, err := c.itemIDs(ctx, s, f.node)
+	if err != nil {
+		return f.devs, f.mboxes, err
+	}
+	var todo []string
+	for _, id := range ids {
+		if !f.seen[id] {
+			todo = append(todo, id)
+		}
+	}
+	size := byIDMax
+	for len(todo) > 0 && ctx.Err() == nil {
+		batch := todo[:min(size, len(todo))]
+		res, err := s.iq(ctx, "get", c.s.Service, itemsByIDRequest(f.node, batch))
+		switch {
+		case err == nil:
+			f.add(res.Child(nsPubSub, "pubsub").Child("", "items").Children("", "item"))
+			size = min(2*size, byIDMax)
+		case errors.Is(err, xmppstream.ErrAnswerSkipped) && len(batch) > 1:
+			size = max(1, len(batch)/8) // ask again for fewer
+			continue
+		case errors.Is(err, ErrNotConnected):
+			return f.devs, f.mboxes, err
+		default:
+			for _, id := range batch {
+				f.skip(id, err)
+			}
+		}
+		todo = todo[len(batch):]
+	}
+	if f.skipped > 0 {
+		c.s.log.Warn("PubSub items skipped: too large for one stanza, or refused", "node", f.node, "skipped", f.skipped)
+	}
+	return f.devs, f.mboxes, ctx.Err()
+}
+
+func (f *fetch) skip(id string, err error) {
+	f.skipped++
+	f.c.fetchSkipped.Add(1)
+	if f.c.limit.allow("fetch-skip:" + f.node) {
+		f.c.s.log.Warn("skipped a PubSub item", "node", f.node, "item", clip(id, 64), "err", err)
+	}
+}
+
+// itemIDs lists the ids of node's items (disco#items on the node,
+// XEP-0060 5.5: each item's name is an item id).
+func (c *Client) itemIDs(ctx context.Context, s *session, node string) ([]string, error) {
+	res, err := s.iq(ctx, "get", c.s.Service, &discoQuery{XMLName: xmlName(nsDiscoItems, "query"), Node: node})
+	if err != nil {
+		return nil, fmt.Errorf("list the items of %s: %w", node, err)
+	}
+	var out []string
+	for _, it := range res.Child(nsDiscoItems, "query").Children("", "item") {
+		if id := it.Attr("name"); id != "" && len(out) < maxListed {
+			out = append(out, id)
+		}
+	}
+	return out, nil
 }
 
 // fetchAll returns the items under a node: in flat mode its own items, in

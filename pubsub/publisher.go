@@ -66,6 +66,12 @@ func transient(err error) bool {
 // value waits (coalescing) until the older one is answered.
 // Pending values are bounded by the number of distinct devices and
 // mailboxes the caller publishes.
+//
+// A republish (every own state again, after a reconnect, a purge, or a
+// buddy that came back) waits in a lane of its own behind live changes:
+// a change made while 200,000 states are being republished goes out
+// next, not after them. A live value of a key waiting in the republish
+// lane moves it to the live lane.
 type publisher struct {
 	window int
 	kick   chan struct{}
@@ -73,11 +79,13 @@ type publisher struct {
 
 	mu        sync.Mutex
 	latest    map[pubKey]pubValue
-	order     *list.List // of pubKey, oldest first
-	elems     map[pubKey]*list.Element
-	busy      map[pubKey]bool        // in flight
-	retrying  map[pubKey]pubValue    // failed, waiting to be tried again; a newer put cancels
-	timers    map[pubKey]func() bool // the retry timer of each key in retrying: its stop
+	order     *list.List // of pubKey, oldest first: live changes
+	bulk      *list.List // of pubKey, oldest first: republished values
+	inBulk    map[pubKey]bool
+	elems     map[pubKey]*list.Element // in order or bulk
+	busy      map[pubKey]bool          // in flight
+	retrying  map[pubKey]pubValue      // failed, waiting to be tried again; a newer put cancels
+	timers    map[pubKey]func() bool   // the retry timer of each key in retrying: its stop
 	published uint64
 	coalesced uint64
 	errors    uint64
@@ -93,18 +101,39 @@ func realAfter(d time.Duration, f func()) func() bool { return time.AfterFunc(d,
 
 func newPublisher(window int) *publisher {
 	return &publisher{window: window, kick: make(chan struct{}, 1), after: realAfter, latest: map[pubKey]pubValue{},
-		order: list.New(), elems: map[pubKey]*list.Element{}, busy: map[pubKey]bool{},
+		order: list.New(), bulk: list.New(), inBulk: map[pubKey]bool{}, elems: map[pubKey]*list.Element{}, busy: map[pubKey]bool{},
 		retrying: map[pubKey]pubValue{}, timers: map[pubKey]func() bool{}}
 }
 
-// put queues v as the newest value of k.
+// put queues v as the newest value of k, a live change.
 func (p *publisher) put(k pubKey, v pubValue) {
 	p.mu.Lock()
 	p.cancelRetryLocked(k) // the newer value replaces a failed older one
 	if _, ok := p.latest[k]; ok {
 		p.coalesced++
+		if p.inBulk[k] {
+			p.bulk.Remove(p.elems[k])
+			delete(p.inBulk, k)
+			p.elems[k] = p.order.PushBack(k)
+		}
 	} else {
 		p.elems[k] = p.order.PushBack(k)
+	}
+	p.latest[k] = v
+	p.mu.Unlock()
+	signal(p.kick)
+}
+
+// putBulk queues v as the newest value of k in the republish lane; a
+// value already pending keeps its place (and takes v).
+func (p *publisher) putBulk(k pubKey, v pubValue) {
+	p.mu.Lock()
+	p.cancelRetryLocked(k)
+	if _, ok := p.latest[k]; ok {
+		p.coalesced++
+	} else {
+		p.elems[k] = p.bulk.PushBack(k)
+		p.inBulk[k] = true
 	}
 	p.latest[k] = v
 	p.mu.Unlock()
@@ -189,13 +218,23 @@ func (p *publisher) take() (pubKey, pubValue, bool) {
 	if len(p.busy) >= p.window {
 		return pubKey{}, pubValue{}, false
 	}
-	for e := p.order.Front(); e != nil; e = e.Next() {
+	for _, l := range [2]*list.List{p.order, p.bulk} {
+		if k, v, ok := p.takeFromLocked(l); ok {
+			return k, v, true
+		}
+	}
+	return pubKey{}, pubValue{}, false
+}
+
+func (p *publisher) takeFromLocked(l *list.List) (pubKey, pubValue, bool) {
+	for e := l.Front(); e != nil; e = e.Next() {
 		k := e.Value.(pubKey)
 		if p.busy[k] {
 			continue
 		}
-		p.order.Remove(e)
+		l.Remove(e)
 		delete(p.elems, k)
+		delete(p.inBulk, k)
 		v := p.latest[k]
 		delete(p.latest, k)
 		p.busy[k] = true
@@ -235,7 +274,7 @@ type Stats struct {
 func (p *publisher) stats() Stats {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return Stats{Published: p.published, Coalesced: p.coalesced, Errors: p.errors, Pending: p.order.Len() + len(p.retrying), InFlight: len(p.busy)}
+	return Stats{Published: p.published, Coalesced: p.coalesced, Errors: p.errors, Pending: p.order.Len() + p.bulk.Len() + len(p.retrying), InFlight: len(p.busy)}
 }
 
 // run sends pending values while the session lasts. start writes one
@@ -287,11 +326,29 @@ func (c *Client) republish() {
 	}
 	devs, mboxes := c.s.OwnStates()
 	for _, d := range devs {
-		c.PublishDevice(d.Device, d.State, d.Cachable)
+		c.RepublishDevice(d.Device, d.State, d.Cachable)
 	}
 	for _, m := range mboxes {
-		c.PublishMailbox(m.Mailbox, m.Counts)
+		c.RepublishMailbox(m.Mailbox, m.Counts)
 	}
+}
+
+// RepublishDevice is PublishDevice for a republish of a state published
+// before: it waits behind every live change (PublishDevice), so that a
+// large republish holds none of them up.
+func (c *Client) RepublishDevice(device string, s devstate.State, cachable bool) {
+	if checkName(device) != nil {
+		return
+	}
+	c.pub.putBulk(pubKey{name: device}, pubValue{dev: DeviceItem{Device: device, State: s, Cachable: cachable, EID: c.s.EID}})
+}
+
+// RepublishMailbox is PublishMailbox for a republish (see RepublishDevice).
+func (c *Client) RepublishMailbox(mailbox string, counts mwi.Counts) {
+	if checkName(mailbox) != nil || counts.Check() != nil {
+		return
+	}
+	c.pub.putBulk(pubKey{mailbox: true, name: mailbox}, pubValue{mbox: MailboxItem{Mailbox: mailbox, Counts: counts, EID: c.s.EID}})
 }
 
 // PublishDevice publishes this server's state of device. It never blocks:
@@ -375,6 +432,9 @@ func (c *Client) publishStart(s *session, k pubKey, v pubValue) func(context.Con
 			}
 		}
 		if err == nil {
+			if k.mailbox || v.dev.Cachable {
+				c.setProbe(k)
+			}
 			return nil
 		}
 		if IsCondition(err, "forbidden") {

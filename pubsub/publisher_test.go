@@ -471,3 +471,32 @@ func TestEventQueueOrder(t *testing.T) {
 	cancel()
 	<-done
 }
+
+// A republish waits behind live changes: a change made while many states
+// are being republished is the next to go out, and a live value of a key
+// waiting to be republished takes the live lane.
+func TestRepublishWaitsBehindLiveChanges(t *testing.T) {
+	p := newPublisher(2)
+	for i := range 1000 {
+		p.putBulk(pubKey{name: fmt.Sprint("bulk", i)}, pubValue{})
+	}
+	k1, _, _ := p.take() // two in flight
+	k2, _, _ := p.take()
+	if k1.name != "bulk0" || k2.name != "bulk1" {
+		t.Fatalf("took %v %v", k1, k2)
+	}
+	p.put(pubKey{name: "live"}, pubValue{})
+	p.put(pubKey{name: "bulk500"}, pubValue{dev: DeviceItem{Device: "bulk500"}})
+	p.putBulk(pubKey{name: "live"}, pubValue{}) // stays in the live lane
+	p.done(k1, false)
+	if k, _, _ := p.take(); k.name != "live" {
+		t.Fatalf("after a slot freed: %v, want the live change", k)
+	}
+	p.done(k2, false)
+	if k, v, _ := p.take(); k.name != "bulk500" || v.dev.Device != "bulk500" {
+		t.Fatalf("then %v, want bulk500 (live now)", k)
+	}
+	if st := p.stats(); st.Pending != 997 {
+		t.Fatalf("pending %d", st.Pending)
+	}
+}

@@ -72,8 +72,23 @@ type nodeRef struct {
 }
 
 type itemsRef struct {
-	Node     string `xml:"node,attr"`
-	MaxItems int    `xml:"max_items,attr,omitempty"`
+	Node     string   `xml:"node,attr"`
+	MaxItems int      `xml:"max_items,attr,omitempty"`
+	Items    []itemID `xml:"item"`
+}
+
+type itemID struct {
+	ID string `xml:"id,attr"`
+}
+
+// itemsByIDRequest asks for the items of node with the given ids
+// (XEP-0060 6.5.8).
+func itemsByIDRequest(node string, ids []string) *psRequest {
+	r := &itemsRef{Node: node, Items: make([]itemID, len(ids))}
+	for i, id := range ids {
+		r.Items[i].ID = id
+	}
+	return &psRequest{Items: r}
 }
 
 type configure struct {

@@ -77,6 +77,14 @@ type Publisher interface {
 	PublishMailbox(mailbox string, c mwi.Counts)
 }
 
+// Republisher is a Publisher that queues a republish behind live changes
+// (pubsub.Client does): Republish uses it when the Publisher has it, so
+// that sending every own state again delays no change made meanwhile.
+type Republisher interface {
+	RepublishDevice(device string, s devstate.State, cachable bool)
+	RepublishMailbox(mailbox string, c mwi.Counts)
+}
+
 // Sink receives every change of a cluster-wide state, in order per device
 // and per mailbox, while the core holds its lock. It must not block.
 type Sink interface {
@@ -468,6 +476,15 @@ func (a *Core) Republish() {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	ds, ms := a.statesOfLocked(a.cfg.EID)
+	if rp, ok := a.pub.(Republisher); ok {
+		for _, d := range ds {
+			rp.RepublishDevice(d.Device, d.State, d.Cachable)
+		}
+		for _, m := range ms {
+			rp.RepublishMailbox(m.Mailbox, m.Counts)
+		}
+		return
+	}
 	for _, d := range ds {
 		a.pub.PublishDevice(d.Device, d.State, d.Cachable)
 	}

@@ -39,8 +39,9 @@ type conn struct {
 	once sync.Once
 }
 
-// limitReader fails when more than max bytes are read between two resets:
-// one stanza may not exceed maxStanza.
+// limitReader fails when more than max bytes are read between two resets
+// (one stanza, kept or skipped): a stanza is kept up to maxStanza and
+// skipped up to maxSkip.
 type limitReader struct {
 	r   io.Reader
 	n   int
@@ -72,7 +73,7 @@ func dial(ctx context.Context, addr string, log *slog.Logger, trace bool) (*conn
 
 // resetDecoder starts reading a new XML stream (after STARTTLS and SASL).
 func (c *conn) resetDecoder() {
-	c.lim = &limitReader{r: c.nc, max: maxStanza}
+	c.lim = &limitReader{r: c.nc, max: maxSkip + maxStanza}
 	c.xr = newXMLReader(bufio.NewReaderSize(c.lim, 16<<10))
 }
 

@@ -27,7 +27,15 @@ var (
 	// ErrTimeout is returned when an IQ gets no answer within
 	// Config.IQTimeout.
 	ErrTimeout = errors.New("no answer within the IQ timeout")
+	// ErrAnswerSkipped is returned when an IQ's answer was larger than
+	// the bound on a stanza (4 MiB) or nested too deeply: it was read and
+	// dropped, and the stream goes on. Ask for less.
+	ErrAnswerSkipped = errors.New("the answer was too large or nested too deeply, and was skipped")
 )
+
+// skippedAnswer stands, on a pending IQ's channel, for an answer that was
+// skipped (ErrAnswerSkipped).
+var skippedAnswer = &Element{}
 
 // Config is one account's stream: where to connect, how to authenticate,
 // and how to keep the stream alive.
@@ -87,7 +95,15 @@ type Stream struct {
 
 	mu  sync.Mutex
 	iqs map[string]*pendingIQ // nil once the read loop has ended
+
+	skipped    atomic.Uint64 // stanzas read and dropped (too large, too deep)
+	skipLogged time.Time     // the last skip logged (read loop only)
+	skipQuiet  uint64        // skips since, not logged
 }
+
+// skipLogEvery bounds the log lines about skipped stanzas: anyone may send
+// them.
+const skipLogEvery = 10 * time.Second
 
 type pendingIQ struct {
 	to string
@@ -167,6 +183,10 @@ func (s *Stream) Err() error {
 	}
 	return context.Cause(s.ctx)
 }
+
+// Skipped is the number of incoming stanzas read and dropped because they
+// were larger than 4 MiB or nested more than 32 deep.
+func (s *Stream) Skipped() uint64 { return s.skipped.Load() }
 
 // Close ends the stream for cause (the first cause given wins); the
 // socket is closed. It does not wait: Wait does.
@@ -258,6 +278,9 @@ func (c *Call) Wait(ctx context.Context) (*Element, error) {
 	defer t.Stop()
 	select {
 	case e := <-c.ch:
+		if e == skippedAnswer {
+			return nil, ErrAnswerSkipped
+		}
 		if e.Attr("type") == "error" {
 			return e, parseStanzaError(e.Child("", "error"))
 		}
@@ -286,6 +309,10 @@ func (s *Stream) readLoop(h Handler) {
 		s.c.setReadDeadline(time.Now().Add(idle))
 		e, err := s.c.next()
 		if err != nil {
+			if sk, ok := err.(*skipped); ok {
+				s.skip(sk)
+				continue
+			}
 			if err == io.EOF {
 				err = errors.New("server closed the stream")
 			}
@@ -310,6 +337,44 @@ func (s *Stream) readLoop(h Handler) {
 		if s.ctx.Err() != nil {
 			return
 		}
+	}
+}
+
+// skip counts and logs (rate-limited) a stanza read and dropped, and
+// settles what it was: an IQ answer fails its caller at once, a request
+// to us is answered with policy-violation (RFC 6120 8.3.3.12).
+func (s *Stream) skip(sk *skipped) {
+	n := s.skipped.Add(1)
+	if now := time.Now(); now.Sub(s.skipLogged) >= skipLogEvery {
+		from := ""
+		if sk.head != nil {
+			from = sk.head.Attr("from")
+		}
+		s.cfg.Logger.Warn("skipped an incoming stanza", "reason", sk.reason, "bytes", sk.size,
+			"from", Clip(from, 128), "skipped_since_last_log", s.skipQuiet, "skipped_total", n)
+		s.skipLogged, s.skipQuiet = now, 0
+	} else {
+		s.skipQuiet++
+	}
+	e := sk.head
+	if e == nil || e.XMLName.Space != nsClient || e.XMLName.Local != "iq" {
+		return
+	}
+	switch typ, id := e.Attr("type"), e.Attr("id"); typ {
+	case "result", "error":
+		s.mu.Lock()
+		p := s.iqs[id]
+		if p != nil && s.answerFrom(p.to, e.Attr("from")) {
+			delete(s.iqs, id)
+		} else {
+			p = nil
+		}
+		s.mu.Unlock()
+		if p != nil {
+			p.ch <- skippedAnswer
+		}
+	case "get", "set":
+		s.ReplyError(e, "modify", "policy-violation", "")
 	}
 }
 

@@ -27,6 +27,8 @@ import (
 type xmlReader struct {
 	r     *bufio.Reader
 	buf   []byte   // the stanza being framed; reused
+	head  int      // in buf: the end of the stanza's start tag (after '>'), 0 before it
+	skip  *skipped // the stanza being skipped (too large), nil while framing whole
 	base  []nsDecl // the stream header's declarations
 	scope []nsDecl // declarations in scope while parsing; reused
 	tmp   []xml.Attr
@@ -45,6 +47,36 @@ var (
 	errTextBetween   = errors.New("text between stanzas")
 	errTooManyNS     = fmt.Errorf("more than %d namespace declarations in scope", maxNSDecls)
 )
+
+// skipped is a stanza that was read to its end and dropped: larger than
+// maxStanza, or nested deeper than maxDepth. Any account can send such a
+// stanza to our full JID and the server passes it on, so it must not end
+// the stream; the stream reads on from the next stanza. Head is the
+// stanza's start tag (name and attributes, no children), nil when the tag
+// itself could not be read, so that an IQ answer dropped this way still
+// reaches its caller as an error.
+type skipped struct {
+	head   *Element
+	size   int   // bytes read
+	reason error // errStanzaTooLarge or errTooDeep
+}
+
+func (e *skipped) Error() string {
+	name := "?"
+	if e.head != nil {
+		name = e.head.XMLName.Local
+	}
+	return fmt.Sprintf("skipped a <%s> stanza of %d bytes: %v", name, e.size, e.reason)
+}
+
+func (e *skipped) Unwrap() error { return e.reason }
+
+// maxSkip bounds what one skipped stanza may take off the stream; past it
+// the stream ends (a stanza that does not end is no stanza). Skipping
+// keeps nothing, so the bound is about bytes, not memory: a PubSub answer
+// of 3,000 items of 24 KB is 72 MB. The keepalive bounds the time (pings
+// are not answered while a stanza is being skipped).
+var maxSkip = 256 << 20 // a var for the tests
 
 // maxNSDecls bounds the namespace declarations in scope: resolving a name
 // looks through them, so without a bound a hostile stanza could make that
@@ -159,14 +191,21 @@ func (x *xmlReader) next() (*Element, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := string(x.buf)
 	if end {
 		return nil, io.EOF
 	}
+	if sk := x.skip; sk != nil {
+		x.skip = nil
+		return nil, sk
+	}
+	s := string(x.buf)
 	p := parser2{s: s, scope: append(x.scope[:0], x.base...), tmp: x.tmp}
 	e := &Element{}
 	err = p.element(e, 1)
 	x.scope, x.tmp = p.scope[:0], p.tmp[:0]
+	if err == errTooDeep {
+		return nil, &skipped{head: x.headElement(s[:x.head]), size: len(s), reason: errTooDeep}
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -174,6 +213,28 @@ func (x *xmlReader) next() (*Element, error) {
 		return nil, xmlSyntax("data after the element")
 	}
 	return e, nil
+}
+
+// headElement parses a stanza's start tag alone (name and attributes), nil
+// when it does not parse.
+func (x *xmlReader) headElement(tag string) *Element {
+	if len(tag) < 2 {
+		return nil
+	}
+	p := parser2{s: tag, scope: append([]nsDecl(nil), x.base...)}
+	p.i = 1
+	raw, attrs, _, err := p.tag()
+	if err != nil || p.declare(attrs) != nil {
+		return nil
+	}
+	e := &Element{XMLName: p.translate(raw, true)}
+	for _, a := range attrs {
+		if a.Name.Space == xmlnsPrefix || (a.Name.Space == "" && a.Name.Local == xmlnsPrefix) {
+			continue
+		}
+		e.Attrs = append(e.Attrs, xml.Attr{Name: p.translate(a.Name, false), Value: a.Value})
+	}
+	return e
 }
 
 // Framing states.
@@ -187,9 +248,11 @@ const (
 
 // frame reads one top-level element into x.buf, or the stream's end tag
 // (end is true). It only follows tags, quotes and CDATA; parsing checks
-// the rest.
+// the rest. An element larger than maxStanza is followed to its end all
+// the same, keeping only its start tag and the last bytes framing needs
+// (x.skip says so).
 func (x *xmlReader) frame() (end bool, err error) {
-	x.buf = x.buf[:0]
+	x.buf, x.head, x.skip = x.buf[:0], 0, nil
 	depth, state := 0, fText
 	var quote, last byte // last: the last byte in a tag outside quotes
 	for {
@@ -201,8 +264,21 @@ func (x *xmlReader) frame() (end bool, err error) {
 			return false, err
 		}
 		start := len(x.buf)
-		if start+len(chunk) > maxStanza {
-			return false, errStanzaTooLarge
+		if x.skip != nil || start+len(chunk) > maxStanza {
+			if x.skip == nil {
+				x.skip = &skipped{head: x.headElement(string(x.buf[:x.head])), reason: errStanzaTooLarge}
+			}
+			// Every byte in buf has been framed; the CDATA end check
+			// looks two bytes back.
+			keep := min(2, start)
+			x.skip.size += start - keep
+			if x.skip.size > maxSkip {
+				x.skip = nil
+				return false, errStanzaTooLarge
+			}
+			copy(x.buf, x.buf[start-keep:start])
+			x.buf = x.buf[:keep]
+			start = keep
 		}
 		x.buf = append(x.buf, chunk...)
 		for i := start; i < len(x.buf); i++ {
@@ -243,8 +319,11 @@ func (x *xmlReader) frame() (end bool, err error) {
 					state = fText
 					if last != '/' {
 						depth++
+						if depth == 1 && x.skip == nil {
+							x.head = i + 1
+						}
 					} else if depth == 0 {
-						return false, nil
+						return false, x.skipEnd(len(x.buf))
 					}
 				case ' ', '\t', '\r', '\n':
 				default:
@@ -262,7 +341,7 @@ func (x *xmlReader) frame() (end bool, err error) {
 						return true, nil
 					}
 					if depth == 0 {
-						return false, nil
+						return false, x.skipEnd(len(x.buf))
 					}
 				}
 			case fCDATA:
@@ -272,6 +351,15 @@ func (x *xmlReader) frame() (end bool, err error) {
 			}
 		}
 	}
+}
+
+// skipEnd ends a frame: a skipped stanza's size is completed; the
+// stanza's end must end the chunk (ReadSlice stops at '>').
+func (x *xmlReader) skipEnd(n int) error {
+	if x.skip != nil {
+		x.skip.size += n
+	}
+	return nil
 }
 
 // more appends the next chunk to x.buf (a construct spans two chunks).
