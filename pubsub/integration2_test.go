@@ -33,10 +33,10 @@ func TestOwnStatesExchange(t *testing.T) {
 		cb := peerConfig(srv, bj, bpw, "astvoip2")
 		cb.Buddies = []string{aj}
 		a := startPeer(t, "A", ca)
-		a.connected(20 * time.Second)
+		a.connected(connectWait)
 		b := startPeer(t, "B", cb)
-		b.connected(20 * time.Second)
-		aFull := b.presence(15*time.Second, aj, true).JID
+		b.connected(connectWait)
+		aFull := b.presence(eventWait, aj, true).JID
 
 		const ndev, nmbox = 1100, 150 // three chunks of at most 500
 		var devs []DeviceItem
@@ -95,7 +95,7 @@ func TestOwnStatesExchange(t *testing.T) {
 		// Not a buddy: refused.
 		cc := peerConfig(srv, cj, cpw, "astvoip3")
 		c := startPeer(t, "C", cc)
-		c.connected(20 * time.Second)
+		c.connected(connectWait)
 		_, _, err = c.c.RequestOwnStates(context.Background(), aFull)
 		if !IsCondition(err, "forbidden") {
 			t.Errorf("request from a non-buddy: %v, want forbidden", err)
@@ -110,9 +110,9 @@ func TestIQRequestsAnswered(t *testing.T) {
 		aj, apw := srv.Admin("a")
 		bj, bpw := srv.User("b")
 		a := startPeer(t, "A", peerConfig(srv, aj, apw, "astvoip1"))
-		a.connected(20 * time.Second)
+		a.connected(connectWait)
 		b := startPeer(t, "B", peerConfig(srv, bj, bpw, "astvoip2"))
-		b.connected(20 * time.Second)
+		b.connected(connectWait)
 		s, err := b.c.session()
 		if err != nil {
 			t.Fatal(err)
@@ -155,18 +155,18 @@ func TestRosterPolicies(t *testing.T) {
 		cc.AuthPolicy = "deny"
 		cc.Buddies = []string{bj, junk} // junk ends up in C's roster
 		c := startPeer(t, "C", cc)
-		c.connected(20 * time.Second)
+		c.connected(connectWait)
 		// Start clean: B forgets C.
 		cb := peerConfig(srv, bj, bpw, "astvoip2")
 		cb.AutoPrune = true
 		b := startPeer(t, "B", cb)
-		b.connected(20 * time.Second)
+		b.connected(connectWait)
 		b.stop()
 		cb.AutoPrune = false
 		cb.Buddies = []string{cj}
 		b = startPeer(t, "B2", cb)
-		b.connected(20 * time.Second)
-		deadline := time.Now().Add(10 * time.Second)
+		b.connected(connectWait)
+		deadline := time.Now().Add(eventWait)
 		for {
 			bs := b.c.Buddies()
 			if len(bs) == 1 && bs[0].JID == jid.Bare(cj) && bs[0].InRoster && !bs[0].Pending &&
@@ -184,7 +184,7 @@ func TestRosterPolicies(t *testing.T) {
 		cc.Buddies = nil
 		cc.AutoPrune = true
 		c = startPeer(t, "C2", cc)
-		c.connected(20 * time.Second)
+		c.connected(connectWait)
 		roster := rosterJIDs(t, c)
 		if contains(roster, junk) || contains(roster, jid.Bare(bj)) {
 			t.Errorf("C's roster after autoprune: %v", roster)
@@ -234,16 +234,16 @@ func TestAddBuddyAffiliation(t *testing.T) {
 		bj, bpw := srv.User("b")
 		freshNodes(t, srv, false) // no owner but the admin
 		a := startPeer(t, "A", peerConfig(srv, aj, apw, "astvoip1"))
-		a.connected(20 * time.Second)
+		a.connected(connectWait)
 		if err := a.c.AddBuddy(context.Background(), bj); err != nil {
 			t.Fatal(err)
 		}
 		cb := peerConfig(srv, bj, bpw, "astvoip2")
 		b := startPeer(t, "B", cb)
-		b.connected(20 * time.Second) // subscribing to a whitelist node needs the affiliation
+		b.connected(connectWait) // subscribing to a whitelist node needs the affiliation
 		dev := uniq(t, "SIP/new")
 		b.c.PublishDevice(dev, devstate.InUse, true)
-		a.device(10*time.Second, dev, devstate.InUse)
+		a.device(eventWait, dev, devstate.InUse)
 		if err := a.c.RemoveBuddy(context.Background(), bj); err != nil {
 			t.Fatal(err)
 		}
@@ -332,8 +332,12 @@ func (f *freezer) close() {
 	f.wg.Wait()
 }
 
-// A connection that goes silent is found dead by the pings within
-// PingInterval + IQTimeout, and the client reconnects.
+// A connection that goes silent is found dead by the pings, within
+// PingInterval + IQTimeout by their timers, and the client reconnects.
+// What is asserted is the mechanism: the session ends on an unanswered
+// ping, not on the read deadline (PingInterval + IQTimeout + 5 s) nor
+// anything else. How long it took is logged, not asserted: on a busy
+// machine timers fire late and the bound by the clock held only when idle.
 func TestDeadConnectionDetected(t *testing.T) {
 	srv := sharedServer(t, xmpptest.Prosody)
 	aj, apw := srv.Admin("a")
@@ -343,19 +347,17 @@ func TestDeadConnectionDetected(t *testing.T) {
 	ca.PingInterval = time.Second
 	ca.IQTimeout = 2 * time.Second
 	a := startPeer(t, "A", ca)
-	a.connected(20 * time.Second)
+	a.connected(connectWait)
 	f.frozen.Store(true)
 	t0 := time.Now()
-	ev := a.waitFor(10*time.Second, "Disconnected", func(ev Event) bool { _, ok := ev.(Disconnected); return ok })
-	took := time.Since(t0)
-	if took > ca.PingInterval+ca.IQTimeout+time.Second {
-		t.Errorf("dead connection found after %v", took)
-	}
-	if err := ev.(Disconnected).Err; err == nil || !strings.Contains(err.Error(), "ping") {
-		t.Errorf("Disconnected error %v", err)
+	ev := a.waitFor(eventWait, "Disconnected", func(ev Event) bool { _, ok := ev.(Disconnected); return ok })
+	t.Logf("dead connection found %v after the freeze (ping every %v, IQ timeout %v)",
+		time.Since(t0).Round(time.Millisecond), ca.PingInterval, ca.IQTimeout)
+	if err := ev.(Disconnected).Err; err == nil || !strings.Contains(err.Error(), "no answer to ping") {
+		t.Errorf("Disconnected error %v, want the ping's", err)
 	}
 	f.frozen.Store(false)
-	a.connected(20 * time.Second)
+	a.connected(connectWait)
 }
 
 // No goroutine outlives a session that ended, nor Run, however often the
@@ -372,12 +374,12 @@ func TestNoGoroutineLeak(t *testing.T) {
 		ca.PingInterval = 300 * time.Millisecond
 		ca.IQTimeout = 500 * time.Millisecond
 		a := startPeer(t, "A", ca)
-		a.connected(20 * time.Second)
+		a.connected(connectWait)
 		for i := 0; i < 50; i++ {
 			a.c.PublishDevice(fmt.Sprintf("Local/leak%d", i%5), devstate.InUse, true)
 		}
 		f.frozen.Store(true) // pending IQs and publishes in flight die with the session
-		a.waitFor(10*time.Second, "Disconnected", func(ev Event) bool { _, ok := ev.(Disconnected); return ok })
+		a.waitFor(eventWait, "Disconnected", func(ev Event) bool { _, ok := ev.(Disconnected); return ok })
 		// The session's goroutines (read loop, keepalive, publisher,
 		// subscription check) ended before Disconnected was sent; left are
 		// Run's own loop and dispatcher and the freezer's proxying. While
@@ -388,7 +390,7 @@ func TestNoGoroutineLeak(t *testing.T) {
 			goleak.IgnoreAnyFunction("github.com/busylamp/busylamp/pubsub.(*freezer).accept"),
 			goleak.IgnoreAnyFunction("github.com/busylamp/busylamp/pubsub.(*freezer).pipe"))
 		f.frozen.Store(false)
-		a.connected(20 * time.Second)
+		a.connected(connectWait)
 		a.stop()
 		f.close()
 	}
@@ -411,9 +413,9 @@ func TestCollectionModeFindings(t *testing.T) {
 		cb.CollectionNodes = true
 		cb.Buddies = []string{aj}
 		a := startPeer(t, "A", ca)
-		a.connected(20 * time.Second)
+		a.connected(connectWait)
 		b := startPeer(t, "B", cb) // subscribes to the collections with the XEP-0248 options
-		b.connected(20 * time.Second)
+		b.connected(connectWait)
 		ctx := context.Background()
 		leaf := uniq(t, "SIP/leaf")
 		if err := a.c.CreateLeaf(ctx, NodeDevices, leaf); err != nil {
@@ -464,7 +466,7 @@ func TestFetchManyItems(t *testing.T) {
 			n, want = 300, 256 // pubsub_max_items, Prosody's default cap for "max"
 		}
 		a := startPeer(t, "A", peerConfig(srv, aj, apw, "astvoip1"))
-		a.connected(20 * time.Second)
+		a.connected(connectWait)
 		t0 := time.Now()
 		for i := 0; i < n; i++ {
 			a.c.PublishDevice(fmt.Sprintf("PJSIP/page%04d", i), devstate.InUse, true)
@@ -472,7 +474,7 @@ func TestFetchManyItems(t *testing.T) {
 		waitIdle(t, a.c)
 		t.Logf("%s: %d publishes took %v", srv.Kind, n, time.Since(t0))
 		b := startPeer(t, "B", peerConfig(srv, bj, bpw, "astvoip2"))
-		conn := b.connected(20 * time.Second)
+		conn := b.connected(connectWait)
 		t.Logf("%s: fetched %d of %d", srv.Kind, len(conn.Devices), n)
 		if len(conn.Devices) < want {
 			t.Errorf("fetched %d items, want at least %d", len(conn.Devices), want)
@@ -493,7 +495,7 @@ func TestMemoryStorePastItemLimit(t *testing.T) {
 	ca := peerConfig(srv, aj, apw, "astvoip1")
 	ca.Buddies = []string{bj}
 	a := startPeer(t, "A", ca)
-	a.connected(20 * time.Second)
+	a.connected(connectWait)
 	const n = 14000
 	t0 := time.Now()
 	for i := 0; i < n; i++ {
@@ -505,7 +507,7 @@ func TestMemoryStorePastItemLimit(t *testing.T) {
 		t.Errorf("the server refused %d of %d publishes", st.Errors, n)
 	}
 	b := startPeer(t, "B", peerConfig(srv, bj, bpw, "astvoip2"))
-	conn := b.connected(20 * time.Second)
+	conn := b.connected(connectWait)
 	if len(conn.Devices) != maxUnpaged {
 		t.Errorf("fetched %d items, want the newest %d", len(conn.Devices), maxUnpaged)
 	}

@@ -34,6 +34,20 @@ func testLogger() *slog.Logger {
 	return slog.New(slog.NewTextHandler(io.Discard, nil))
 }
 
+// Bounds on waits for what must happen: a session up, an event, an
+// answer. On an idle machine each takes milliseconds to a few seconds; the
+// bounds are for a machine busy with other work (both cores taken by
+// other test binaries or stress-ng), where the servers answer many times
+// slower. A wait ends as soon as what it waits for happens, so the bounds
+// cost nothing when all is well.
+const (
+	connectWait = 120 * time.Second // a session up: reconnect backoff (at most maxBackoff) included
+	eventWait   = 60 * time.Second  // an event or answer
+	iqTimeout   = 30 * time.Second  // Config.IQTimeout of the test clients
+	// idleStall bounds waitIdle's wait for the next publish answer.
+	idleStall = 60 * time.Second
+)
+
 // peer is one running client and its events.
 type peer struct {
 	t      *testing.T
@@ -53,7 +67,7 @@ func peerConfig(srv *xsrv, jid, pw, resource string) Config {
 	cfg.Service = srv.Service
 	cfg.UseTLS = false
 	cfg.EID = devstate.DeriveEID(cfg.JID)
-	cfg.IQTimeout = 5 * time.Second
+	cfg.IQTimeout = iqTimeout
 	cfg.Logger = testLogger()
 	cfg.Trace = os.Getenv("BUSYLAMP_TEST_LOG") == "trace"
 	return cfg
@@ -87,7 +101,7 @@ func (p *peer) stop() {
 	p.cancel = nil
 	select {
 	case <-p.done:
-	case <-time.After(10 * time.Second):
+	case <-time.After(eventWait):
 		p.t.Errorf("%s: Run did not return", p.name)
 	}
 }
@@ -183,7 +197,7 @@ func freshNodes(t *testing.T, srv *xsrv, collection bool, owners ...string) {
 	cfg.AutoRegister = false
 	cfg.CollectionNodes = collection
 	p := startPeer(t, "cleaner", cfg)
-	p.connected(20 * time.Second)
+	p.connected(connectWait)
 	ctx := context.Background()
 	unsubscribeAll(t, p)
 	for _, n := range []string{NodeDevices, NodeMailboxes} {
@@ -230,20 +244,20 @@ func TestPublishSubscribe(t *testing.T) {
 		cb := peerConfig(srv, bj, bpw, "astvoip2")
 		cb.Buddies = []string{aj}
 		a := startPeer(t, "A", ca)
-		a.connected(20 * time.Second)
+		a.connected(connectWait)
 		b := startPeer(t, "B", cb)
-		b.connected(20 * time.Second)
+		b.connected(connectWait)
 
 		// Presence both ways, with A's status (subscriptions settle first).
-		pr := b.presence(15*time.Second, aj, true)
+		pr := b.presence(eventWait, aj, true)
 		if pr.Show != "dnd" || pr.Status != "busy lamp A" || pr.Priority != 5 {
 			t.Errorf("B sees A's presence %+v", pr)
 		}
-		a.presence(15*time.Second, bj, true)
+		a.presence(eventWait, bj, true)
 
 		dev, dev2, mbox := uniq(t, "SIP/100"), uniq(t, "Custom:b"), uniq(t, "1000")+"@default"
 		a.c.PublishDevice(dev, devstate.InUse, true)
-		got := b.device(10*time.Second, dev, devstate.InUse)
+		got := b.device(eventWait, dev, devstate.InUse)
 		if got.EID != ca.EID || !got.Cachable {
 			t.Errorf("B got %+v", got)
 		}
@@ -251,16 +265,16 @@ func TestPublishSubscribe(t *testing.T) {
 			t.Errorf("publisher %q, want %s (itemreply / expose_publisher)", got.Publisher, aj)
 		}
 		a.c.PublishDevice(dev, devstate.Ringing, false) // cachable=0: publish-options
-		if got := b.device(10*time.Second, dev, devstate.Ringing); got.Cachable {
+		if got := b.device(eventWait, dev, devstate.Ringing); got.Cachable {
 			t.Errorf("cachable=0 arrived as %+v", got)
 		}
 		a.c.PublishMailbox(mbox, mwi.Counts{New: 2, Old: 1})
-		if got := b.mailbox(10*time.Second, mbox, mwi.Counts{New: 2, Old: 1}); got.EID != ca.EID {
+		if got := b.mailbox(eventWait, mbox, mwi.Counts{New: 2, Old: 1}); got.EID != ca.EID {
 			t.Errorf("B got %+v", got)
 		}
 		b.c.PublishDevice(dev2, devstate.Busy, true)
 		b.c.PublishMailbox(mbox, mwi.Counts{New: 0, Old: 3})
-		a.waitAll(10*time.Second, "B's device and mailbox", isDevice(dev2, devstate.Busy), isMailbox(mbox, mwi.Counts{Old: 3}))
+		a.waitAll(eventWait, "B's device and mailbox", isDevice(dev2, devstate.Busy), isMailbox(mbox, mwi.Counts{Old: 3}))
 
 		// show buddies: A's resource with its status.
 		var seen bool
@@ -314,7 +328,7 @@ func TestResyncOnConnect(t *testing.T) {
 		ca := peerConfig(srv, aj, apw, "astvoip1")
 		ca.Buddies = []string{bj}
 		a := startPeer(t, "A", ca)
-		a.connected(20 * time.Second)
+		a.connected(connectWait)
 		a.c.PublishDevice(dev, devstate.OnHold, true)
 		a.c.PublishMailbox(mbox, mwi.Counts{New: 4})
 		waitIdle(t, a.c)
@@ -325,7 +339,7 @@ func TestResyncOnConnect(t *testing.T) {
 			return []DeviceItem{{Device: own, State: devstate.Busy, Cachable: true}}, nil
 		}
 		b := startPeer(t, "B", cb)
-		conn := b.connected(20 * time.Second)
+		conn := b.connected(connectWait)
 		if !hasDevice(conn.Devices, dev, devstate.OnHold) {
 			t.Errorf("Connected devices %+v lack %s", conn.Devices, dev)
 		}
@@ -336,21 +350,28 @@ func TestResyncOnConnect(t *testing.T) {
 		if !mok {
 			t.Errorf("Connected mailboxes %+v lack %s", conn.Mailboxes, mbox)
 		}
-		a.device(10*time.Second, own, devstate.Busy) // B's republished own state
+		a.device(eventWait, own, devstate.Busy) // B's republished own state
 	})
 }
 
-// waitIdle waits until every publish has been answered.
+// waitIdle waits until every publish has been answered. It fails when no
+// publish has been sent, answered or failed for idleStall: a stall, not a slow
+// server (a busy machine takes minutes for the 14,000 publishes of
+// TestMemoryStorePastItemLimit, an idle one seconds).
 func waitIdle(t *testing.T, c *Client) {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
+	last := c.Stats()
+	deadline := time.Now().Add(idleStall)
 	for {
 		st := c.Stats()
 		if st.Pending == 0 && st.InFlight == 0 {
 			return
 		}
+		if st != last { // sent, answered or failed since
+			last, deadline = st, time.Now().Add(idleStall)
+		}
 		if time.Now().After(deadline) {
-			t.Fatalf("publishes not answered: %+v", st)
+			t.Fatalf("publishes not answered: none for %v: %+v", idleStall, st)
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
@@ -365,7 +386,10 @@ func (p *peer) sees(conn Connected, d time.Duration, dev string, st devstate.Sta
 }
 
 // Killing the server and starting it again on the same port: both sessions
-// reconnect, re-subscribe, resync and republish within 35 s.
+// reconnect, re-subscribe, resync and republish. How soon they reconnect
+// once the server is back is the backoff's bound (at most maxBackoff); the
+// wait for it counts from when the server answers again, as the restart
+// itself takes from 1 s to a minute, depending on the server and the load.
 func TestServerRestart(t *testing.T) {
 	forKinds(t, func(t *testing.T, srv *xsrv) {
 		aj, apw := srv.Admin("a")
@@ -389,11 +413,11 @@ func TestServerRestart(t *testing.T) {
 			return []DeviceItem{{Device: dev, State: devstate.InUse, Cachable: true}}, nil
 		}
 		a := startPeer(t, "A", ca)
-		a.connected(20 * time.Second)
+		a.connected(connectWait)
 		b := startPeer(t, "B", cb)
-		connB := b.connected(20 * time.Second)
-		b.sees(connB, 10*time.Second, own, devstate.NotInUse) // A's republish at its connect
-		a.device(10*time.Second, dev, devstate.InUse)         // B's republish at its connect
+		connB := b.connected(connectWait)
+		b.sees(connB, eventWait, own, devstate.NotInUse) // A's republish at its connect
+		a.device(eventWait, dev, devstate.InUse)         // B's republish at its connect
 		waitIdle(t, b.c)
 		waitIdle(t, a.c)
 
@@ -401,8 +425,8 @@ func TestServerRestart(t *testing.T) {
 			t.Fatal(err)
 		}
 		isDisc := func(ev Event) bool { _, ok := ev.(Disconnected); return ok }
-		a.waitFor(10*time.Second, "Disconnected", isDisc)
-		b.waitFor(10*time.Second, "Disconnected", isDisc)
+		a.waitFor(eventWait, "Disconnected", isDisc)
+		b.waitFor(eventWait, "Disconnected", isDisc)
 		if st := a.c.Status(); st.State == "connected" || st.LastError == "" {
 			t.Errorf("A status after kill: %+v", st)
 		}
@@ -414,20 +438,21 @@ func TestServerRestart(t *testing.T) {
 		if err := srv.Start(); err != nil {
 			t.Fatal(err)
 		}
-		connA := a.connected(35 * time.Second)
-		connB = b.connected(35*time.Second - time.Since(down))
-		t.Logf("%s: reconnected %v after the restart began; items kept: %v", srv.Kind,
-			time.Since(down).Round(time.Millisecond), hasDevice(connA.Devices, dev, devstate.InUse))
+		up := time.Now()
+		connA := a.connected(connectWait)
+		connB = b.connected(connectWait - time.Since(up))
+		t.Logf("%s: reconnected %v after the restart began (the server took %v); items kept: %v", srv.Kind,
+			time.Since(down).Round(time.Millisecond), up.Sub(down).Round(time.Millisecond), hasDevice(connA.Devices, dev, devstate.InUse))
 		// Resynced: from the items the server kept, and from the
 		// republished own states (ejabberd may lose recent items when
 		// killed: its pubsub_item table is a dets file).
-		a.sees(connA, 10*time.Second, dev, devstate.InUse)
-		b.sees(connB, 10*time.Second, own, devstate.Busy)
+		a.sees(connA, eventWait, dev, devstate.InUse)
+		b.sees(connB, eventWait, own, devstate.Busy)
 		// Re-subscribed: new publications flow both ways.
 		b.c.PublishDevice(dev, devstate.NotInUse, true)
-		a.device(10*time.Second, dev, devstate.NotInUse)
+		a.device(eventWait, dev, devstate.NotInUse)
 		a.c.PublishDevice(own, devstate.OnHold, true)
-		b.device(10*time.Second, own, devstate.OnHold)
+		b.device(eventWait, own, devstate.OnHold)
 		if st := a.c.Status(); st.State != "connected" {
 			t.Errorf("A status %+v", st)
 		}
@@ -446,7 +471,7 @@ func TestNodeAutoCreateAfterItemNotFound(t *testing.T) {
 		ca.Buddies = []string{bj}
 		ca.PingInterval = 500 * time.Millisecond
 		a := startPeer(t, "A", ca, func(s *settings) { s.subCheck = time.Second })
-		a.connected(20 * time.Second)
+		a.connected(connectWait)
 		ctx := context.Background()
 		unsubscribeAll(t, a) // else the deletion makes A reconnect (TestNodeDeletedUnderSessions)
 		for _, n := range []string{NodeDevices, NodeMailboxes} {
@@ -470,7 +495,7 @@ func TestNodeAutoCreateAfterItemNotFound(t *testing.T) {
 		cb := peerConfig(srv, bj, bpw, "reader")
 		cb.Buddies = []string{aj}
 		b := startPeer(t, "B", cb)
-		conn := b.connected(20 * time.Second)
+		conn := b.connected(connectWait)
 		if !hasDevice(conn.Devices, dev, devstate.Ringing) {
 			t.Errorf("B's items %+v lack %s", conn.Devices, dev)
 		}
@@ -480,13 +505,13 @@ func TestNodeAutoCreateAfterItemNotFound(t *testing.T) {
 			// owner. A's subscription check notices the lost
 			// subscription and reconnects, which subscribes and makes
 			// the buddies owners again.
-			a.waitFor(10*time.Second, "Disconnected", func(ev Event) bool { _, ok := ev.(Disconnected); return ok })
-			a.connected(20 * time.Second)
+			a.waitFor(eventWait, "Disconnected", func(ev Event) bool { _, ok := ev.(Disconnected); return ok })
+			a.connected(connectWait)
 		}
 		// A is subscribed again (on Prosody right when it created the nodes).
 		dev2 := uniq(t, "SIP/fromB")
 		b.c.PublishDevice(dev2, devstate.InUse, true)
-		a.device(10*time.Second, dev2, devstate.InUse)
+		a.device(eventWait, dev2, devstate.InUse)
 	})
 }
 
@@ -505,16 +530,16 @@ func TestNodeDeletedUnderSessions(t *testing.T) {
 		cb.Buddies = []string{aj}
 		cb.PingInterval = 500 * time.Millisecond
 		b := startPeer(t, "B", cb, func(s *settings) { s.subCheck = time.Second })
-		b.connected(20 * time.Second)
+		b.connected(connectWait)
 
 		freshNodes(t, srv, false, bj) // another server deletes and re-creates both
-		b.waitFor(10*time.Second, "Disconnected", func(ev Event) bool { _, ok := ev.(Disconnected); return ok })
-		b.connected(20 * time.Second)
+		b.waitFor(eventWait, "Disconnected", func(ev Event) bool { _, ok := ev.(Disconnected); return ok })
+		b.connected(connectWait)
 		a := startPeer(t, "A", ca)
-		a.connected(20 * time.Second)
+		a.connected(connectWait)
 		dev := uniq(t, "SIP/after")
 		a.c.PublishDevice(dev, devstate.Busy, true)
-		b.device(10*time.Second, dev, devstate.Busy)
+		b.device(eventWait, dev, devstate.Busy)
 	})
 }
 
@@ -534,7 +559,7 @@ func TestCreateForbiddenIsHelpful(t *testing.T) {
 		freshNodes(t, srv, false, cj)
 		cc := peerConfig(srv, cj, cpw, "astvoip3")
 		c := startPeer(t, "C", cc)
-		c.connected(20 * time.Second)
+		c.connected(connectWait)
 		err := c.c.CreateNode(context.Background(), uniq(t, "not_allowed"))
 		var fe *CreateForbiddenError
 		if !errors.As(err, &fe) {
@@ -556,7 +581,7 @@ func TestCreateForbiddenIsHelpful(t *testing.T) {
 		aj, apw := srv.Admin("a")
 		ca := peerConfig(srv, aj, apw, "cleaner2")
 		a := startPeer(t, "A", ca)
-		a.connected(20 * time.Second)
+		a.connected(connectWait)
 		unsubscribeAll(t, a)
 		for _, n := range []string{NodeDevices, NodeMailboxes} {
 			if err := a.c.DeleteNode(context.Background(), n); err != nil {
@@ -565,7 +590,7 @@ func TestCreateForbiddenIsHelpful(t *testing.T) {
 		}
 		a.stop()
 		c2 := startPeer(t, "C2", cc)
-		deadline := time.Now().Add(15 * time.Second)
+		deadline := time.Now().Add(eventWait)
 		for !strings.Contains(c2.c.Status().LastError, "access_createnode") {
 			if time.Now().After(deadline) {
 				t.Fatalf("status %+v", c2.c.Status())
@@ -590,9 +615,9 @@ func TestCoalescingBurst(t *testing.T) {
 		cb := peerConfig(srv, bj, bpw, "astvoip2")
 		cb.Buddies = []string{aj}
 		a := startPeer(t, "A", ca)
-		a.connected(20 * time.Second)
+		a.connected(connectWait)
 		b := startPeer(t, "B", cb)
-		b.connected(20 * time.Second)
+		b.connected(connectWait)
 
 		const n, ndev = 3000, 8
 		devs := make([]string, ndev)
@@ -622,7 +647,7 @@ func TestCoalescingBurst(t *testing.T) {
 		}
 		// B's view: the last event per device must be the final state.
 		last := map[string]devstate.State{}
-		deadline := time.After(20 * time.Second)
+		deadline := time.After(eventWait)
 		for !sameStates(last, final) {
 			select {
 			case ev := <-b.ev:

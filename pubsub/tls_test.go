@@ -19,7 +19,7 @@ func TestSTARTTLS(t *testing.T) {
 			cfg.UseTLS = true
 			cfg.TLSCAFile = srv.CAFile
 			p := startPeer(t, "A", cfg)
-			p.connected(30 * time.Second)
+			p.connected(connectWait)
 			if st := p.c.Status(); !st.TLS || !strings.HasPrefix(st.TLSName, "TLS 1.") {
 				t.Errorf("status %+v", st)
 			}
@@ -37,7 +37,7 @@ func TestSTARTTLS(t *testing.T) {
 
 			cfg.UseTLS, cfg.TLSInsecure = true, true
 			p = startPeer(t, "D", cfg)
-			p.connected(30 * time.Second)
+			p.connected(connectWait)
 		})
 	}
 }
@@ -45,7 +45,7 @@ func TestSTARTTLS(t *testing.T) {
 // waitStatus waits until the status's last error mentions want.
 func waitStatus(t *testing.T, p *peer, want string) {
 	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
+	deadline := time.Now().Add(eventWait)
 	for !strings.Contains(p.c.Status().LastError, want) {
 		if time.Now().After(deadline) {
 			t.Fatalf("%s: status %+v, want an error about %q", p.name, p.c.Status(), want)
@@ -65,7 +65,7 @@ func TestSASLMechanisms(t *testing.T) {
 			p := startPeer(t, mech, cfg, func(s *settings) { s.onlyMech = mech })
 			var conn Connected
 			ok := false
-			deadline := time.Now().Add(20 * time.Second)
+			deadline := time.Now().Add(connectWait)
 			for !ok && !strings.Contains(p.c.Status().LastError, "no common mechanism") {
 				if time.Now().After(deadline) {
 					t.Fatalf("%s: status %+v", mech, p.c.Status())

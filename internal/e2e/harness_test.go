@@ -46,6 +46,16 @@ const (
 	amiSecret = "e2e-secret"
 )
 
+// Bounds on waits for what must happen. An idle machine boots an agent in
+// about a second and answers an action in milliseconds; these are for a
+// machine busy with other work, where everything runs many times slower.
+// Each wait ends when what it waits for happens.
+const (
+	bootWait   = 120 * time.Second // an agent up: AMI login, then FullyBooted
+	answerWait = 60 * time.Second  // one AMI action or list
+	stopWait   = 30 * time.Second  // SIGTERM to exit, before SIGKILL
+)
+
 // node is one agent process and its config.
 type node struct {
 	t          *testing.T
@@ -230,7 +240,7 @@ func (n *node) start() {
 	}(n.cmd, n.done)
 }
 
-// stop ends the agent with SIGTERM (SIGKILL after 10 s).
+// stop ends the agent with SIGTERM (SIGKILL after stopWait).
 func (n *node) stop() { n.signal(syscall.SIGTERM) }
 
 // kill ends the agent at once, as a crash would.
@@ -243,7 +253,7 @@ func (n *node) signal(sig syscall.Signal) {
 	n.cmd.Process.Signal(sig)
 	select {
 	case <-n.done:
-	case <-time.After(10 * time.Second):
+	case <-time.After(stopWait):
 		n.cmd.Process.Kill()
 		<-n.done
 	}
@@ -262,9 +272,9 @@ func (n *node) log() string {
 // ami logs in to the node's socket, retrying while the agent starts.
 func (n *node) ami() *amiConn {
 	n.t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
+	deadline := time.Now().Add(bootWait)
 	for {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		ctx, cancel := context.WithTimeout(context.Background(), answerWait)
 		c, err := manager.Dial(ctx, n.amiAddr)
 		if err == nil {
 			err = c.Login(ctx, amiUser, amiSecret)
@@ -289,7 +299,7 @@ func (n *node) ami() *amiConn {
 func (n *node) waitBooted() *amiConn {
 	n.t.Helper()
 	a := n.ami()
-	a.waitEvent(20*time.Second, func(m manager.Message) bool { return m.Get("Event") == "FullyBooted" })
+	a.waitEvent(bootWait, func(m manager.Message) bool { return m.Get("Event") == "FullyBooted" })
 	return a
 }
 
@@ -323,7 +333,7 @@ func (a *amiConn) action(name string, kv ...string) manager.Message {
 	for i := 0; i+1 < len(kv); i += 2 {
 		hs = append(hs, manager.Header{Key: kv[i], Value: kv[i+1]})
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), answerWait)
 	defer cancel()
 	m, err := a.c.Action(ctx, name, hs...)
 	if err != nil {
@@ -345,7 +355,7 @@ func (a *amiConn) device(dev string) string {
 // devices is the node's DeviceStateList as device → state.
 func (a *amiConn) devices() map[string]string {
 	a.t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), answerWait)
 	defer cancel()
 	_, evs, err := a.c.List(ctx, "DeviceStateList")
 	if err != nil {
@@ -362,7 +372,7 @@ func (a *amiConn) devices() map[string]string {
 
 func (a *amiConn) mailbox(mb string) (string, string) {
 	a.t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), answerWait)
 	defer cancel()
 	_, evs, err := a.c.List(ctx, "MWIGet", manager.Header{Key: "Mailbox", Value: mb})
 	if err != nil {

@@ -30,7 +30,7 @@ func TestMembership(t *testing.T) {
 		amis[i] = nd.ami()
 	}
 	for _, nd := range c.nodes {
-		eventually(t, 20*time.Second, nd.name+" sees 5 alive members", func() (bool, string) {
+		eventually(t, bootWait, nd.name+" sees 5 alive members", func() (bool, string) {
 			out, _ := nd.cli("show", "members")
 			return strings.Count(out, " alive ") == n, out
 		})
@@ -92,7 +92,7 @@ func TestMembership(t *testing.T) {
 	killed := time.Now()
 	c.nodes[1].kill()
 	for _, a := range []*amiConn{a1, amis[2], a6} {
-		eventually(t, 30*time.Second, a.n.name+" drops node2", func() (bool, string) {
+		eventually(t, bootWait, a.n.name+" drops node2", func() (bool, string) {
 			d := a.devices()
 			return d["Custom:from2"] == "" && d["Custom:shared"] == "BUSY", fmt.Sprint(d["Custom:from2"], d["Custom:shared"])
 		})
@@ -147,7 +147,7 @@ func startPubSubClient(t *testing.T, c *cluster, jid, pw string, eid devstate.EI
 	}()
 	select {
 	case <-connected:
-	case <-time.After(10 * time.Second):
+	case <-time.After(bootWait):
 		t.Fatal("spoofing client did not connect")
 	}
 	return cl

@@ -298,11 +298,8 @@ func (x *xmlReader) frame() (end bool, err error) {
 				case '/':
 					state = fEnd
 				case '!':
-					if err := x.need(i + 9); err != nil {
+					if err := x.needPrefix(i, "<![CDATA["); err != nil {
 						return false, err
-					}
-					if string(x.buf[i:i+9]) != "<![CDATA[" {
-						return false, errRestrictedXML
 					}
 					state = fCDATA
 					i += 8
@@ -378,14 +375,23 @@ func (x *xmlReader) more() error {
 	return nil
 }
 
-// need reads on until x.buf holds n bytes.
-func (x *xmlReader) need(n int) error {
-	for len(x.buf) < n {
+// needPrefix reads on until x.buf[i:] starts with p, and refuses the
+// stanza as restricted XML as soon as the bytes it has differ from p: a
+// short directive (<!x>) near the end of the input is refused for what it
+// is, not for the input ending, and reading stops once the bytes decide.
+func (x *xmlReader) needPrefix(i int, p string) error {
+	for {
+		have := x.buf[i:min(len(x.buf), i+len(p))]
+		if string(have) != p[:len(have)] {
+			return errRestrictedXML
+		}
+		if len(have) == len(p) {
+			return nil
+		}
 		if err := x.more(); err != nil {
 			return err
 		}
 	}
-	return nil
 }
 
 // parser2 parses one framed stanza from s; every string it returns is a

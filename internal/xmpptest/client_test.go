@@ -54,10 +54,14 @@ func (e element) String() string {
 	return b.String()
 }
 
+// answerWait bounds each exchange with the server: far above the
+// milliseconds it takes, for a machine busy with other work.
+const answerWait = 60 * time.Second
+
 // login connects to s as bareJID with a resource; useTLS does STARTTLS and
 // verifies the server certificate against s.CAFile.
 func login(s *Server, bareJID, password string, useTLS bool) (*client, error) {
-	conn, err := net.DialTimeout("tcp", s.Addr, 5*time.Second)
+	conn, err := net.DialTimeout("tcp", s.Addr, answerWait)
 	if err != nil {
 		return nil, err
 	}
@@ -70,7 +74,7 @@ func login(s *Server, bareJID, password string, useTLS bool) (*client, error) {
 }
 
 func (c *client) negotiate(s *Server, bareJID, password string, useTLS bool) error {
-	if err := c.conn.SetDeadline(time.Now().Add(10 * time.Second)); err != nil {
+	if err := c.conn.SetDeadline(time.Now().Add(answerWait)); err != nil {
 		return err
 	}
 	features, err := c.open(s.Domain)
@@ -182,7 +186,7 @@ func (c *client) iq(typ, to, payload string) (element, error) {
 	if to != "" {
 		toAttr = " to='" + to + "'"
 	}
-	if err := c.conn.SetDeadline(time.Now().Add(10 * time.Second)); err != nil {
+	if err := c.conn.SetDeadline(time.Now().Add(answerWait)); err != nil {
 		return element{}, err
 	}
 	defer c.conn.SetDeadline(time.Time{})

@@ -17,11 +17,16 @@ import (
 	"time"
 )
 
-// Bounds on every wait.
+// Bounds on every wait. They are far above what an idle machine needs
+// (Prosody starts in a fraction of a second, ejabberd in 2-4 s, a ctl
+// command in 1-2 s) because a loaded one is much slower: with both cores
+// busy ejabberd took 13-20 s to boot and an ejabberdctl command over 20 s.
+// Each wait ends on the server's own signal, so an idle run never waits
+// for the bound.
 const (
-	startTimeout = 20 * time.Second
-	stopTimeout  = 20 * time.Second
-	ctlTimeout   = 20 * time.Second
+	startTimeout = 120 * time.Second
+	stopTimeout  = 60 * time.Second
+	ctlTimeout   = 120 * time.Second
 )
 
 // runAs is the account a server runs under. As root the servers run as

@@ -45,6 +45,9 @@ func streamOpens(addr, domain string, d time.Duration) error {
 	}
 }
 
+// probeTimeout bounds one readiness probe.
+const probeTimeout = 10 * time.Second
+
 // waitReady polls until the stream opens, the server exits, or timeout.
 func waitReady(g *group, addr, domain string, timeout time.Duration) error {
 	deadline := time.Now().Add(timeout)
@@ -53,7 +56,9 @@ func waitReady(g *group, addr, domain string, timeout time.Duration) error {
 		if g.exited() {
 			return fmt.Errorf("server exited during start-up: %v", g.waitErr)
 		}
-		if last = streamOpens(addr, domain, 2*time.Second); last == nil {
+		// A booting server may take seconds to answer a stream it has
+		// accepted when the machine is busy; one probe waits that long.
+		if last = streamOpens(addr, domain, probeTimeout); last == nil {
 			return nil
 		}
 		time.Sleep(50 * time.Millisecond)

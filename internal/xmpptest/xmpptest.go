@@ -289,7 +289,7 @@ func (s *Server) startLocked() error {
 }
 
 // Stop stops the server gracefully (SIGKILL if that takes longer than
-// 20 s); its data stays for Start.
+// stopTimeout); its data stays for Start.
 func (s *Server) Stop() error {
 	in := s.impl
 	in.mu.Lock()
