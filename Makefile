@@ -19,11 +19,12 @@ test: servers lint
 	$(GO) test -count=1 -timeout 15m $(PLAIN_PKGS)
 	$(GO) test -count=1 -race -timeout 15m $(RACE_PKGS)
 	$(MAKE) fuzz FUZZTIME=$(FUZZTIME)
+	$(MAKE) faults
 
 # The fault suite: agents on a real Prosody and a driver with a model of
 # what each PBX set, through server kills, an agent kill, a black-holed
 # path and a burst; prints each fault's convergence time.
-faults: servers
+faults:
 	$(GO) test -tags faults -run TestFaults -count=1 -v -timeout 10m ./internal/e2e/
 
 # A short budget of the stanza reader's differential fuzz test (against
