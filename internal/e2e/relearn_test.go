@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"strings"
 	"testing"
 	"time"
 
@@ -138,7 +139,12 @@ func TestAgentsConvergeAfterServerRestart(t *testing.T) {
 	if err := c.srv.Stop(); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(time.Second) // every agent has seen the stream end
+	for _, a := range amis { // every agent has seen the stream end
+		eventually(t, settle, a.n.name+" sees the server gone", func() (bool, string) {
+			out := strings.Join(a.action("Command", "Command", "show connected").Values("Output"), "\n")
+			return !strings.Contains(out, "- Connected"), out
+		})
+	}
 	for i, a := range amis {
 		a.setDevice(fmt.Sprintf("Custom:restart-%d", i), "BUSY")
 	}
