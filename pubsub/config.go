@@ -107,6 +107,7 @@ type settings struct {
 	log                    *slog.Logger
 	subCheck               time.Duration // how often the subscriptions are checked
 	onlyMech               string        // tests: use this SASL mechanism only
+	onCheck                func(error)   // tests: called with each subscription check's result
 }
 
 // streamConfig is what the stream needs of the settings.

@@ -165,9 +165,12 @@ func TestNodePurgedOrDeletedByAnother(t *testing.T) {
 		b.connected(20 * time.Second)
 		waitIdle(t, a.c)
 		waitIdle(t, b.c)
+		// The operator's tool: it does not follow the nodes (no check that
+		// would make it re-create the node it deletes, owned by it alone).
 		co := peerConfig(srv, oj, opw, "cli")
 		co.AutoRegister = false
-		op := startPeer(t, "operator", co)
+		co.Buddies = []string{aj, bj}
+		op := startPeer(t, "operator", co, func(s *settings) { s.subCheck = 0 })
 		op.connected(20 * time.Second)
 		unsubscribeAll(t, op)
 		ctx := context.Background()

@@ -196,7 +196,8 @@ func freshNodes(t *testing.T, srv *xsrv, collection bool, owners ...string) {
 	cfg.Buddies = owners
 	cfg.AutoRegister = false
 	cfg.CollectionNodes = collection
-	p := startPeer(t, "cleaner", cfg)
+	// subCheck 0: its own check must not re-create the nodes it deletes.
+	p := startPeer(t, "cleaner", cfg, func(s *settings) { s.subCheck = 0 })
 	p.connected(connectWait)
 	ctx := context.Background()
 	unsubscribeAll(t, p)
@@ -540,6 +541,93 @@ func TestNodeDeletedUnderSessions(t *testing.T) {
 		dev := uniq(t, "SIP/after")
 		a.c.PublishDevice(dev, devstate.Busy, true)
 		b.device(eventWait, dev, devstate.Busy)
+	})
+}
+
+// Another session of the same account (a second resource, or the agent
+// restarted while the server still holds its old session) unsubscribes
+// and subscribes the bare JID when it connects. A subscription check that
+// falls between the two must not end this session: it looks again.
+func TestSubscriptionCheckSparesOtherSession(t *testing.T) {
+	forKinds(t, func(t *testing.T, srv *xsrv) {
+		aj, apw := srv.Admin("a")
+		bj, bpw := srv.User("b")
+		freshNodes(t, srv, false, bj)
+		other := peerConfig(srv, aj, apw, "other")
+		other.Buddies = []string{bj}
+		x := startPeer(t, "X", other, func(s *settings) { s.subCheck = 0 })
+		x.connected(connectWait)
+		xs, err := x.c.session()
+		if err != nil {
+			t.Fatal(err)
+		}
+
+		// A's first check after X's unsubscribe sees the subscription
+		// missing; X subscribes again before A looks the second time
+		// (the hook holds A's check loop until then).
+		var once sync.Once
+		resubscribed := make(chan error, 1)
+		checks := make(chan error, 64)
+		ca := peerConfig(srv, aj, apw, "astvoip1")
+		ca.Buddies = []string{bj}
+		armed := make(chan struct{})
+		a := startPeer(t, "A", ca, func(s *settings) {
+			s.subCheck = 200 * time.Millisecond
+			s.onCheck = func(err error) {
+				select {
+				case <-armed:
+				default:
+					return
+				}
+				if err != nil {
+					once.Do(func() {
+						_, serr := xs.iq(context.Background(), "set", other.Service, subscribeRequest(NodeDevices, jid.Bare(aj), false))
+						resubscribed <- serr
+					})
+				}
+				select {
+				case checks <- err:
+				default:
+				}
+			}
+		})
+		a.connected(connectWait)
+		close(armed)
+		if _, err := xs.iq(context.Background(), "set", other.Service, unsubscribeRequest(NodeDevices, jid.Bare(aj))); err != nil {
+			t.Fatal(err)
+		}
+		deadline := time.After(eventWait)
+		sawMiss := false
+		for ok := false; !ok; {
+			select {
+			case err := <-checks:
+				if err != nil {
+					sawMiss = true
+				} else {
+					ok = sawMiss // a clean check after the miss
+				}
+			case ev := <-a.ev:
+				if _, bad := ev.(Disconnected); bad {
+					t.Fatalf("A's session ended on one missed check: %+v", ev)
+				}
+			case <-deadline:
+				t.Fatalf("no missed check followed by a clean one (miss seen: %v)", sawMiss)
+			}
+		}
+		if err := <-resubscribed; err != nil {
+			t.Fatal(err)
+		}
+		if st := a.c.Status(); st.State != "connected" {
+			t.Fatalf("A: %+v", st)
+		}
+		// Still subscribed and in the same session: B's publication arrives.
+		cb := peerConfig(srv, bj, bpw, "astvoip2")
+		cb.Buddies = []string{aj}
+		b := startPeer(t, "B", cb)
+		b.connected(connectWait)
+		dev := uniq(t, "SIP/kept")
+		b.c.PublishDevice(dev, devstate.InUse, true)
+		a.device(eventWait, dev, devstate.InUse)
 	})
 }
 

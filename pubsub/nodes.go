@@ -67,6 +67,9 @@ func (c *Client) create(ctx context.Context, s *session, node string, kind nodeK
 	return nil
 }
 
+// errNodeGone ends a session whose node was deleted under it.
+var errNodeGone = errors.New("gone; reconnecting to create it and subscribe")
+
 // checkSubscriptions makes sure this account is still subscribed to both
 // nodes. A node deleted and created again (by an operator, or by another
 // server after item-not-found) loses its subscriptions, and ejabberd does
@@ -76,7 +79,7 @@ func (c *Client) checkSubscriptions(ctx context.Context, s *session) error {
 	for _, node := range []string{NodeDevices, NodeMailboxes} {
 		res, err := s.iq(ctx, "get", c.s.Service, &psRequest{Subscriptions: &nodeRef{Node: node}})
 		if IsCondition(err, "item-not-found") {
-			return fmt.Errorf("node %s is gone; reconnecting to create it and subscribe", node)
+			return fmt.Errorf("node %s: %w", node, errNodeGone)
 		}
 		if err != nil {
 			continue // a service that cannot tell: nothing to check

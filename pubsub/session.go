@@ -80,20 +80,44 @@ func (s *session) replyError(req *elem, typ, cond, code string) {
 }
 
 // checkLoop checks every subCheck that both subscriptions still exist
-// (see checkSubscriptions), and ends the session when not.
+// (see checkSubscriptions), and ends the session when not. A missing
+// subscription is looked at again a moment later before the session is
+// ended: another session of this account (a second resource, or the same
+// agent restarted) unsubscribes and subscribes the bare JID when it
+// connects, as Asterisk does, and a check can fall between the two. A
+// node that is gone ends the session at once. subCheck 0 turns the check
+// off (a tool's session that does not follow the nodes).
 func (s *session) checkLoop() {
 	defer s.wg.Done()
-	t := time.NewTicker(s.cl.s.subCheck)
+	every := s.cl.s.subCheck
+	if every <= 0 {
+		return
+	}
+	t := time.NewTicker(every)
 	defer t.Stop()
+	missed := false
 	for {
 		select {
 		case <-t.C:
 		case <-s.ctx.Done():
 			return
 		}
-		if err := s.cl.checkSubscriptions(s.ctx, s); err != nil {
+		err := s.cl.checkSubscriptions(s.ctx, s)
+		if h := s.cl.s.onCheck; h != nil {
+			h(err)
+		}
+		switch {
+		case err == nil:
+			if missed {
+				missed = false
+				t.Reset(every)
+			}
+			continue
+		case missed || errors.Is(err, errNodeGone):
 			s.stop(err)
 			return
 		}
+		missed = true
+		t.Reset(max(every/5, 10*time.Millisecond))
 	}
 }
