@@ -343,6 +343,7 @@ func TestErrors(t *testing.T) {
 		{"bad bindaddr", client + "[manager]\nbindaddr=localhost\n", []string{`f.conf:9: key "bindaddr": bad address "localhost"`}},
 		{"manager user without secret", client + "[manager]\nusername=admin\n", []string{`f.conf:9: key "secret": missing: [manager] has a username`}},
 		{"cluster secret required", client + "[cluster]\nbind=0.0.0.0:7946\n", []string{`f.conf:9: key "secret": missing: bind 0.0.0.0:7946 is not a loopback address`}},
+		{"cluster secret required to advertise", client + "[cluster]\nbind=127.0.0.1:7946\nadvertise=192.0.2.7:7946\n", []string{`f.conf:10: key "secret": missing: advertise 192.0.2.7:7946 is not a loopback address`}},
 		{"cluster bad base64", client + "[cluster]\nsecret=not*base64\n", []string{`f.conf:9: key "secret": not valid base64`}},
 		{"cluster short key", client + "[cluster]\nsecret=QUJD\n", []string{`f.conf:9: key "secret": key is 3 bytes`}},
 		{"cluster join without bind", client + "[cluster]\njoin=10.0.0.2\n", []string{`f.conf:9: key "join": needs bind`}},

@@ -243,8 +243,12 @@ func (v validator) cluster() {
 			v.r.errorf(v.keyAt("cluster", "join"), "join", "%v", err)
 		}
 	}
-	if !c.Secret.IsSet() && !isLoopback(c.Bind) {
+	switch {
+	case c.Secret.IsSet():
+	case !isLoopback(c.Bind):
 		v.r.errorf(v.keyAt("cluster", "bind"), "secret", "missing: bind %s is not a loopback address, so gossip must be encrypted", c.Bind)
+	case c.Advertise != "" && !isLoopback(c.Advertise):
+		v.r.errorf(v.keyAt("cluster", "advertise"), "secret", "missing: advertise %s is not a loopback address, so gossip must be encrypted", c.Advertise)
 	}
 }
 
