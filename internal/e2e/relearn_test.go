@@ -112,10 +112,15 @@ func TestAsteriskBuddyRelearns(t *testing.T) {
 	t.Logf("first connect: notified %v after Connected", took.Round(time.Millisecond))
 	ast.stop()
 
-	// Missed while away.
+	// Missed while away: published, and answered by the server, before
+	// the stand-in comes back (the values are in the publisher once
+	// Setvar is answered).
 	a.setDevice(devA, "BUSY")
 	a.setDevice(devB, "RINGING")
-	time.Sleep(500 * time.Millisecond)
+	eventually(t, settle, "node1's publishes answered", func() (bool, string) {
+		out := strings.Join(a.action("Command", "Command", "show stats").Values("Output"), "\n")
+		return strings.Contains(out, "Pending:0 InFlight:0"), out
+	})
 
 	ast = startStandIn(t, c, "node2", n1.jid)
 	ast.connected(20 * time.Second)
