@@ -1,13 +1,17 @@
 package pubsub
 
-import "testing"
+import (
+	"testing"
+
+	"github.com/busylamp/busylamp/internal/xmppstream"
+)
 
 // The parsing half of the hot path: a notification's element tree (as the
 // stream's reader hands it over; internal/xmppstream's
 // BenchmarkReadNotification measures the reading) into the DeviceEvent
 // the agent gets.
 func BenchmarkParseNotification(b *testing.B) {
-	msg, err := parseElem(eventMsg(`<items node="device_state">` + stateItem("PJSIP/1000", otherEID.String(), ` cachable="1"`, "INUSE") + `</items>`))
+	msg, err := xmppstream.ParseDocument(eventMsg(`<items node="device_state">` + stateItem("PJSIP/1000", otherEID.String(), ` cachable="1"`, "INUSE") + `</items>`))
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -22,23 +22,35 @@ import (
 // The first retry comes within half a second: a restarted server accepts
 // connections again after a second or two, and every agent should be
 // back within a few seconds of that; the jitter spreads a cluster's
-// reconnects.
+// reconnects. While the server does not serve at all (it refuses, or
+// closes or stalls the stream before authentication: it is down, or
+// still starting) the wait stays under maxDownBackoff however long that
+// lasts, so that an agent is back within seconds of the server, even
+// after a long outage; such an attempt costs the server next to
+// nothing. Anything the server answers (authentication refused, a
+// stream error, a setup refused) waits the doubling wait.
 const (
-	minBackoff = 500 * time.Millisecond
-	maxBackoff = 30 * time.Second
-	stableFor  = 10 * time.Second
+	minBackoff     = 500 * time.Millisecond
+	maxBackoff     = 30 * time.Second
+	maxDownBackoff = 2 * time.Second
+	stableFor      = 10 * time.Second
 )
 
 // backoff is the reconnect schedule; the zero value starts at minBackoff.
 type backoff struct{ cur time.Duration }
 
 // next is the wait before the next attempt, after a session that was
-// connected for lasted (0: the attempt failed).
-func (b *backoff) next(lasted time.Duration) time.Duration {
+// connected for lasted (0: the attempt failed); down says the server did
+// not serve the attempt (xmppstream.ErrUnavailable).
+func (b *backoff) next(lasted time.Duration, down bool) time.Duration {
 	if b.cur == 0 || lasted > stableFor {
 		b.cur = minBackoff
 	}
-	wait := b.cur/2 + rand.N(b.cur/2+1)
+	step := b.cur
+	if down {
+		step = min(step, maxDownBackoff)
+	}
+	wait := step/2 + rand.N(step/2+1)
 	b.cur = min(2*b.cur, maxBackoff)
 	return wait
 }
@@ -116,7 +128,8 @@ func New(cfg Config, events chan<- Event) (*Client, error) {
 }
 
 // Run connects, and reconnects after every disconnect with a jittered
-// backoff of at most 30 s, until ctx is done. It returns nil then, having
+// backoff of at most 30 s (2 s while the server does not serve at all),
+// until ctx is done. It returns nil then, having
 // stopped every goroutine it started. Run may be called once.
 func (c *Client) Run(ctx context.Context) error {
 	c.mu.Lock()
@@ -144,7 +157,7 @@ func (c *Client) Run(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return nil
 		}
-		wait := b.next(lasted)
+		wait := b.next(lasted, errors.Is(err, xmppstream.ErrUnavailable))
 		c.s.log.Warn("XMPP session ended; reconnecting", "err", err, "in", wait.Round(time.Millisecond))
 		t := time.NewTimer(wait)
 		select {

@@ -3,6 +3,7 @@ package pubsub
 import (
 	"context"
 	"fmt"
+	"github.com/busylamp/busylamp/internal/xmppstream"
 	"reflect"
 	"strings"
 	"testing"
@@ -97,7 +98,7 @@ func TestParseEvents(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			var log rejectLog
 			p := &parser{own: ownEID, reject: log.reject, kindOf: flatKind}
-			msg, err := parseElem(eventMsg(c.xml))
+			msg, err := xmppstream.ParseDocument(eventMsg(c.xml))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -136,7 +137,7 @@ func TestHandleMessageOnlyFromService(t *testing.T) {
 	s := &session{cl: c, ctx: ctx}
 	item := `<items node="device_state">` + stateItem("SIP/1", otherEID.String(), ` cachable="1"`, "INUSE") + `</items>`
 	for _, from := range []string{"mallory@example.org/x", "", "example.org", "PubSub.Example.org"} {
-		msg, _ := parseElem(strings.Replace(eventMsg(item), `from="pubsub.example.org"`, fmt.Sprintf("from=%q", from), 1))
+		msg, _ := xmppstream.ParseDocument(strings.Replace(eventMsg(item), `from="pubsub.example.org"`, fmt.Sprintf("from=%q", from), 1))
 		c.handleMessage(s, msg)
 	}
 	c.q.mu.Lock()
@@ -207,7 +208,7 @@ func TestParseItemKeepsOwnWhenFetched(t *testing.T) {
 	p := &parser{own: ownEID, reject: func(string, ...any) { t.Error("rejected") }, kindOf: flatKind}
 	doc := `<item xmlns="http://jabber.org/protocol/pubsub" id="SIP/100"><state xmlns="http://asterisk.org" eid="` +
 		ownEID.String() + `" cachable="1">INUSE</state></item>`
-	it, err := parseElem(doc)
+	it, err := xmppstream.ParseDocument(doc)
 	if err != nil {
 		t.Fatal(err)
 	}

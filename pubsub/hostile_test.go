@@ -53,7 +53,7 @@ func TestDeepStanzaSkipped(t *testing.T) {
 		aj, apw := srv.Admin("a")
 		mj, mpw := srv.User("m")
 		a := startPeer(t, "A", peerConfig(srv, aj, apw, "astvoip1"))
-		a.connected(20 * time.Second)
+		a.connected(connectWait)
 		sa := sessionOf(t, a)
 		// Mallory: any account, with a plain stream.
 		m, err := xmppstream.Dial(context.Background(), xmppstream.Config{Addr: srv.Addr, JID: mj + "/mallory", Password: mpw,
@@ -68,7 +68,7 @@ func TestDeepStanzaSkipped(t *testing.T) {
 			Inner: "<body>hi</body>" + deep}); err != nil {
 			t.Fatal(err)
 		}
-		deadline := time.Now().Add(10 * time.Second)
+		deadline := time.Now().Add(eventWait)
 		for sa.st.Skipped() == 0 {
 			if time.Now().After(deadline) || sa.ctx.Err() != nil {
 				t.Fatalf("the deep message was not skipped (skipped %d, session ended: %v)", sa.st.Skipped(), context.Cause(sa.ctx))
@@ -97,7 +97,7 @@ func TestLargeItemsDoNotKeepAClientOut(t *testing.T) {
 		ca := peerConfig(srv, aj, apw, "junk")
 		ca.IQTimeout = 30 * time.Second // Prosody stores large items slowly, slower still under -race
 		a := startPeer(t, "A", ca)
-		a.connected(20 * time.Second)
+		a.connected(connectWait)
 		sa := sessionOf(t, a)
 		pad := strings.Repeat("z", 100<<10)
 		const junk, window = 48, 4
@@ -121,13 +121,13 @@ func TestLargeItemsDoNotKeepAClientOut(t *testing.T) {
 		}
 		dev := uniq(t, "SIP/big")
 		b := startPeer(t, "B", peerConfig(srv, bj, bpw, "astvoip2"))
-		b.connected(20 * time.Second)
+		b.connected(connectWait)
 		b.c.PublishDevice(dev, devstate.InUse, true)
 		waitIdle(t, b.c)
 
 		t0 := time.Now()
 		c := startPeer(t, "C", peerConfig(srv, cj, cpw, "astvoip3"))
-		conn := c.connected(40 * time.Second)
+		conn := c.connected(connectWait)
 		t.Logf("%s: connected over 48 items of 100 KB in %v, %d devices read, %d items skipped",
 			srv.Kind, time.Since(t0).Round(time.Millisecond), len(conn.Devices), c.c.fetchSkipped.Load())
 		if !hasDevice(conn.Devices, dev, devstate.InUse) {
@@ -160,9 +160,9 @@ func TestNodePurgedOrDeletedByAnother(t *testing.T) {
 		cb := peerConfig(srv, bj, bpw, "astvoip2")
 		cb.Buddies, cb.OwnStates = []string{aj, oj}, own(devB)
 		a := startPeer(t, "A", ca)
-		a.connected(20 * time.Second)
+		a.connected(connectWait)
 		b := startPeer(t, "B", cb)
-		b.connected(20 * time.Second)
+		b.connected(connectWait)
 		waitIdle(t, a.c)
 		waitIdle(t, b.c)
 		// The operator's tool: it does not follow the nodes (no check that
@@ -171,12 +171,12 @@ func TestNodePurgedOrDeletedByAnother(t *testing.T) {
 		co.AutoRegister = false
 		co.Buddies = []string{aj, bj}
 		op := startPeer(t, "operator", co, func(s *settings) { s.subCheck = 0 })
-		op.connected(20 * time.Second)
+		op.connected(connectWait)
 		unsubscribeAll(t, op)
 		ctx := context.Background()
 		both := func(what string, since time.Time) {
 			t.Helper()
-			deadline := since.Add(20 * time.Second)
+			deadline := since.Add(eventWait)
 			for {
 				ds, _, err := op.c.FetchItems(ctx, NodeDevices)
 				if err == nil && hasDevice(ds, devA, devstate.InUse) && hasDevice(ds, devB, devstate.InUse) {
@@ -204,6 +204,6 @@ func TestNodePurgedOrDeletedByAnother(t *testing.T) {
 		both("delete", t0)
 		// Subscribed again: a new publication reaches the other.
 		a.c.PublishDevice(devA, devstate.Ringing, true)
-		b.device(20*time.Second, devA, devstate.Ringing)
+		b.device(eventWait, devA, devstate.Ringing)
 	})
 }

@@ -48,7 +48,7 @@ func TestConvergeAfterServerRestart(t *testing.T) {
 				return []DeviceItem{{Device: m.dev, State: m.st, Cachable: true}}, nil
 			}
 			m.p = startPeer(t, fmt.Sprintf("R%d", i), cfg)
-			m.p.connected(20 * time.Second)
+			m.p.connected(connectWait)
 		}
 		for _, m := range ms {
 			waitIdle(t, m.p.c)
@@ -57,7 +57,7 @@ func TestConvergeAfterServerRestart(t *testing.T) {
 			t.Fatal(err)
 		}
 		for _, m := range ms {
-			m.p.waitFor(10*time.Second, "Disconnected", func(ev Event) bool { _, ok := ev.(Disconnected); return ok })
+			m.p.waitFor(eventWait, "Disconnected", func(ev Event) bool { _, ok := ev.(Disconnected); return ok })
 			m.mu.Lock()
 			m.st = devstate.InUse // changed while the server was down
 			m.mu.Unlock()
@@ -100,7 +100,7 @@ func TestConvergeAfterServerRestart(t *testing.T) {
 			go func() {
 				defer wg.Done()
 				var conn Connected
-				m.p.waitFor(30*time.Second, "Connected", func(ev Event) bool {
+				m.p.waitFor(connectWait, "Connected", func(ev Event) bool {
 					c, ok := ev.(Connected)
 					conn = c
 					return ok
@@ -112,7 +112,7 @@ func TestConvergeAfterServerRestart(t *testing.T) {
 					}
 				}
 				if len(want) > 0 {
-					m.p.waitAll(30*time.Second, "the others' states", want...)
+					m.p.waitAll(eventWait, "the others' states", want...)
 				}
 				took[i] = time.Since(up)
 			}()
@@ -135,26 +135,39 @@ func TestConvergeAfterServerRestart(t *testing.T) {
 
 // The reconnect schedule: the first retry within half a second, each wait
 // jittered in the upper half of a doubling step, at most 30 s, and back to
-// the start after a session that lasted.
+// the start after a session that lasted; while the server does not serve
+// at all, at most 2 s however long that lasts.
 func TestReconnectBackoff(t *testing.T) {
 	for range 100 {
 		var b backoff
 		step := 500 * time.Millisecond
 		for i := range 10 {
-			w := b.next(0)
+			w := b.next(0, false)
 			if w < step/2 || w > step {
 				t.Fatalf("attempt %d: waited %v, want %v..%v", i, w, step/2, step)
 			}
 			step = min(2*step, 30*time.Second)
 		}
-		if w := b.next(0); w < 15*time.Second || w > 30*time.Second {
+		if w := b.next(0, false); w < 15*time.Second || w > 30*time.Second {
 			t.Fatalf("capped: %v", w)
 		}
-		if w := b.next(time.Second); w < 15*time.Second {
+		if w := b.next(time.Second, false); w < 15*time.Second {
 			t.Fatalf("after a short session: %v, want no reset", w)
 		}
-		if w := b.next(time.Minute); w > 500*time.Millisecond {
+		if w := b.next(0, true); w < time.Second || w > 2*time.Second {
+			t.Fatalf("server down, after many attempts: %v, want 1..2 s", w)
+		}
+		if w := b.next(time.Minute, false); w > 500*time.Millisecond {
 			t.Fatalf("after a session that lasted: %v, want a reset", w)
+		}
+		var d backoff
+		step = 500 * time.Millisecond
+		for i := range 10 {
+			w := d.next(0, true)
+			if w < step/2 || w > step {
+				t.Fatalf("server down, attempt %d: waited %v, want %v..%v", i, w, step/2, step)
+			}
+			step = min(2*step, 2*time.Second)
 		}
 	}
 }

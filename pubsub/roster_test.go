@@ -3,6 +3,7 @@ package pubsub
 import (
 	"context"
 	"fmt"
+	"github.com/busylamp/busylamp/internal/xmppstream"
 	"slices"
 	"strings"
 	"testing"
@@ -43,7 +44,7 @@ func TestPresenceOnline(t *testing.T) {
 			[]string{"server3@example.org/x false false"}},
 	}
 	for i, st := range steps {
-		e, err := parseElem(`<stream xmlns="jabber:client">` + st.stanza + `</stream>`)
+		e, err := xmppstream.ParseDocument(`<stream xmlns="jabber:client">` + st.stanza + `</stream>`)
 		if err != nil {
 			t.Fatal(err)
 		}

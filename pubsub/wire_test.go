@@ -3,6 +3,7 @@ package pubsub
 import (
 	"encoding/xml"
 	"fmt"
+	"github.com/busylamp/busylamp/internal/xmppstream"
 	"os"
 	"path/filepath"
 	"sort"
@@ -34,7 +35,7 @@ func golden(t *testing.T, name string) *elem {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e, err := parseElem(string(b))
+	e, err := xmppstream.ParseDocument(string(b))
 	if err != nil {
 		t.Fatalf("%s: %v", name, err)
 	}
@@ -47,7 +48,7 @@ func marshalled(t *testing.T, p stanza.IQPayload) *elem {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e, err := parseElem(string(b))
+	e, err := xmppstream.ParseDocument(string(b))
 	if err != nil {
 		t.Fatalf("%s: %v", b, err)
 	}
@@ -99,7 +100,7 @@ func withBusylampFields(t *testing.T, e *elem) *elem {
 		t.Fatal("golden create has no form")
 	}
 	for _, f := range busylampFields {
-		fe, err := parseElem(f)
+		fe, err := xmppstream.ParseDocument(f)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -175,7 +176,7 @@ func TestPublishWithoutOptions(t *testing.T) {
 }
 
 func TestParseStanzaError(t *testing.T) {
-	e, _ := parseElem(`<error xmlns="jabber:client" type="cancel"><precondition-not-met xmlns="http://jabber.org/protocol/pubsub#errors"/><conflict xmlns="urn:ietf:params:xml:ns:xmpp-stanzas"/><text xmlns="urn:ietf:params:xml:ns:xmpp-stanzas">nope</text></error>`)
+	e, _ := xmppstream.ParseDocument(`<error xmlns="jabber:client" type="cancel"><precondition-not-met xmlns="http://jabber.org/protocol/pubsub#errors"/><conflict xmlns="urn:ietf:params:xml:ns:xmpp-stanzas"/><text xmlns="urn:ietf:params:xml:ns:xmpp-stanzas">nope</text></error>`)
 	se := parseStanzaError(e)
 	if se.Condition != "conflict" || se.PubSubCondition != "precondition-not-met" || se.Text != "nope" {
 		t.Fatalf("%+v", se)

@@ -433,3 +433,14 @@ func lines(s string) []string {
 	}
 	return out
 }
+
+// publishesAnswered waits until every publish this node's PBX made so
+// far has been sent and answered by the server (its publisher holds
+// nothing: a value is in it once Setvar is answered).
+func (a *amiConn) publishesAnswered() {
+	a.t.Helper()
+	eventually(a.t, settle, a.n.name+"'s publishes answered", func() (bool, string) {
+		out := strings.Join(a.action("Command", "Command", "show stats").Values("Output"), "\n")
+		return strings.Contains(out, "Pending:0 InFlight:0"), out
+	})
+}

@@ -107,7 +107,7 @@ func TestKilledAgentKeepsAcknowledged(t *testing.T) {
 		res <- result{l, f}
 	}()
 	// Kill mid-stream, once the driver has touched every key a few times.
-	deadline := time.After(30 * time.Second)
+	deadline := time.After(settle)
 	for ops := 0; ops < 500; {
 		select {
 		case ops = <-acked:
@@ -138,7 +138,7 @@ func TestKilledAgentKeepsAcknowledged(t *testing.T) {
 	}
 	for _, n := range c.nodes {
 		a := n.ami()
-		eventually(t, 30*time.Second, n.name+" holds every acknowledged change", func() (bool, string) {
+		eventually(t, settle, n.name+" holds every acknowledged change", func() (bool, string) {
 			msg := mismatch(observed(a, want), want, nil)
 			return msg == "", msg
 		})
@@ -189,7 +189,7 @@ func TestClusterAndServerRestart(t *testing.T) {
 	t.Logf("restart took %v, boot %v", t1.Sub(t0), time.Since(t1))
 	for _, n := range c.nodes {
 		a := n.ami()
-		eventually(t, 30*time.Second, n.name+" holds the cluster state after the restart", func() (bool, string) {
+		eventually(t, settle, n.name+" holds the cluster state after the restart", func() (bool, string) {
 			msg := mismatch(observed(a, want), want, nil)
 			return msg == "", msg
 		})

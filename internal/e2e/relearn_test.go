@@ -107,8 +107,8 @@ func TestAsteriskBuddyRelearns(t *testing.T) {
 	a.setDevice(devA, "INUSE")
 
 	ast := startStandIn(t, c, "node2", n1.jid)
-	ast.connected(20 * time.Second)
-	took := ast.notified(15*time.Second, map[string]devstate.State{devA: devstate.InUse})
+	ast.connected(bootWait)
+	took := ast.notified(settle, map[string]devstate.State{devA: devstate.InUse})
 	t.Logf("first connect: notified %v after Connected", took.Round(time.Millisecond))
 	ast.stop()
 
@@ -117,14 +117,11 @@ func TestAsteriskBuddyRelearns(t *testing.T) {
 	// Setvar is answered).
 	a.setDevice(devA, "BUSY")
 	a.setDevice(devB, "RINGING")
-	eventually(t, settle, "node1's publishes answered", func() (bool, string) {
-		out := strings.Join(a.action("Command", "Command", "show stats").Values("Output"), "\n")
-		return strings.Contains(out, "Pending:0 InFlight:0"), out
-	})
+	a.publishesAnswered()
 
 	ast = startStandIn(t, c, "node2", n1.jid)
-	ast.connected(20 * time.Second)
-	took = ast.notified(15*time.Second, map[string]devstate.State{devA: devstate.Busy, devB: devstate.Ringing})
+	ast.connected(bootWait)
+	took = ast.notified(settle, map[string]devstate.State{devA: devstate.Busy, devB: devstate.Ringing})
 	t.Logf("reconnect: notified %v after Connected", took.Round(time.Millisecond))
 }
 
@@ -171,7 +168,7 @@ func TestAgentsConvergeAfterServerRestart(t *testing.T) {
 	up := <-accepted
 	took := make([]time.Duration, len(amis))
 	for i, a := range amis {
-		eventually(t, 30*time.Second, fmt.Sprintf("node%d converged", i+1), func() (bool, string) {
+		eventually(t, settle, fmt.Sprintf("node%d converged", i+1), func() (bool, string) {
 			ds := a.devices()
 			for j := range amis {
 				if ds[fmt.Sprintf("Custom:restart-%d", j)] != "BUSY" {

@@ -8,9 +8,12 @@ import (
 	"encoding/xml"
 	"errors"
 	"fmt"
+	"io"
+	"net"
 	"os"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/xdg-go/scram"
@@ -30,7 +33,7 @@ func negotiate(ctx context.Context, cfg Config, j jid.JID) (*conn, string, error
 	defer cancel()
 	c, err := dial(ctx, cfg.Addr, cfg.Logger, cfg.Trace)
 	if err != nil {
-		return nil, "", fmt.Errorf("connect %s: %w", cfg.Addr, err)
+		return nil, "", unavailable{fmt.Errorf("connect %s: %w", cfg.Addr, err)}
 	}
 	// The deadline and the context both bound the reads and writes below.
 	dl, _ := ctx.Deadline()
@@ -43,6 +46,9 @@ func negotiate(ctx context.Context, cfg Config, j jid.JID) (*conn, string, error
 		if err == nil || ctx.Err() != nil {
 			err = errors.Join(err, ctx.Err())
 		}
+		if !n.authenticated && connectionLost(err) {
+			err = unavailable{err}
+		}
 		return nil, "", err
 	}
 	_ = c.raw.SetDeadline(time.Time{})
@@ -52,7 +58,33 @@ func negotiate(ctx context.Context, cfg Config, j jid.JID) (*conn, string, error
 // negotiation is one run of it: the config and the parsed account.
 type negotiation struct {
 	Config
-	j jid.JID
+	j             jid.JID
+	authenticated bool // SASL succeeded: the server is serving this account
+}
+
+// ErrUnavailable is in the chain of a Dial error when the server did not
+// serve the connection: it refused or could not be reached, or it
+// accepted and then closed, reset or stalled the stream before the
+// account was authenticated (a server still starting, or stopping). A
+// retry may be made soon: it costs the server next to nothing. Any other
+// failure (authentication, TLS verification, a stream error, a refusal
+// after authentication) is the server answering, and wants a longer
+// wait.
+var ErrUnavailable = errors.New("server not serving")
+
+type unavailable struct{ error }
+
+func (e unavailable) Unwrap() error        { return e.error }
+func (e unavailable) Is(target error) bool { return target == ErrUnavailable }
+
+// connectionLost reports whether err is the connection going away (end
+// of stream, reset, refused, a timeout) rather than the server's answer.
+func connectionLost(err error) bool {
+	var ne net.Error
+	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
+		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.ECONNREFUSED) ||
+		errors.Is(err, syscall.EPIPE) || errors.Is(err, context.DeadlineExceeded) ||
+		errors.Is(err, net.ErrClosed) || (errors.As(err, &ne) && ne.Timeout())
 }
 
 func (s *negotiation) run(c *conn) (string, error) {
@@ -92,6 +124,7 @@ func (s *negotiation) run(c *conn) (string, error) {
 	if err := s.authenticate(c, feats); err != nil {
 		return "", err
 	}
+	s.authenticated = true
 	if feats, err = s.restart(c); err != nil {
 		return "", err
 	}

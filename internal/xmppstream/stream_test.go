@@ -202,8 +202,8 @@ func TestErrorReplyShape(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want, _ := parseElem(`<iq type="error" id="x1" to="a@b/c"><error type="cancel" code="503"><service-unavailable xmlns="urn:ietf:params:xml:ns:xmpp-stanzas"/></error></iq>`)
-	got, _ := parseElem(string(b))
+	want, _ := ParseDocument(`<iq type="error" id="x1" to="a@b/c"><error type="cancel" code="503"><service-unavailable xmlns="urn:ietf:params:xml:ns:xmpp-stanzas"/></error></iq>`)
+	got, _ := ParseDocument(string(b))
 	if d := sameElem("iq", want, got); d != "" {
 		t.Errorf("%s: %s", d, b)
 	}
@@ -215,13 +215,13 @@ func TestErrorReplyShape(t *testing.T) {
 
 func TestReadElemBounds(t *testing.T) {
 	deep := strings.Repeat("<a>", maxDepth+1) + strings.Repeat("</a>", maxDepth+1)
-	if _, err := parseElem(deep); err != errTooDeep {
+	if _, err := ParseDocument(deep); err != errTooDeep {
 		t.Errorf("deep nesting: err %v, want errTooDeep", err)
 	}
-	if _, err := parseElem("<a><b></a>"); err == nil {
+	if _, err := ParseDocument("<a><b></a>"); err == nil {
 		t.Error("malformed XML parsed")
 	}
-	if _, err := parseElem("<a><b>"); err == nil {
+	if _, err := ParseDocument("<a><b>"); err == nil {
 		t.Error("truncated XML parsed")
 	}
 }
