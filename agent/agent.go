@@ -208,7 +208,8 @@ func newAgent(cfg Config, x XMPP, events chan pubsub.Event) (*Agent, error) {
 }
 
 // restoreOwn hands the stored own states to the core as this node's PBX
-// set them (so no item or buddy's copy overrides them).
+// set them (so no item or buddy's copy overrides them), and the own
+// mailboxes it deleted (so no item or buddy's copy brings them back).
 func (a *Agent) restoreOwn() {
 	devices, mailboxes := a.store.Devices(), a.store.Mailboxes()
 	refused := 0
@@ -225,7 +226,13 @@ func (a *Agent) restoreOwn() {
 	if refused > 0 {
 		a.log.Warn("stored own states refused (bad or past max_devices)", "refused", refused)
 	}
-	a.log.Info("own states restored from the store", "devices", len(devices), "mailboxes", len(mailboxes))
+	// Deleted before the restart: the cluster may still hold their old
+	// counts (the delete's zero counts may not have left), which no resync
+	// may take back; their zeros go out again after the first resync.
+	deleted := a.store.DeletedMailboxes()
+	a.core.ForgetOwnMailboxes(deleted)
+	a.log.Info("own states restored from the store", "devices", len(devices), "mailboxes", len(mailboxes),
+		"deleted_mailboxes", len(deleted))
 }
 
 // Core is the agent's state.

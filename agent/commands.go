@@ -166,8 +166,8 @@ func (a *Agent) showStats(b *strings.Builder) {
 	fmt.Fprintf(b, "Publishes: %+v\n", p)
 	if a.store != nil {
 		st := a.store.Stats()
-		fmt.Fprintf(b, "State store: %s: %d devices, %d mailboxes, %d records, %d bytes, %d syncs, %d compactions\n",
-			st.Path, st.Devices, st.Mailboxes, st.Records, st.Bytes, st.Syncs, st.Compactions)
+		fmt.Fprintf(b, "State store: %s: %d devices, %d mailboxes, %d deleted mailboxes, %d records, %d bytes, %d syncs, %d compactions\n",
+			st.Path, st.Devices, st.Mailboxes, st.Tombstones, st.Records, st.Bytes, st.Syncs, st.Compactions)
 		if st.SetAside != "" {
 			fmt.Fprintf(b, "State store damaged at start, set aside: %s (%s)\n", st.SetAside, st.SetAsideReason)
 		}

@@ -217,3 +217,63 @@ func TestRestoredOwnStatesSaved(t *testing.T) {
 		t.Fatalf("9@c = %+v from the store", c)
 	}
 }
+
+// An own mailbox deleted (acknowledged) before a crash stays deleted
+// after the restart even though the cluster still holds its old counts
+// (the delete's zero counts never left): neither the item nor a buddy
+// that missed the delete brings it back, and its zero counts go out after
+// the resync. Set again, it is kept as set.
+func TestDeletedMailboxStaysDeleted(t *testing.T) {
+	dir := t.TempDir()
+	m, run, stop := storeAgent(t, dir)
+	run()
+	b := backend{m.Agent}
+	ctx := context.Background()
+	for _, err := range []error{
+		b.SetMailbox(ctx, "9@c", mwi.Counts{New: 3, Old: 1}),
+		b.SetMailbox(ctx, "8@c", mwi.Counts{New: 1}),
+		b.DeleteMailbox(ctx, "9@c"),
+	} {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	stop()
+
+	m, run, stop = storeAgent(t, dir)
+	old := pubsub.MailboxItem{Mailbox: "9@c", Counts: mwi.Counts{New: 3, Old: 1}, EID: eidA, Publisher: "a@x.test"}
+	m.x.mailboxes[jidB] = []pubsub.MailboxItem{old} // B missed the delete
+	run()
+	m.x.send(t, pubsub.Connected{JID: selfJID, Mailboxes: []pubsub.MailboxItem{old}}) // so did the item
+	recv(t, m.x.asked, "states request")
+	recv(t, m.Core().Booted(), "boot")
+	if c, ok := m.Core().MailboxCounts("9@c"); ok {
+		t.Fatalf("deleted mailbox 9@c came back from the cluster: %+v", c)
+	}
+	if _, ms := m.Core().OwnStates(); len(ms) != 1 || ms[0].Mailbox != "8@c" {
+		t.Fatalf("own mailboxes %+v, want only 8@c", ms)
+	}
+	m.x.mu.Lock()
+	pub9, pub8 := m.x.published["9@c"], m.x.published["8@c"]
+	m.x.mu.Unlock()
+	if pub9 != "0/0" || pub8 != "1/0" {
+		t.Fatalf("published after the resync: 9@c %q, 8@c %q; want 0/0 and 1/0", pub9, pub8)
+	}
+	out, err := m.Command(ctx, "show stats")
+	if err != nil || !strings.Contains(out, "1 mailboxes, 1 deleted mailboxes,") {
+		t.Errorf("show stats: %v\n%s", err, out)
+	}
+	// A later MWIUpdate ends the tombstone, in the store too.
+	if err := (backend{m.Agent}).SetMailbox(ctx, "9@c", mwi.Counts{New: 2, Old: 2}); err != nil {
+		t.Fatal(err)
+	}
+	stop()
+
+	m, _, _ = storeAgent(t, dir)
+	if c, ok := m.Core().MailboxCounts("9@c"); !ok || c != (mwi.Counts{New: 2, Old: 2}) {
+		t.Fatalf("9@c = %+v %v from the store, want 2/2", c, ok)
+	}
+	if n := m.store.Stats().Tombstones; n != 0 {
+		t.Fatalf("%d tombstones after the mailbox was set again", n)
+	}
+}

@@ -124,6 +124,8 @@ type Core struct {
 	// the PBX ends it. Bounded by the tables.
 	restoredDev map[string]struct{}
 	restoredBox map[string]struct{}
+	// Own mailboxes the PBX deleted: see deletedBoxes.
+	deletedBox deletedBoxes
 
 	booted   chan struct{}
 	bootOnce sync.Once
@@ -183,6 +185,7 @@ func New(cfg Config) *Core {
 
 		restoredDev: make(map[string]struct{}),
 		restoredBox: make(map[string]struct{}),
+		deletedBox:  newDeletedBoxes(min(cfg.MaxDevices, maxDeletedBoxes)),
 	}
 }
 
@@ -289,6 +292,9 @@ func (a *Core) DeleteMailbox(mailbox string) error {
 	}
 	a.deleteMailboxLocked(mailbox, a.cfg.EID)
 	delete(a.restoredBox, mailbox)
+	// A reconnect's resync may find the old counts before these zeros
+	// reach the server.
+	a.deletedBox.add(mailbox, false)
 	a.pub.PublishMailbox(mailbox, mwi.Counts{})
 	return nil
 }
@@ -471,7 +477,9 @@ func (a *Core) holdsMailboxLocked(mailbox string, eid devstate.EID) bool {
 	return false
 }
 
-// Republish sends all own states again (after a reconnect).
+// Republish sends all own states again (after a reconnect), and the zero
+// counts still owed for own mailboxes deleted before a restart
+// (ForgetOwnMailboxes).
 func (a *Core) Republish() {
 	a.mu.Lock()
 	defer a.mu.Unlock()
@@ -483,6 +491,7 @@ func (a *Core) Republish() {
 		for _, m := range ms {
 			rp.RepublishMailbox(m.Mailbox, m.Counts)
 		}
+		a.republishDeletedLocked(rp.RepublishMailbox)
 		return
 	}
 	for _, d := range ds {
@@ -491,6 +500,7 @@ func (a *Core) Republish() {
 	for _, m := range ms {
 		a.pub.PublishMailbox(m.Mailbox, m.Counts)
 	}
+	a.republishDeletedLocked(a.pub.PublishMailbox)
 }
 
 // Stats are counters for `show` commands and tests.

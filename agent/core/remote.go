@@ -332,8 +332,10 @@ func (a *Core) Resync(devices []DeviceItem, mailboxes []MailboxItem) {
 			continue
 		}
 		if it.EID == a.cfg.EID {
-			// Zero counts of our own are what a delete left behind.
-			if it.Counts != (mwi.Counts{}) && !a.holdsMailboxLocked(it.Mailbox, it.EID) {
+			// Zero counts of our own are what a delete left behind; an
+			// own mailbox the PBX deleted is not taken back from an item
+			// the delete's zero counts did not reach.
+			if it.Counts != (mwi.Counts{}) && !a.holdsMailboxLocked(it.Mailbox, it.EID) && !a.deletedOwnLocked(it.Mailbox) {
 				a.restoreOwnMailboxLocked(it)
 			}
 			continue
@@ -438,7 +440,8 @@ func (a *Core) ApplyServerStates(req StatesRequest, devices []DeviceItem, mailbo
 				// The buddy heard us delete it after the item was written.
 				a.deleteMailboxLocked(it.Mailbox, it.EID)
 				delete(a.restoredBox, it.Mailbox)
-			case it.Counts != (mwi.Counts{}) && (restored || !a.holdsMailboxLocked(it.Mailbox, it.EID)):
+			case it.Counts != (mwi.Counts{}) && (restored || !a.holdsMailboxLocked(it.Mailbox, it.EID)) && !a.deletedOwnLocked(it.Mailbox):
+				// Not one the PBX deleted: the buddy missed that delete.
 				a.restoreOwnMailboxLocked(it)
 			}
 		} else if answerers[it.EID] {

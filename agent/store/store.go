@@ -31,10 +31,26 @@
 // 100,000-device own set the live file is about 3 MB, loaded at start in
 // tens of milliseconds, and held in memory as two maps (the store needs
 // them to write a snapshot without asking anyone).
+//
+// # Deletes are kept too
+//
+// A deleted own mailbox leaves a tombstone: its delete record is kept
+// through compaction until the mailbox is set again, so that at start the
+// agent knows the PBX deleted it and does not take it back from the
+// cluster (a PubSub item or a buddy that never heard the delete: the zero
+// counts a delete publishes may not have left before a crash). The log
+// format does not change: a tombstone is the delete record the store has
+// always written, which a store without tombstones (written by earlier
+// code) replays as before, and earlier code replays a compacted store's
+// tombstones as deletes of what it does not hold. Tombstones are bounded
+// (Config.MaxTombstones, DefaultMaxTombstones): past the bound the oldest
+// is forgotten, and that mailbox is again restored from the cluster
+// should an item still hold it.
 package store
 
 import (
 	"bytes"
+	"container/list"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -76,6 +92,10 @@ const (
 	minCompactRecords = 4096 // a small log is not worth rewriting
 )
 
+// DefaultMaxTombstones bounds the deleted own mailboxes remembered (about
+// 30 bytes each on disk and twice that in memory).
+const DefaultMaxTombstones = 10_000
+
 var crcTable = crc32.MakeTable(crc32.Castagnoli)
 
 // Config configures a store. Start from DefaultConfig.
@@ -87,12 +107,16 @@ type Config struct {
 	// CompactRatio: the log is rewritten when it holds this many times
 	// more records than live entries.
 	CompactRatio int
-	Log          *slog.Logger
+	// MaxTombstones bounds the deleted mailboxes remembered; past it the
+	// oldest is forgotten.
+	MaxTombstones int
+	Log           *slog.Logger
 }
 
-// DefaultConfig syncs every 100 ms and compacts at 4× the live set.
+// DefaultConfig syncs every 100 ms, compacts at 4× the live set and
+// remembers DefaultMaxTombstones deleted mailboxes.
 func DefaultConfig() Config {
-	return Config{SyncInterval: 100 * time.Millisecond, CompactRatio: 4, Log: slog.Default()}
+	return Config{SyncInterval: 100 * time.Millisecond, CompactRatio: 4, MaxTombstones: DefaultMaxTombstones, Log: slog.Default()}
 }
 
 // Device is one own device state as stored (the state is devstate.State's
@@ -120,6 +144,7 @@ type boxValue struct{ new, old int }
 type Stats struct {
 	Path               string
 	Devices, Mailboxes int
+	Tombstones         int   // deleted mailboxes remembered
 	Records            int   // records in the log, live or not
 	Bytes              int64 // size of the log
 	Syncs, Compactions uint64
@@ -144,6 +169,7 @@ type Store struct {
 	records   int
 	devices   map[string]devValue
 	mailboxes map[string]boxValue
+	tombs     tombstones
 	dirty     bool
 	tail      *bytes.Buffer // records written while a snapshot is being written
 	buf       []byte
@@ -174,6 +200,9 @@ func Open(cfg Config) (*Store, error) {
 	if cfg.Log == nil {
 		cfg.Log = def.Log
 	}
+	if cfg.MaxTombstones <= 0 {
+		cfg.MaxTombstones = def.MaxTombstones
+	}
 	if cfg.Dir == "" {
 		return nil, errors.New("state store: no directory")
 	}
@@ -195,6 +224,7 @@ func Open(cfg Config) (*Store, error) {
 		lock:      lock,
 		devices:   make(map[string]devValue),
 		mailboxes: make(map[string]boxValue),
+		tombs:     newTombstones(cfg.MaxTombstones),
 		stop:      make(chan struct{}),
 		done:      make(chan struct{}),
 	}
@@ -224,6 +254,7 @@ func (s *Store) load() error {
 	good, reason := s.replay(data)
 	if reason != "" {
 		s.devices, s.mailboxes, s.records = make(map[string]devValue), make(map[string]boxValue), 0
+		s.tombs = newTombstones(s.cfg.MaxTombstones)
 		if err := s.setAside(reason); err != nil {
 			return err
 		}
@@ -264,7 +295,7 @@ func (s *Store) load() error {
 	}
 	s.size = int64(good)
 	s.log.Info("state store opened", "path", s.path, "devices", len(s.devices),
-		"mailboxes", len(s.mailboxes), "records", s.records, "bytes", s.size)
+		"mailboxes", len(s.mailboxes), "deleted_mailboxes", s.tombs.len(), "records", s.records, "bytes", s.size)
 	return nil
 }
 
@@ -353,11 +384,13 @@ func (s *Store) apply(p []byte) error {
 			return errors.New("bad mailbox value")
 		}
 		s.mailboxes[name] = boxValue{new: int(nw), old: int(old)}
+		s.tombs.remove(name)
 	case opDeleteMailbox:
 		if len(p) != 0 {
 			return errors.New("bad delete")
 		}
 		delete(s.mailboxes, name)
+		s.tombs.add(name)
 	default:
 		return fmt.Errorf("unknown op %d", op)
 	}
@@ -400,6 +433,14 @@ func (s *Store) Mailboxes() []Mailbox {
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out
+}
+
+// DeletedMailboxes are the own mailboxes deleted and not set again since
+// (their tombstones), oldest first.
+func (s *Store) DeletedMailboxes() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.tombs.names()
 }
 
 // PutDevice stores the own state of device. When it returns nil the
@@ -448,20 +489,25 @@ func (s *Store) PutMailbox(mailbox string, newMsgs, oldMsgs int) error {
 		mailbox = strings.Clone(mailbox)
 	}
 	s.mailboxes[mailbox] = v
+	s.tombs.remove(mailbox)
 	return nil
 }
 
-// DeleteMailbox drops the own counts of mailbox.
+// DeleteMailbox drops the own counts of mailbox and leaves its tombstone.
+// A mailbox the store does not hold gets one too (the core held it,
+// restored from the cluster and not saved yet): what the AMI acknowledged
+// as deleted must stay deleted. Deleting it again writes nothing.
 func (s *Store) DeleteMailbox(mailbox string) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if _, ok := s.mailboxes[mailbox]; !ok {
+	if _, ok := s.mailboxes[mailbox]; !ok && s.tombs.has(mailbox) {
 		return s.errIfClosed()
 	}
 	if err := s.appendLocked(s.begin(opDeleteMailbox, mailbox)); err != nil {
 		return fmt.Errorf("delete mailbox %s: %w", mailbox, err)
 	}
 	delete(s.mailboxes, mailbox)
+	s.tombs.add(strings.Clone(mailbox))
 	return nil
 }
 
@@ -560,7 +606,7 @@ func (s *Store) sync() {
 func (s *Store) shouldCompact() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	live := len(s.devices) + len(s.mailboxes)
+	live := len(s.devices) + len(s.mailboxes) + s.tombs.len()
 	return !s.closed && s.records >= minCompactRecords && s.records > s.cfg.CompactRatio*live
 }
 
@@ -578,7 +624,7 @@ func (s *Store) compact() error {
 		s.mu.Unlock()
 		return ErrClosed
 	}
-	snap := bytes.NewBuffer(make([]byte, 0, 32*(len(s.devices)+len(s.mailboxes))+len(magic)))
+	snap := bytes.NewBuffer(make([]byte, 0, 32*(len(s.devices)+len(s.mailboxes)+s.tombs.len())+len(magic)))
 	snap.Write(magic)
 	live := 0
 	for name, v := range s.devices {
@@ -594,6 +640,11 @@ func (s *Store) compact() error {
 		b = binary.AppendUvarint(b, uint64(v.new))
 		b = binary.AppendUvarint(b, uint64(v.old))
 		snap.Write(record(b))
+		live++
+	}
+	// Oldest first, so that a reopen past the bound forgets the same ones.
+	for _, name := range s.tombs.names() {
+		snap.Write(record(s.begin(opDeleteMailbox, name)))
 		live++
 	}
 	s.buf = s.buf[:0]
@@ -681,6 +732,7 @@ func (s *Store) Stats() Stats {
 	defer s.mu.Unlock()
 	st := s.stats
 	st.Devices, st.Mailboxes, st.Records, st.Bytes = len(s.devices), len(s.mailboxes), s.records, s.size
+	st.Tombstones = s.tombs.len()
 	return st
 }
 
@@ -711,3 +763,47 @@ func syncDir(dir string) {
 }
 
 var _ io.Closer = (*Store)(nil)
+
+// tombstones are the deleted own mailboxes, in the order they were
+// deleted, at most max of them (the oldest goes first).
+type tombstones struct {
+	max   int
+	order *list.List // of string, oldest at the front
+	at    map[string]*list.Element
+}
+
+func newTombstones(max int) tombstones {
+	return tombstones{max: max, order: list.New(), at: make(map[string]*list.Element)}
+}
+
+func (t *tombstones) len() int { return len(t.at) }
+
+func (t *tombstones) has(name string) bool { _, ok := t.at[name]; return ok }
+
+// add makes name the newest tombstone.
+func (t *tombstones) add(name string) {
+	if e, ok := t.at[name]; ok {
+		t.order.MoveToBack(e)
+		return
+	}
+	t.at[name] = t.order.PushBack(name)
+	for len(t.at) > t.max {
+		oldest := t.order.Front()
+		delete(t.at, t.order.Remove(oldest).(string))
+	}
+}
+
+func (t *tombstones) remove(name string) {
+	if e, ok := t.at[name]; ok {
+		t.order.Remove(e)
+		delete(t.at, name)
+	}
+}
+
+func (t *tombstones) names() []string {
+	out := make([]string, 0, len(t.at))
+	for e := t.order.Front(); e != nil; e = e.Next() {
+		out = append(out, e.Value.(string))
+	}
+	return out
+}
