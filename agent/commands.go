@@ -17,7 +17,7 @@ import (
 const commandHelp = `show connected                       the XMPP connection (like Asterisk's 'xmpp show connections')
 show buddies                         buddies and their resources (like 'xmpp show buddies')
 show members                         gossip members
-show stats                           table sizes and publish counters
+show stats                           table sizes, remote states refused (per account), publish counters
 devstate list                        every device: cluster-wide state and per server
 devstate get DEVICE
 mwi list                             every mailbox: cluster-wide counts and per server
