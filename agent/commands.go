@@ -17,7 +17,7 @@ import (
 const commandHelp = `show connected                       the XMPP connection (like Asterisk's 'xmpp show connections')
 show buddies                         buddies and their resources (like 'xmpp show buddies')
 show members                         gossip members
-show stats                           table sizes and publish counters
+show stats                           table sizes, remote states refused (per account), publish counters
 devstate list                        every device: cluster-wide state and per server
 devstate get DEVICE
 mwi list                             every mailbox: cluster-wide counts and per server
@@ -163,6 +163,10 @@ func (a *Agent) showStats(b *strings.Builder) {
 	s := a.core.Stats()
 	p := a.xmpp.Stats()
 	fmt.Fprintf(b, "Devices: %d\nMailboxes: %d\nServers: %d\nSpoofed payloads refused: %d\n", s.Devices, s.Mailboxes, s.Servers, s.Spoofed)
+	fmt.Fprintf(b, "Remote states refused (share/full): %d\n", s.Refused)
+	for _, r := range s.RefusedBy {
+		fmt.Fprintf(b, "  %s: %d\n", r.Source, r.Refused)
+	}
 	fmt.Fprintf(b, "Publishes: %+v\n", p)
 	if a.store != nil {
 		st := a.store.Stats()

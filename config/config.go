@@ -114,7 +114,7 @@ type Agent struct {
 	Stale      Stale
 	StaleGrace time.Duration
 	MWIMerge   MWIMerge
-	MaxDevices int    // bound on devices, and on mailboxes
+	MaxDevices int    // own room, remote room, twice an account's share; the same for mailboxes (agent/core/room.go)
 	StateDir   string // this node's own states, kept across crashes (an absolute path)
 }
 

@@ -114,6 +114,11 @@ func NewTable(maxDevices int) *Table {
 	}
 }
 
+// Admit decides whether server eid may add an entry it does not hold yet
+// (newDevice: of a device the table does not hold at all). A non-nil error
+// refuses it and is returned by SetChecked as it is.
+type Admit func(eid EID, newDevice bool) error
+
 // Set records server eid's state of device and returns the device's
 // cluster-wide state and whether that changed (always true for a device the
 // table did not hold). A state out of range is stored as Unknown, as
@@ -121,6 +126,14 @@ func NewTable(maxDevices int) *Table {
 // new server beyond MaxServers, ErrNoDevice for an empty name; the table is
 // then unchanged and agg is the device's current state (Invalid if absent).
 func (t *Table) Set(device string, eid EID, s State, cachable bool, now time.Time) (agg State, changed bool, err error) {
+	return t.SetChecked(device, eid, s, cachable, now, nil)
+}
+
+// SetChecked is Set that asks admit, when it is not nil, before eid adds an
+// entry it does not hold yet; updates of eid's entries are not asked about
+// (and cost what they cost in Set). admit runs before the table's own
+// bounds are checked; if it refuses, the table is unchanged.
+func (t *Table) SetChecked(device string, eid EID, s State, cachable bool, now time.Time, admit Admit) (agg State, changed bool, err error) {
 	if !s.Valid() {
 		s = Unknown
 	}
@@ -136,6 +149,11 @@ func (t *Table) Set(device string, eid EID, s State, cachable bool, now time.Tim
 				return update(es)
 			}
 		}
+		if admit != nil {
+			if err := admit(eid, false); err != nil {
+				return es[0].state, false, err
+			}
+		}
 		if err := t.addServer(eid); err != nil {
 			return es[0].state, false, err
 		}
@@ -144,6 +162,11 @@ func (t *Table) Set(device string, eid EID, s State, cachable bool, now time.Tim
 	}
 	if device == "" {
 		return Invalid, false, ErrNoDevice
+	}
+	if admit != nil {
+		if err := admit(eid, true); err != nil {
+			return Invalid, false, err
+		}
 	}
 	if len(t.index) >= t.max {
 		return Invalid, false, fmt.Errorf("add device %q: %w (%d devices)", device, ErrFull, t.max)
@@ -324,6 +347,10 @@ func (t *Table) List() []DeviceState {
 
 // Len is the number of devices held.
 func (t *Table) Len() int { return len(t.index) }
+
+// Held is the number of entries server eid holds (the devices it has a
+// state of).
+func (t *Table) Held(eid EID) int { return int(t.servers[eid]) }
 
 // Servers returns the servers that hold at least one entry, sorted.
 func (t *Table) Servers() []EID {

@@ -136,6 +136,74 @@ func TestTableFull(t *testing.T) {
 	}
 }
 
+// SetChecked asks admit only before a server adds an entry it does not
+// hold yet, says whether the device is new, and leaves the table unchanged
+// when admit refuses; Held follows what each server holds.
+func TestTableSetChecked(t *testing.T) {
+	tab := NewTable(0)
+	errNo := errors.New("no")
+	type call struct {
+		eid       EID
+		newDevice bool
+	}
+	var calls []call
+	refuse := map[EID]bool{eidC: true}
+	admit := func(eid EID, newDevice bool) error {
+		calls = append(calls, call{eid, newDevice})
+		if refuse[eid] {
+			return errNo
+		}
+		return nil
+	}
+	set := func(dev string, eid EID, s State) (State, bool, error) {
+		return tab.SetChecked(dev, eid, s, true, testTime, admit)
+	}
+	if _, _, err := set("d", eidA, InUse); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := set("d", eidB, Ringing); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := set("d", eidA, Busy); err != nil { // an update: not asked
+		t.Fatal(err)
+	}
+	before, _ := tab.Get("d")
+	if agg, changed, err := set("d", eidC, OnHold); err != errNo || agg != before || changed {
+		t.Fatalf("refused entry of a held device = %v, %v, %v; want %v, false, the admit's error", agg, changed, err, before)
+	}
+	if agg, changed, err := set("e", eidC, OnHold); err != errNo || agg != Invalid || changed {
+		t.Fatalf("refused new device = %v, %v, %v; want INVALID, false, the admit's error", agg, changed, err)
+	}
+	want := []call{{eidA, true}, {eidB, false}, {eidC, false}, {eidC, true}}
+	if !reflect.DeepEqual(calls, want) {
+		t.Fatalf("admit calls %v, want %v", calls, want)
+	}
+	if tab.Len() != 1 || tab.Held(eidA) != 1 || tab.Held(eidB) != 1 || tab.Held(eidC) != 0 {
+		t.Fatalf("Len %d, Held A %d B %d C %d; want 1, 1, 1, 0", tab.Len(), tab.Held(eidA), tab.Held(eidB), tab.Held(eidC))
+	}
+	if es := tab.Entries("d"); len(es) != 2 {
+		t.Fatalf("entries of d after a refusal: %v", es)
+	}
+	refuse[eidC] = false
+	mustSet(t, tab, "e", eidC, OnHold, OnHold, true)
+	mustSet(t, tab, "f", eidC, OnHold, OnHold, true)
+	if tab.Held(eidC) != 2 {
+		t.Fatalf("Held C = %d, want 2", tab.Held(eidC))
+	}
+	tab.RemoveServer(eidC)
+	tab.Remove("d", eidB)
+	if tab.Held(eidC) != 0 || tab.Held(eidB) != 0 || tab.Held(eidA) != 1 {
+		t.Fatalf("after removals Held A %d B %d C %d; want 1, 0, 0", tab.Held(eidA), tab.Held(eidB), tab.Held(eidC))
+	}
+	// The table's own bound still holds after an admit that lets all in.
+	small := NewTable(1)
+	all := func(EID, bool) error { return nil }
+	small.SetChecked("a", eidA, InUse, true, testTime, all)
+	if _, _, err := small.SetChecked("b", eidA, InUse, true, testTime, all); !errors.Is(err, ErrFull) {
+		t.Fatalf("past the bound with admit: %v, want ErrFull", err)
+	}
+}
+
 func TestTableMaxServers(t *testing.T) {
 	tab := NewTable(MaxServers + 10)
 	for i := range MaxServers {
@@ -219,6 +287,14 @@ func TestTableSetAllocs(t *testing.T) {
 	})
 	if allocs != 0 {
 		t.Fatalf("Set of an existing entry: %v allocs, want 0", allocs)
+	}
+	admit := func(EID, bool) error { return nil }
+	allocs = testing.AllocsPerRun(1000, func() {
+		i++
+		tab.SetChecked("SIP/42", EID{byte(i % 4)}, States[i%numStates], i%2 == 0, testTime, admit)
+	})
+	if allocs != 0 {
+		t.Fatalf("SetChecked of an existing entry: %v allocs, want 0", allocs)
 	}
 }
 

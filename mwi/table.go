@@ -149,11 +149,24 @@ func NewTable(merge Merge, maxMailboxes int) *Table {
 // Merge is the table's merge rule.
 func (t *Table) Merge() Merge { return t.merge }
 
+// Admit decides whether server eid may add an entry it does not hold yet
+// (newMailbox: of a mailbox the table does not hold at all). A non-nil
+// error refuses it and is returned by SetChecked as it is.
+type Admit func(eid devstate.EID, newMailbox bool) error
+
 // Set records server eid's counts of mailbox, updated at now, and returns the
 // mailbox's cluster-wide counts and whether they changed (always true for
 // a mailbox the table did not hold). On error (ErrFull, ErrNoMailbox,
 // ErrCounts) the table is unchanged and agg is the current aggregate.
 func (t *Table) Set(mailbox string, eid devstate.EID, c Counts, now time.Time) (agg Counts, changed bool, err error) {
+	return t.SetChecked(mailbox, eid, c, now, nil)
+}
+
+// SetChecked is Set that asks admit, when it is not nil, before eid adds an
+// entry it does not hold yet; updates of eid's entries are not asked about.
+// admit runs before the table's own bounds are checked; if it refuses, the
+// table is unchanged.
+func (t *Table) SetChecked(mailbox string, eid devstate.EID, c Counts, now time.Time, admit Admit) (agg Counts, changed bool, err error) {
 	b := t.boxes[mailbox]
 	if b != nil {
 		agg = b.agg
@@ -165,14 +178,26 @@ func (t *Table) Set(mailbox string, eid devstate.EID, c Counts, now time.Time) (
 	if b != nil {
 		if i := b.find(eid); i >= 0 {
 			b.entries = append(b.entries[:i], b.entries[i+1:]...)
-		} else if err := t.addServer(eid); err != nil {
-			return agg, false, err
+		} else {
+			if admit != nil {
+				if err := admit(eid, false); err != nil {
+					return agg, false, err
+				}
+			}
+			if err := t.addServer(eid); err != nil {
+				return agg, false, err
+			}
 		}
 		b.insert(e)
 		return t.update(b)
 	}
 	if mailbox == "" {
 		return Counts{}, false, ErrNoMailbox
+	}
+	if admit != nil {
+		if err := admit(eid, true); err != nil {
+			return Counts{}, false, err
+		}
 	}
 	if len(t.boxes) >= t.max {
 		return Counts{}, false, fmt.Errorf("add mailbox %q: %w (%d mailboxes)", mailbox, ErrFull, t.max)
@@ -387,6 +412,10 @@ func (t *Table) sortIndex() {
 
 // Len is the number of mailboxes held.
 func (t *Table) Len() int { return len(t.boxes) }
+
+// Held is the number of entries server eid holds (the mailboxes it has
+// counts of).
+func (t *Table) Held(eid devstate.EID) int { return int(t.servers[eid]) }
 
 // Servers returns the servers that hold at least one entry, sorted.
 func (t *Table) Servers() []devstate.EID {

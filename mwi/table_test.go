@@ -177,6 +177,73 @@ func TestTableErrors(t *testing.T) {
 	}
 }
 
+// SetChecked asks admit only before a server adds an entry it does not
+// hold yet, says whether the mailbox is new, and leaves the table
+// unchanged when admit refuses; Held follows what each server holds.
+func TestTableSetChecked(t *testing.T) {
+	tab := NewTable(Sum, 0)
+	errNo := errors.New("no")
+	type call struct {
+		eid        devstate.EID
+		newMailbox bool
+	}
+	var calls []call
+	refuse := map[devstate.EID]bool{srvC: true}
+	admit := func(eid devstate.EID, newMailbox bool) error {
+		calls = append(calls, call{eid, newMailbox})
+		if refuse[eid] {
+			return errNo
+		}
+		return nil
+	}
+	set := func(mb string, eid devstate.EID, c Counts) (Counts, bool, error) {
+		return tab.SetChecked(mb, eid, c, t0, admit)
+	}
+	for _, x := range []struct {
+		mb  string
+		eid devstate.EID
+		c   Counts
+	}{{"1@c", srvA, Counts{1, 0}}, {"1@c", srvB, Counts{2, 0}}, {"1@c", srvA, Counts{3, 0}}} { // the last an update: not asked
+		if _, _, err := set(x.mb, x.eid, x.c); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if agg, changed, err := set("1@c", srvC, Counts{7, 7}); err != errNo || agg != (Counts{5, 0}) || changed {
+		t.Fatalf("refused entry of a held mailbox = %v, %v, %v; want 5/0, false, the admit's error", agg, changed, err)
+	}
+	if agg, changed, err := set("2@c", srvC, Counts{7, 7}); err != errNo || agg != (Counts{}) || changed {
+		t.Fatalf("refused new mailbox = %v, %v, %v; want 0/0, false, the admit's error", agg, changed, err)
+	}
+	want := []call{{srvA, true}, {srvB, false}, {srvC, false}, {srvC, true}}
+	if !reflect.DeepEqual(calls, want) {
+		t.Fatalf("admit calls %v, want %v", calls, want)
+	}
+	if tab.Len() != 1 || tab.Held(srvA) != 1 || tab.Held(srvB) != 1 || tab.Held(srvC) != 0 {
+		t.Fatalf("Len %d, Held A %d B %d C %d; want 1, 1, 1, 0", tab.Len(), tab.Held(srvA), tab.Held(srvB), tab.Held(srvC))
+	}
+	refuse[srvC] = false
+	for _, mb := range []string{"1@c", "2@c"} {
+		if _, _, err := set(mb, srvC, Counts{1, 1}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if tab.Held(srvC) != 2 {
+		t.Fatalf("Held C = %d, want 2", tab.Held(srvC))
+	}
+	tab.RemoveServer(srvC)
+	tab.Remove("1@c", srvB)
+	if tab.Held(srvC) != 0 || tab.Held(srvB) != 0 || tab.Held(srvA) != 1 {
+		t.Fatalf("after removals Held A %d B %d C %d; want 1, 0, 0", tab.Held(srvA), tab.Held(srvB), tab.Held(srvC))
+	}
+	// The table's own bound still holds after an admit that lets all in.
+	small := NewTable(Latest, 1)
+	all := func(devstate.EID, bool) error { return nil }
+	small.SetChecked("1@c", srvA, Counts{}, t0, all)
+	if _, _, err := small.SetChecked("2@c", srvA, Counts{}, t0, all); !errors.Is(err, ErrFull) {
+		t.Fatalf("past the bound with admit: %v, want ErrFull", err)
+	}
+}
+
 func TestTableRemoveServerAndList(t *testing.T) {
 	for _, merge := range []Merge{Latest, Sum} {
 		tab := NewTable(merge, 0)
@@ -243,6 +310,14 @@ func TestTableSetAllocs(t *testing.T) {
 		})
 		if allocs != 0 {
 			t.Fatalf("%v: Set of an existing entry: %v allocs, want 0", merge, allocs)
+		}
+		admit := func(devstate.EID, bool) error { return nil }
+		allocs = testing.AllocsPerRun(1000, func() {
+			i++
+			tab.SetChecked("1000@default", devstate.EID{byte(i % 4)}, Counts{i % 3, i % 5}, t0.Add(time.Duration(i)), admit)
+		})
+		if allocs != 0 {
+			t.Fatalf("%v: SetChecked of an existing entry: %v allocs, want 0", merge, allocs)
 		}
 	}
 }

@@ -51,7 +51,7 @@ type Config struct {
 	Stale      Stale
 	StaleGrace time.Duration
 	MWIMerge   mwi.Merge
-	MaxDevices int // bound on devices, and on mailboxes
+	MaxDevices int // bound on own devices, on remote ones, and the same on mailboxes (see room.go)
 	Log        *slog.Logger
 	Clock      Clock
 }
@@ -114,6 +114,10 @@ type Core struct {
 	servers   map[devstate.EID]*server // remote servers seen, by EID
 	jids      map[string]*peer         // remote accounts, by bare JID
 	spoofed   uint64                   // payloads dropped for claiming another JID's EID
+	admitDev  devstate.Admit           // a.admitDevice, made once: no closure per Set
+	admitBox  mwi.Admit                // a.admitMailbox
+	refused   map[source]*refusal      // remote entries refused for want of room, by source; at most maxServers+1
+	refusedN  uint64                   // their total
 	warn      warnLimiter              // remote input may not flood the log
 	lastStamp time.Time                // see stampLocked
 
@@ -170,23 +174,27 @@ func New(cfg Config) *Core {
 	}
 	cfg.StaleGrace = max(cfg.StaleGrace, 0)
 	self, _ := jid.Parse(cfg.JID) // checked by the config; a bad one matches nothing
-	return &Core{
-		cfg:       cfg,
-		log:       cfg.Log,
-		clock:     cfg.Clock,
-		self:      self,
-		devices:   devstate.NewTable(cfg.MaxDevices),
-		mailboxes: mwi.NewTable(cfg.MWIMerge, cfg.MaxDevices),
+	a := &Core{
+		cfg:   cfg,
+		log:   cfg.Log,
+		clock: cfg.Clock,
+		self:  self,
+		// The hard bound: the own room and the remote room (room.go).
+		devices:   devstate.NewTable(2 * cfg.MaxDevices),
+		mailboxes: mwi.NewTable(cfg.MWIMerge, 2*cfg.MaxDevices),
 		pub:       nopPublisher{},
 		sink:      nopSink{},
 		servers:   make(map[devstate.EID]*server),
 		jids:      make(map[string]*peer),
+		refused:   make(map[source]*refusal),
 		booted:    make(chan struct{}),
 
 		restoredDev: make(map[string]struct{}),
 		restoredBox: make(map[string]struct{}),
 		deletedBox:  newDeletedBoxes(min(cfg.MaxDevices, maxDeletedBoxes)),
 	}
+	a.admitDev, a.admitBox = a.admitDevice, a.admitMailbox
+	return a
 }
 
 func (a *Core) now() time.Time { return a.clock.Now() }
@@ -243,7 +251,7 @@ func (a *Core) SetDeviceState(device string, s devstate.State) error {
 	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	agg, changed, err := a.devices.Set(device, a.cfg.EID, s, true, a.stampLocked())
+	agg, changed, err := a.devices.SetChecked(device, a.cfg.EID, s, true, a.stampLocked(), a.admitDev)
 	if err != nil {
 		return fmt.Errorf("set %s: %w", device, err)
 	}
@@ -265,7 +273,7 @@ func (a *Core) SetMailbox(mailbox string, c mwi.Counts) error {
 	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	agg, changed, err := a.mailboxes.Set(mailbox, a.cfg.EID, c, a.stampLocked())
+	agg, changed, err := a.mailboxes.SetChecked(mailbox, a.cfg.EID, c, a.stampLocked(), a.admitBox)
 	if err != nil {
 		return fmt.Errorf("set %s: %w", mailbox, err)
 	}
@@ -507,13 +515,19 @@ func (a *Core) Republish() {
 type Stats struct {
 	Devices, Mailboxes, Servers int
 	Spoofed                     uint64
+	// Refused counts the remote states (devices and mailboxes) refused
+	// for want of room: their source was past its share, or the remote
+	// room was full. RefusedBy splits it per source, sorted.
+	Refused   uint64
+	RefusedBy []SourceRefused
 }
 
 // Stats reports table sizes and counters.
 func (a *Core) Stats() Stats {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	return Stats{Devices: a.devices.Len(), Mailboxes: a.mailboxes.Len(), Servers: len(a.servers), Spoofed: a.spoofed}
+	return Stats{Devices: a.devices.Len(), Mailboxes: a.mailboxes.Len(), Servers: len(a.servers), Spoofed: a.spoofed,
+		Refused: a.refusedN, RefusedBy: a.refusedBySourceLocked()}
 }
 
 // ServerInfo is one remote server as `show` commands list it.

@@ -65,7 +65,9 @@ func newTestCore(t *testing.T, cfg Config) (*Core, *recorder, *ManualClock) {
 	t.Helper()
 	cfg.EID = eidA
 	cfg.JID = "a@x.test/r"
-	cfg.Log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	if cfg.Log == nil {
+		cfg.Log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
 	clk := NewManualClock()
 	cfg.Clock = clk
 	a := New(cfg)

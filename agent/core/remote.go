@@ -23,9 +23,11 @@ func (a *Core) RemoteDevice(it DeviceItem) {
 }
 
 func (a *Core) setRemoteDeviceLocked(it DeviceItem) {
-	agg, changed, err := a.devices.Set(it.Device, it.EID, it.State, it.Cachable, a.stampLocked())
+	agg, changed, err := a.devices.SetChecked(it.Device, it.EID, it.State, it.Cachable, a.stampLocked(), a.admitDev)
 	if err != nil {
-		a.warn.warn(a.log, a.now(), "device dropped", "device", it.Device, "eid", it.EID.String(), "err", err)
+		if it.EID == a.cfg.EID || !a.refusedLocked(a.devices, "devices", it.Device, it.EID, err) {
+			a.warn.warn(a.log, a.now(), "device dropped", "device", it.Device, "eid", it.EID.String(), "err", err)
+		}
 		return
 	}
 	if changed {
@@ -51,9 +53,11 @@ func (a *Core) RemoteMailbox(it MailboxItem) {
 }
 
 func (a *Core) setRemoteMailboxLocked(it MailboxItem) {
-	agg, changed, err := a.mailboxes.Set(it.Mailbox, it.EID, it.Counts, a.stampLocked())
+	agg, changed, err := a.mailboxes.SetChecked(it.Mailbox, it.EID, it.Counts, a.stampLocked(), a.admitBox)
 	if err != nil {
-		a.warn.warn(a.log, a.now(), "mailbox dropped", "mailbox", it.Mailbox, "eid", it.EID.String(), "err", err)
+		if it.EID == a.cfg.EID || !a.refusedLocked(a.mailboxes, "mailboxes", it.Mailbox, it.EID, err) {
+			a.warn.warn(a.log, a.now(), "mailbox dropped", "mailbox", it.Mailbox, "eid", it.EID.String(), "err", err)
+		}
 		return
 	}
 	if changed {

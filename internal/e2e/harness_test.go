@@ -86,6 +86,7 @@ type nodeOpts struct {
 	join       []int  // with gossip: indexes of the nodes whose gossip address it knows
 	noBuddies  bool   // no buddy= lines: buddies come from membership
 	xmppAddr   string // host:port to reach the XMPP server at (a relay); the server's own by default
+	maxDevices int    // [agent] max_devices; the default when 0
 }
 
 // newCluster starts a fresh Prosody and writes configs for n agents, each
@@ -179,6 +180,9 @@ func (c *cluster) writeConf(i int, o nodeOpts) {
 	}
 	fmt.Fprintf(&b, "\n[agent]\neid=02:00:00:00:00:%02x\nstale=%s\nstale_grace=%d\nmwi_merge=%s\n", i+1, o.stale, o.staleGrace, o.mwiMerge)
 	fmt.Fprintf(&b, "state_dir=%s\n", filepath.Join(c.dir, nd.name+"-state")) // each node its own
+	if o.maxDevices > 0 {
+		fmt.Fprintf(&b, "max_devices=%d\n", o.maxDevices)
+	}
 	fmt.Fprintf(&b, "\n[manager]\nbindaddr=127.0.0.1\nport=%s\nusername=%s\nsecret=%s\n", amiPort, amiUser, amiSecret)
 	if o.gossip {
 		var join []string
