@@ -9,10 +9,12 @@ import (
 	"time"
 )
 
-// streamOpens checks that a server at addr answers a client stream for
-// domain with its stream features: the port is bound and the host is
-// configured.
-func streamOpens(addr, domain string, d time.Duration) error {
+// StreamOpens checks that a server at addr answers a client stream for
+// domain with its stream features within d: the port is bound, the host
+// is configured and the server serves. A TCP connect alone says less: a
+// starting ejabberd has its port listening (the kernel completes the
+// handshake) seconds before it accepts and answers anything.
+func StreamOpens(addr, domain string, d time.Duration) error {
 	conn, err := net.DialTimeout("tcp", addr, d)
 	if err != nil {
 		return err
@@ -58,7 +60,7 @@ func waitReady(g *group, addr, domain string, timeout time.Duration) error {
 		}
 		// A booting server may take seconds to answer a stream it has
 		// accepted when the machine is busy; one probe waits that long.
-		if last = streamOpens(addr, domain, probeTimeout); last == nil {
+		if last = StreamOpens(addr, domain, probeTimeout); last == nil {
 			return nil
 		}
 		time.Sleep(50 * time.Millisecond)
