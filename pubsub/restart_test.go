@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/busylamp/busylamp/devstate"
-	"github.com/busylamp/busylamp/internal/xmpptest"
 )
 
 // After a server restart every client is back, has re-created the nodes
@@ -63,39 +62,15 @@ func TestConvergeAfterServerRestart(t *testing.T) {
 			m.mu.Unlock()
 			m.p.c.PublishDevice(m.dev, devstate.InUse, true)
 		}
-		// When the server serves again: the first stream it answers with
-		// its features (a TCP connect alone succeeds seconds earlier on a
-		// starting ejabberd, whose port listens before it accepts).
-		accepted := make(chan time.Time, 1)
-		stopProbe, probed := make(chan struct{}), make(chan struct{})
-		go func() {
-			defer close(probed)
-			for {
-				select {
-				case <-stopProbe:
-					return
-				default:
-				}
-				if xmpptest.StreamOpens(srv.Addr, srv.Domain, 10*time.Second) == nil {
-					accepted <- time.Now()
-					return
-				}
-				time.Sleep(20 * time.Millisecond)
-			}
-		}()
-		defer func() { <-probed }()
-		if err := srv.Start(); err != nil {
-			close(stopProbe)
+		// From when the server serves again: the first stream it answers
+		// with its features (a TCP connect alone succeeds seconds earlier
+		// on a starting ejabberd, whose port listens before it accepts).
+		up, probed, err := srv.StartServing()
+		defer probed()
+		if err != nil {
 			t.Fatal(err)
 		}
-		ready := time.Now() // Start returns once its own probe got the features
-		close(stopProbe)
-		var up time.Time
-		select {
-		case up = <-accepted:
-		default:
-			up = ready
-		}
+		ready := time.Now()
 		var wg sync.WaitGroup
 		took := make([]time.Duration, n)
 		for i, m := range ms {

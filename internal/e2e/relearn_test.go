@@ -11,7 +11,6 @@ import (
 
 	"github.com/busylamp/busylamp/devstate"
 	"github.com/busylamp/busylamp/internal/jid"
-	"github.com/busylamp/busylamp/internal/xmpptest"
 	"github.com/busylamp/busylamp/pubsub"
 )
 
@@ -150,36 +149,11 @@ func TestAgentsConvergeAfterServerRestart(t *testing.T) {
 	for i, a := range amis {
 		a.setDevice(fmt.Sprintf("Custom:restart-%d", i), "BUSY")
 	}
-	// When the server serves again: the first stream it answers with its
-	// features, or Start's return (its own probe) if that comes first.
-	accepted := make(chan time.Time, 1)
-	stopProbe, probed := make(chan struct{}), make(chan struct{})
-	go func() {
-		defer close(probed)
-		for {
-			select {
-			case <-stopProbe:
-				return
-			default:
-			}
-			if xmpptest.StreamOpens(c.srv.Addr, c.srv.Domain, 10*time.Second) == nil {
-				accepted <- time.Now()
-				return
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
-	}()
-	defer func() { <-probed }()
-	if err := c.srv.Start(); err != nil {
-		close(stopProbe)
+	// From when the server serves again (see xmpptest.StartServing).
+	up, probed, err := c.srv.StartServing()
+	defer probed()
+	if err != nil {
 		t.Fatal(err)
-	}
-	ready := time.Now()
-	close(stopProbe)
-	up := ready
-	select {
-	case up = <-accepted:
-	default:
 	}
 	took := make([]time.Duration, len(amis))
 	for i, a := range amis {

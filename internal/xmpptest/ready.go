@@ -67,3 +67,37 @@ func waitReady(g *group, addr, domain string, timeout time.Duration) error {
 	}
 	return fmt.Errorf("not ready after %v: %v", timeout, last)
 }
+
+// StartServing starts the server (Start) and says when it served again:
+// the first client stream it answered with its features, probed from
+// before Start, or Start's return if that came first (Start returns once
+// its own probe got the features). done waits for the probe, which may
+// still be in a stream then; call it when the measurement is over.
+func (s *Server) StartServing() (up time.Time, done func(), err error) {
+	served := make(chan time.Time, 1)
+	stop, probed := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(probed)
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			if StreamOpens(s.Addr, s.Domain, probeTimeout) == nil {
+				served <- time.Now()
+				return
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}()
+	done = func() { <-probed }
+	err = s.Start()
+	up = time.Now()
+	close(stop)
+	select {
+	case up = <-served:
+	default:
+	}
+	return up, done, err
+}
