@@ -410,8 +410,14 @@ func TestServerRestart(t *testing.T) {
 		cb := peerConfig(srv, bj, bpw, "astvoip2")
 		cb.Buddies = []string{aj}
 		cb.PingInterval = 2 * time.Second
+		devState := devstate.InUse
+		// Own states as they are now (Config.OwnStates' contract): a
+		// republish (a connect, the purge check) must not bring back a
+		// value the test has replaced since.
 		cb.OwnStates = func() ([]DeviceItem, []MailboxItem) {
-			return []DeviceItem{{Device: dev, State: devstate.InUse, Cachable: true}}, nil
+			mu.Lock()
+			defer mu.Unlock()
+			return []DeviceItem{{Device: dev, State: devState, Cachable: true}}, nil
 		}
 		a := startPeer(t, "A", ca)
 		a.connected(connectWait)
@@ -450,8 +456,14 @@ func TestServerRestart(t *testing.T) {
 		a.sees(connA, eventWait, dev, devstate.InUse)
 		b.sees(connB, eventWait, own, devstate.Busy)
 		// Re-subscribed: new publications flow both ways.
+		mu.Lock()
+		devState = devstate.NotInUse
+		mu.Unlock()
 		b.c.PublishDevice(dev, devstate.NotInUse, true)
 		a.device(eventWait, dev, devstate.NotInUse)
+		mu.Lock()
+		ownState = devstate.OnHold
+		mu.Unlock()
 		a.c.PublishDevice(own, devstate.OnHold, true)
 		b.device(eventWait, own, devstate.OnHold)
 		if st := a.c.Status(); st.State != "connected" {
