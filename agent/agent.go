@@ -29,6 +29,7 @@ import (
 	"github.com/busylamp/busylamp/agent/manager"
 	"github.com/busylamp/busylamp/agent/store"
 	"github.com/busylamp/busylamp/devstate"
+	"github.com/busylamp/busylamp/internal/hop"
 	"github.com/busylamp/busylamp/mwi"
 	"github.com/busylamp/busylamp/pubsub"
 )
@@ -203,7 +204,7 @@ func newAgent(cfg Config, x XMPP, events chan pubsub.Event) (*Agent, error) {
 	}
 	// Restored before the core publishes anything: the core holds them as
 	// set by the PBX, and they are republished after the first resync.
-	a.core.Attach(x, amiSink{a.ami})
+	a.core.Attach(x, amiSink{a.ami, cfg.Manager.Hops})
 	return a, nil
 }
 
@@ -429,9 +430,15 @@ func (a *Agent) booted() bool {
 }
 
 // amiSink turns cluster-wide changes into AMI events.
-type amiSink struct{ s *manager.Server }
+type amiSink struct {
+	s    *manager.Server
+	hops hop.Func
+}
 
 func (s amiSink) DeviceChanged(device string, st devstate.State) {
+	if s.hops != nil {
+		s.hops(hop.Merged, device, time.Now())
+	}
 	s.s.Emit(manager.DeviceStateChange(device, st))
 }
 

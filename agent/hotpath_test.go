@@ -29,7 +29,7 @@ func BenchmarkHotPath(b *testing.B) {
 	mcfg.Username, mcfg.Secret = "bench", "secret"
 	mcfg.QueueLen = 1 << 20 // measure the path, not a slow reader's cut-off
 	srv := manager.New(mcfg, backend{n}, log)
-	a.Attach(nil, amiSink{srv})
+	a.Attach(nil, amiSink{s: srv})
 	a.MarkBooted()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

@@ -13,6 +13,7 @@ import (
 
 	"golang.org/x/sync/singleflight"
 
+	"github.com/busylamp/busylamp/internal/hop"
 	"github.com/busylamp/busylamp/internal/jid"
 	"github.com/busylamp/busylamp/internal/xmppstream"
 )
@@ -344,12 +345,19 @@ func (c *Client) learnLeaf(node string, k Kind) {
 // Messages from anyone else are ignored: only the service may tell us
 // about items.
 func (c *Client) handleMessage(s *session, e *elem) {
+	var read time.Time
+	if c.s.Hops != nil {
+		read = time.Now() // the stream hands each stanza over as soon as it is read
+	}
 	if e.Attr("type") == "error" || !jid.Equal(e.Attr("from"), c.s.Service) {
 		return
 	}
 	for _, ev := range c.parse.parseEvent(e) {
 		switch ev := ev.(type) {
 		case DeviceEvent:
+			if c.s.Hops != nil {
+				c.s.Hops(hop.Read, ev.Item.Device, read)
+			}
 			if c.s.CollectionNodes {
 				c.learnLeaf(ev.Item.Device, KindDevices)
 			}

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/busylamp/busylamp/devstate"
+	"github.com/busylamp/busylamp/internal/hop"
 	"github.com/busylamp/busylamp/internal/jid"
 	"github.com/busylamp/busylamp/internal/xmppstream"
 	"github.com/busylamp/busylamp/mwi"
@@ -61,6 +62,10 @@ type Config struct {
 
 	Logger *slog.Logger // default slog.Default()
 	Trace  bool         // log every stanza at debug level ("xmpp set debug on")
+	// Hops, when set, is told when a device's publish was written and
+	// when a device's notification was read (make bench's per-hop
+	// breakdown).
+	Hops hop.Func
 
 	// OwnStates returns this server's own states; they are republished
 	// after every (re)connect. Called without any pubsub lock held. May be nil.

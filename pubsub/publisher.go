@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/busylamp/busylamp/devstate"
+	"github.com/busylamp/busylamp/internal/hop"
 	"github.com/busylamp/busylamp/mwi"
 )
 
@@ -89,6 +90,7 @@ type publisher struct {
 	published uint64
 	coalesced uint64
 	errors    uint64
+	waited    uint64
 }
 
 // afterFunc starts a timer that calls f after d and returns what stops
@@ -108,6 +110,9 @@ func newPublisher(window int) *publisher {
 // put queues v as the newest value of k, a live change.
 func (p *publisher) put(k pubKey, v pubValue) {
 	p.mu.Lock()
+	if len(p.busy) >= p.window || p.busy[k] || p.order.Len() > 0 {
+		p.waited++
+	}
 	p.cancelRetryLocked(k) // the newer value replaces a failed older one
 	if _, ok := p.latest[k]; ok {
 		p.coalesced++
@@ -267,6 +272,7 @@ type Stats struct {
 	Published uint64 // publishes sent (retries after item-not-found included)
 	Coalesced uint64 // publishes replaced by a newer value before they were sent
 	Errors    uint64 // publishes that failed (error reply, timeout, disconnect)
+	Waited    uint64 // live changes that could not go out at once: the window was full, the device's last publish unanswered, or others waited before them
 	Pending   int    // values waiting for a slot or a connection
 	InFlight  int    // publishes sent and not answered yet
 }
@@ -274,7 +280,7 @@ type Stats struct {
 func (p *publisher) stats() Stats {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return Stats{Published: p.published, Coalesced: p.coalesced, Errors: p.errors, Pending: p.order.Len() + p.bulk.Len() + len(p.retrying), InFlight: len(p.busy)}
+	return Stats{Published: p.published, Coalesced: p.coalesced, Errors: p.errors, Waited: p.waited, Pending: p.order.Len() + p.bulk.Len() + len(p.retrying), InFlight: len(p.busy)}
 }
 
 // run sends pending values while the session lasts. start writes one
@@ -398,6 +404,9 @@ func (c *Client) publishStart(s *session, k pubKey, v pubValue) func(context.Con
 	}
 	req := build()
 	call, err := s.sendIQ("set", c.s.Service, req)
+	if h := c.s.Hops; h != nil && err == nil && !k.mailbox {
+		h(hop.Written, k.name, time.Now())
+	}
 	return func(ctx context.Context) error {
 		if err == nil {
 			_, err = s.wait(ctx, call)

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/busylamp/busylamp/devstate"
+	"github.com/busylamp/busylamp/internal/hop"
 	"github.com/busylamp/busylamp/mwi"
 )
 
@@ -341,6 +342,9 @@ func (s *session) setvar(m Message) bool {
 	st, ok := devstate.Parse(value)
 	if !ok {
 		return s.sendError(m, fmt.Sprintf("Invalid device state %q: want one of UNKNOWN, NOT_INUSE, INUSE, BUSY, INVALID, UNAVAILABLE, RINGING, RINGINUSE, ONHOLD", value))
+	}
+	if h := s.srv.cfg.Hops; h != nil {
+		h(hop.AMIRead, dev, s.readAt)
 	}
 	if err := s.srv.backend.SetDeviceState(s.ctx, dev, st); err != nil {
 		return s.sendError(m, "Variable not set: "+err.Error())

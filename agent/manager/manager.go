@@ -41,6 +41,7 @@ import (
 	"time"
 
 	"github.com/busylamp/busylamp/devstate"
+	"github.com/busylamp/busylamp/internal/hop"
 	"github.com/busylamp/busylamp/mwi"
 )
 
@@ -107,6 +108,10 @@ type Config struct {
 
 	// Now is the clock of the login guard; nil is time.Now. For tests.
 	Now func() time.Time
+
+	// Hops, when set, is told when a Setvar was read and when a batch of
+	// events starts to be written (make bench's per-hop breakdown).
+	Hops hop.Func
 }
 
 // DefaultConfig is the configuration without credentials.

@@ -12,6 +12,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/busylamp/busylamp/internal/hop"
 )
 
 // frame is a run of whole messages for the writer; close asks it to flush
@@ -55,6 +57,7 @@ type session struct {
 	// Owned by the read goroutine.
 	failed    int
 	challenge string
+	readAt    time.Time // when the message being handled was read (only with cfg.Hops)
 }
 
 func newSession(ctx context.Context, srv *Server, conn net.Conn, source string) *session {
@@ -194,6 +197,9 @@ func (s *session) writeLoop() {
 		// writes.
 		if bw.Buffered() > 0 && len(s.resp) == 0 && !s.eventsPending() {
 			arm()
+			if h := s.srv.cfg.Hops; h != nil {
+				h(hop.Flushed, "", time.Now())
+			}
 			if err := bw.Flush(); err != nil {
 				s.kill("write: " + err.Error())
 				return
@@ -251,6 +257,9 @@ func (s *session) readLoop() {
 		var perr *parseError
 		switch {
 		case err == nil:
+			if cfg.Hops != nil {
+				s.readAt = time.Now()
+			}
 			if !s.handle(m) {
 				return
 			}

@@ -34,6 +34,7 @@ const (
 type cluster struct {
 	names  []string
 	nodes  []*agent.Agent
+	hops   []*hopRecorder // each node's stages (make bench's per-hop breakdown)
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 	errs   chan error
@@ -75,6 +76,9 @@ func startCluster(ctx context.Context, srv *xmpptest.Server, names, extraBuddies
 		if o.pubWindow > 0 {
 			cfg.XMPP.PublishWindow = o.pubWindow
 		}
+		rec := newHopRecorder()
+		cfg.XMPP.Hops, cfg.Manager.Hops = rec.record, rec.record
+		c.hops = append(c.hops, rec)
 		n, err := agent.New(cfg)
 		if err != nil {
 			c.close()
@@ -350,6 +354,7 @@ type busySystem struct {
 	listeners  []*listener // one per agent
 	withSender bool
 	onlySender bool // watch agent A's own socket only (no XMPP on the path)
+	hops       atomic.Pointer[hopBreakdown]
 }
 
 func startBusy(ctx context.Context, srv *xmpptest.Server, n int, o *options) (*busySystem, error) {
@@ -388,25 +393,69 @@ func (b *busySystem) close() {
 }
 
 func (b *busySystem) watched() []*listener {
-	if b.onlySender {
-		return b.listeners[:1]
-	}
-	if b.withSender {
-		return b.listeners
-	}
-	return b.listeners[1:]
+	return b.listeners[b.firstWatched():][:b.receivers()]
 }
 
-func (b *busySystem) receivers() int { return len(b.watched()) }
+// firstWatched is the index of the first watched agent.
+func (b *busySystem) firstWatched() int {
+	if b.onlySender || b.withSender {
+		return 0
+	}
+	return 1
+}
+
+func (b *busySystem) receivers() int {
+	if b.onlySender {
+		return 1
+	}
+	return len(b.listeners) - b.firstWatched()
+}
 
 func (b *busySystem) onChange(f func(r int, device, state string)) {
+	first := b.firstWatched()
 	for i, l := range b.watched() {
-		g := func(device, state string) { f(i, device, state) }
+		g := func(device, state string) {
+			if h := b.hops.Load(); h != nil && first+i > 0 {
+				h.received(b.cl.hops[0], b.cl.hops[first+i], device, time.Now())
+			}
+			f(i, device, state)
+		}
 		l.f.Store(&g)
 	}
 }
 
-func (b *busySystem) send(device, state string) error { return b.sender.setvar(device, state) }
+func (b *busySystem) send(device, state string) error {
+	if h := b.hops.Load(); h != nil {
+		h.sent(device, time.Now())
+	}
+	return b.sender.setvar(device, state)
+}
+
+// traceHops records the per-hop breakdown until the returned func is
+// called, which returns it.
+func (b *busySystem) traceHops(ctx context.Context) func() *hopBreakdown {
+	waited := func() uint64 {
+		out, err := b.cl.nodes[0].Command(ctx, "show stats")
+		if err != nil {
+			return 0
+		}
+		return publishWaited(out)
+	}
+	h := newHopBreakdown()
+	w0 := waited()
+	for _, r := range b.cl.hops {
+		r.on.Store(true)
+	}
+	b.hops.Store(h)
+	return func() *hopBreakdown {
+		b.hops.Store(nil)
+		for _, r := range b.cl.hops {
+			r.on.Store(false)
+		}
+		h.waited = waited() - w0
+		return h
+	}
+}
 func (b *busySystem) flush() error                    { return b.sender.flush() }
 func (b *busySystem) sentAll(ctx context.Context) error {
 	return b.sender.waitAnswered(ctx)
@@ -432,4 +481,24 @@ func (b *busySystem) check(ctx context.Context, want map[string]string) (int, er
 
 func logf(format string, args ...any) {
 	fmt.Fprintf(os.Stderr, "bench: "+format+"\n", args...)
+}
+
+// pendingPublishes is what agent A has still to publish: values waiting
+// and publishes unanswered ('show stats').
+func (b *busySystem) pendingPublishes(ctx context.Context) int {
+	out, err := b.cl.nodes[0].Command(ctx, "show stats")
+	if err != nil {
+		return 0
+	}
+	return statField(out, "Pending:") + statField(out, "InFlight:")
+}
+
+func statField(out, key string) int {
+	_, rest, ok := strings.Cut(out, key)
+	if !ok {
+		return 0
+	}
+	var n int
+	fmt.Sscan(strings.TrimRight(strings.Fields(rest)[0], "}"), &n)
+	return n
 }

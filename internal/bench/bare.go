@@ -59,9 +59,32 @@ type inStanza struct {
 	Error *struct {
 		Inner string `xml:",innerxml"`
 	} `xml:"error"`
+	// Only in answers to the fair baseline's questions (nodeFacts).
+	Owner *struct {
+		Fields []formField `xml:"configure>x>field"`
+		Subs   []struct {
+			JID string `xml:"jid,attr"`
+		} `xml:"subscriptions>subscription"`
+	} `xml:"http://jabber.org/protocol/pubsub#owner pubsub"`
+	Disco *struct {
+		Items []struct{} `xml:"item"`
+	} `xml:"http://jabber.org/protocol/disco#items query"`
+}
+
+// formField is one field of a node's configuration form.
+type formField struct {
+	Var    string   `xml:"var,attr"`
+	Type   string   `xml:"type,attr"`
+	Values []string `xml:"value"`
 }
 
 func dialBare(ctx context.Context, srv *xmpptest.Server, name string) (*bareClient, error) {
+	return dialBareAs(ctx, srv, name, "bench")
+}
+
+// dialBareAs is dialBare with a resource of its own (the fair baseline
+// reads busylamp's node as one of the agents' accounts, beside the agent).
+func dialBareAs(ctx context.Context, srv *xmpptest.Server, name, resource string) (*bareClient, error) {
 	jid, pw := srv.Admin(name)
 	user, _, _ := strings.Cut(jid, "@")
 	var d net.Dialer
@@ -120,7 +143,7 @@ func dialBare(ctx context.Context, srv *xmpptest.Server, name string) (*bareClie
 	if err := open(); err != nil {
 		return fail(fmt.Errorf("stream after SASL: %w", err))
 	}
-	if err := b.write(`<iq type="set" id="bind"><bind xmlns="urn:ietf:params:xml:ns:xmpp-bind"><resource>bench</resource></bind></iq>`); err != nil {
+	if err := b.write(`<iq type="set" id="bind"><bind xmlns="urn:ietf:params:xml:ns:xmpp-bind"><resource>`+resource+`</resource></bind></iq>`); err != nil {
 		return fail(err)
 	}
 	var res inStanza
@@ -197,6 +220,12 @@ func (b *bareClient) close() {
 
 // iq sends a raw IQ (inner is its payload) and waits for the answer.
 func (b *bareClient) iq(ctx context.Context, typ, to, inner string) error {
+	_, err := b.query(ctx, typ, to, inner)
+	return err
+}
+
+// query is iq that returns the answer.
+func (b *bareClient) query(ctx context.Context, typ, to, inner string) (*inStanza, error) {
 	id := "b" + strconv.FormatUint(b.seq.Add(1), 10)
 	ch := make(chan *inStanza, 1)
 	b.mu.Lock()
@@ -208,7 +237,7 @@ func (b *bareClient) iq(ctx context.Context, typ, to, inner string) error {
 		b.mu.Unlock()
 	}()
 	if err := b.write(fmt.Sprintf(`<iq type="%s" to="%s" id="%s">%s</iq>`, typ, to, id, inner)); err != nil {
-		return err
+		return nil, err
 	}
 	select {
 	case st := <-ch:
@@ -217,11 +246,11 @@ func (b *bareClient) iq(ctx context.Context, typ, to, inner string) error {
 			if st.Error != nil {
 				e = st.Error.Inner
 			}
-			return fmt.Errorf("iq %s: error %s", id, e)
+			return nil, fmt.Errorf("iq %s: error %s", id, e)
 		}
-		return nil
+		return st, nil
 	case <-ctx.Done():
-		return fmt.Errorf("iq %s: %w", id, ctx.Err())
+		return nil, fmt.Errorf("iq %s: %w", id, ctx.Err())
 	}
 }
 
@@ -249,8 +278,9 @@ type bareSystem struct {
 	clients []*bareClient
 }
 
-// startBare connects n clients named account1..n and makes node for them.
-func startBare(ctx context.Context, srv *xmpptest.Server, node, account string, n int, subscribePublisher bool) (*bareSystem, error) {
+// startBare connects n clients named account1..n and makes node for them,
+// configured with like (busylamp's node's configuration) when given.
+func startBare(ctx context.Context, srv *xmpptest.Server, node, account string, n int, subscribePublisher bool, like []formField) (*bareSystem, error) {
 	s := &bareSystem{srv: srv, node: node}
 	bareNode := node
 	for i := range n {
@@ -270,8 +300,20 @@ func startBare(ctx context.Context, srv *xmpptest.Server, node, account string, 
 		`<field var="pubsub#max_items"><value>max</value></field>` +
 		`<field var="pubsub#itemreply"><value>publisher</value></field>`
 	pub := s.clients[0]
-	err := pub.iq(ctx, "set", srv.Service, `<pubsub xmlns="http://jabber.org/protocol/pubsub"><create node="`+bareNode+`"/>`+
-		`<configure><x xmlns="jabber:x:data" type="submit">`+form+`</x></configure></pubsub>`)
+	create := func(form string) error {
+		return pub.iq(ctx, "set", srv.Service, `<pubsub xmlns="http://jabber.org/protocol/pubsub"><create node="`+bareNode+`"/>`+
+			`<configure><x xmlns="jabber:x:data" type="submit">`+form+`</x></configure></pubsub>`)
+	}
+	var err error
+	if like != nil {
+		if err = create(submitForm(like)); err != nil {
+			logf("baseline node %s: the server refused busylamp's node configuration as a create form (%v); "+
+				"creating it with busylamp's create form instead (the differences are reported)", node, err)
+		}
+	}
+	if like == nil || err != nil {
+		err = create(form)
+	}
 	if err != nil {
 		s.close()
 		return nil, fmt.Errorf("create baseline node: %w", err)
@@ -324,3 +366,95 @@ func (s *bareSystem) flush() error { return nil }
 
 // sentAll: every publish is written by the time publish returns.
 func (s *bareSystem) sentAll(context.Context) error { return nil }
+
+// copiedFields are the node options the fair baseline copies from
+// busylamp's node: what the server does per publish depends on them.
+var copiedFields = map[string]bool{
+	"pubsub#deliver_payloads": true, "pubsub#deliver_notifications": true, "pubsub#persist_items": true,
+	"pubsub#access_model": true, "pubsub#publish_model": true, "pubsub#max_items": true, "pubsub#itemreply": true,
+	"pubsub#notification_type": true, "pubsub#notify_retract": true, "pubsub#notify_delete": true,
+	"pubsub#notify_config": true, "pubsub#notify_sub": true, "pubsub#presence_based_delivery": true,
+	"pubsub#send_last_published_item": true, "pubsub#purge_offline": true, "pubsub#max_payload_size": true,
+	"pubsub#node_type": true,
+}
+
+// submitForm is a node_config submit form of the copied fields of like.
+func submitForm(like []formField) string {
+	var b strings.Builder
+	b.WriteString(`<field var="FORM_TYPE" type="hidden"><value>http://jabber.org/protocol/pubsub#node_config</value></field>`)
+	for _, f := range like {
+		if !copiedFields[f.Var] || len(f.Values) == 0 {
+			continue
+		}
+		fmt.Fprintf(&b, `<field var="%s">`, xmlText(f.Var))
+		for _, v := range f.Values {
+			fmt.Fprintf(&b, `<value>%s</value>`, xmlText(v))
+		}
+		b.WriteString(`</field>`)
+	}
+	return b.String()
+}
+
+// nodeFacts is what the fair baseline compares between two nodes: their
+// configuration, how many items they hold and how many subscribers they
+// have. c must be an owner of node.
+type nodeFacts struct {
+	fields []formField
+	items  int
+	subs   int
+}
+
+func readNodeFacts(ctx context.Context, c *bareClient, service, node string) (nodeFacts, error) {
+	var f nodeFacts
+	st, err := c.query(ctx, "get", service, `<pubsub xmlns="http://jabber.org/protocol/pubsub#owner"><configure node="`+xmlText(node)+`"/></pubsub>`)
+	if err != nil {
+		return f, fmt.Errorf("node %s configuration: %w", node, err)
+	}
+	if st.Owner == nil {
+		return f, fmt.Errorf("node %s configuration: no form in the answer", node)
+	}
+	f.fields = st.Owner.Fields
+	if st, err = c.query(ctx, "get", service, `<pubsub xmlns="http://jabber.org/protocol/pubsub#owner"><subscriptions node="`+xmlText(node)+`"/></pubsub>`); err != nil {
+		return f, fmt.Errorf("node %s subscriptions: %w", node, err)
+	}
+	if st.Owner != nil {
+		f.subs = len(st.Owner.Subs)
+	}
+	if st, err = c.query(ctx, "get", service, `<query xmlns="http://jabber.org/protocol/disco#items" node="`+xmlText(node)+`"/>`); err != nil {
+		return f, fmt.Errorf("node %s items: %w", node, err)
+	}
+	if st.Disco != nil {
+		f.items = len(st.Disco.Items)
+	}
+	return f, nil
+}
+
+// value is the first value of field v, or "".
+func (f nodeFacts) value(v string) string {
+	for _, x := range f.fields {
+		if x.Var == v && len(x.Values) > 0 {
+			return x.Values[0]
+		}
+	}
+	return ""
+}
+
+// differences lists the copied options whose values differ.
+func (f nodeFacts) differences(g nodeFacts) []string {
+	var out []string
+	for _, x := range f.fields {
+		if copiedFields[x.Var] && strings.Join(x.Values, ",") != strings.Join(g.valueList(x.Var), ",") {
+			out = append(out, fmt.Sprintf("%s %v/%v", x.Var, x.Values, g.valueList(x.Var)))
+		}
+	}
+	return out
+}
+
+func (f nodeFacts) valueList(v string) []string {
+	for _, x := range f.fields {
+		if x.Var == v {
+			return x.Values
+		}
+	}
+	return nil
+}

@@ -32,6 +32,7 @@ import (
 	"time"
 
 	"github.com/busylamp/busylamp/internal/xmpptest"
+	"github.com/busylamp/busylamp/pubsub"
 )
 
 type options struct {
@@ -135,8 +136,19 @@ type report struct {
 	busyThr   map[int]throughputResult
 	busyBurst map[int]burstResult
 	local     map[int]latencyResult // agent A's socket to itself
+	hops      map[int]*hopBreakdown // busylamp's latency runs, per hop
+	base1dev  map[int]latencyResult // the latency runs over one device
+	busy1dev  map[int]latencyResult
+	fair      map[int]fairness
 	burstBad  map[int]int           // devices not in their final state (DeviceStateList)
 	scale     []scaleResult
+}
+
+// fairness is what the fair baseline's node and busylamp's have in
+// common, read from the server after the warm-up.
+type fairness struct {
+	busy, base nodeFacts
+	diff       []string // copied options that differ
 }
 
 func startServer(kind xmpptest.Kind) (*xmpptest.Server, error) {
@@ -147,7 +159,8 @@ func runKind(ctx context.Context, kind xmpptest.Kind, o *options) (*report, erro
 	r := &report{kind: kind, version: serverVersion(kind),
 		base: map[int]latencyResult{}, baseThr: map[int]throughputResult{},
 		busy: map[int]latencyResult{}, busyThr: map[int]throughputResult{},
-		busyBurst: map[int]burstResult{}, burstBad: map[int]int{}, local: map[int]latencyResult{}}
+		busyBurst: map[int]burstResult{}, burstBad: map[int]int{}, local: map[int]latencyResult{},
+		hops: map[int]*hopBreakdown{}, base1dev: map[int]latencyResult{}, busy1dev: map[int]latencyResult{}, fair: map[int]fairness{}}
 	r.desc = string(kind)
 	if kind == xmpptest.Prosody {
 		r.desc += ", PubSub in memory"
@@ -183,20 +196,32 @@ func runCluster(ctx context.Context, srv *xmpptest.Server, n int, o *options, r 
 	kind := srv.Kind
 	clk := clock{base: time.Now()}
 	logf("%s: %d plain clients and %d busylamp agents", kind, n, n)
-	base, err := startBare(ctx, srv, "bench_baseline", "base", n, true)
-	if err != nil {
-		return err
-	}
-	defer base.close()
 	busy, err := startBusy(ctx, srv, n, o)
 	if err != nil {
 		return err
 	}
 	defer busy.close()
+	// The fair baseline: its node is configured as busylamp's is (read
+	// from the server as agent1's account, an owner), holds as many items
+	// and has as many subscribers.
+	probe, err := dialBareAs(ctx, srv, busy.cl.names[0], "probe")
+	if err != nil {
+		return err
+	}
+	defer probe.close()
+	busyFacts, err := readNodeFacts(ctx, probe, srv.Service, pubsub.NodeDevices)
+	if err != nil {
+		return err
+	}
+	base, err := startBare(ctx, srv, "bench_baseline", "base", n, true, busyFacts.fields)
+	if err != nil {
+		return err
+	}
+	defer base.close()
 	var ref *bareSystem
 	if n == o.sizes[0] {
 		// The configuration: the publisher is not subscribed.
-		if ref, err = startBare(ctx, srv, "bench_reference", "ref", 2, false); err != nil {
+		if ref, err = startBare(ctx, srv, "bench_reference", "ref", 2, false, busyFacts.fields); err != nil {
 			return err
 		}
 		defer ref.close()
@@ -212,16 +237,32 @@ func runCluster(ctx context.Context, srv *xmpptest.Server, n int, o *options, r 
 		pools[i] = newPool("Custom:D", size)
 	}
 	busyPool := pools[1]
-	// A first second of changes makes sure every path is warm.
+	// A first pass over every device of the pools makes every path warm
+	// and gives each node one item per device: the same number of items.
+	one := make([]*devicePool, len(systems))
 	for i, sys := range systems {
-		if _, err := measureLatency(ctx, sys, pools[i], clk, 50, time.Second); err != nil {
+		if _, err := measureLatency(ctx, sys, pools[i], clk, 500, time.Duration(size)*time.Second/500); err != nil {
+			return err
+		}
+		one[i] = newOneDevicePool(fmt.Sprintf("Custom:S%d-", i))
+		if _, err := measureLatency(ctx, sys, one[i], clk, 50, 200*time.Millisecond); err != nil {
 			return err
 		}
 	}
+	baseFacts, err := readNodeFacts(ctx, base.clients[0], srv.Service, base.node)
+	if err != nil {
+		return err
+	}
+	if busyFacts, err = readNodeFacts(ctx, probe, srv.Service, pubsub.NodeDevices); err != nil {
+		return err
+	}
+	r.fair[n] = fairness{busy: busyFacts, base: baseFacts, diff: busyFacts.differences(baseFacts)}
 	if o.phases["e2e"] {
 		warm := o.thrDur / 4
 		lat := make([][]latencyResult, len(systems))
+		lat1 := make([][]latencyResult, len(systems))
 		thr := make([][]throughputResult, len(systems))
+		var hops []*hopBreakdown
 		for round := range o.rounds {
 			order := []int{0, 1, 2}[:len(systems)]
 			if round%2 == 1 {
@@ -229,11 +270,28 @@ func runCluster(ctx context.Context, srv *xmpptest.Server, n int, o *options, r 
 			}
 			logf("%s: %d members, round %d of %d: latency at %d/s, then throughput", kind, n, round+1, o.rounds, o.rate)
 			for _, i := range order {
+				var stop func() *hopBreakdown
+				if i == 1 {
+					stop = busy.traceHops(ctx)
+				}
 				l, err := measureLatency(ctx, systems[i], pools[i], clk, o.rate, o.latDur)
+				if stop != nil {
+					hops = append(hops, stop())
+				}
 				if err != nil {
 					return err
 				}
 				lat[i] = append(lat[i], l)
+			}
+			for _, i := range order {
+				if i == 2 {
+					continue
+				}
+				l, err := measureLatency(ctx, systems[i], one[i], clk, o.rate, o.latDur/2)
+				if err != nil {
+					return err
+				}
+				lat1[i] = append(lat1[i], l)
 			}
 			for _, i := range order {
 				profile := i == 1 && n == o.sizes[0] && round == 0 && o.cpuProfile != "" && !o.profiled
@@ -254,6 +312,8 @@ func runCluster(ctx context.Context, srv *xmpptest.Server, n int, o *options, r 
 			return err
 		}
 		r.local[n] = local
+		r.hops[n] = mergeBreakdowns(hops...)
+		r.base1dev[n], r.busy1dev[n] = pool(lat1[0]...), pool(lat1[1]...)
 		r.base[n], r.baseThr[n] = pool(lat[0]...), median(thr[0]...)
 		r.busy[n], r.busyThr[n] = pool(lat[1]...), median(thr[1]...)
 		if ref != nil {

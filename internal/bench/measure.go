@@ -31,8 +31,10 @@ type system interface {
 // changes are ever outstanding), so what a receiver sees of device d is
 // the last change sent to d: nothing can be coalesced away.
 type devicePool struct {
-	prefix string
-	size   int
+	prefix   string
+	size     int
+	states   []string
+	lookBack int // how many of a device's last changes a received state may be
 	next   int            // changes sent so far
 	last   []atomic.Int64 // per device: the last change sent to it
 	wrong  atomic.Int64   // changes seen in a state that was not sent
@@ -41,7 +43,19 @@ type devicePool struct {
 var poolStates = [2]string{"INUSE", "NOT_INUSE"}
 
 func newPool(prefix string, size int) *devicePool {
-	return &devicePool{prefix: prefix, size: size, last: make([]atomic.Int64, size)}
+	return &devicePool{prefix: prefix, size: size, states: poolStates[:], lookBack: 1, last: make([]atomic.Int64, size)}
+}
+
+// oneDeviceStates are what the one-device pool cycles through: every
+// change is a change, and seven in a row are told apart.
+var oneDeviceStates = []string{"INUSE", "NOT_INUSE", "BUSY", "RINGING", "ONHOLD", "RINGINUSE", "UNAVAILABLE"}
+
+// newOneDevicePool is the latency run over one device: every change is to
+// the same device, as when one phone's lamp flickers.
+func newOneDevicePool(prefix string) *devicePool {
+	p := newPool(prefix, 1)
+	p.states, p.lookBack = oneDeviceStates, len(oneDeviceStates)
+	return p
 }
 
 func (p *devicePool) device(d int) string { return p.prefix + strconv.Itoa(d) }
@@ -51,29 +65,36 @@ func (p *devicePool) take(g int) (device, state string) {
 	d := g % p.size
 	p.last[d].Store(int64(g))
 	p.next = g + 1
-	return p.device(d), poolStates[(g/p.size)%2]
+	return p.device(d), p.state(g)
 }
 
+func (p *devicePool) state(g int) string { return p.states[(g/p.size)%len(p.states)] }
+
 // received maps what a receiver saw to the change number; false for
-// anything that is not a pool change.
+// anything that is not a pool change. A pool of one device cycles
+// through several states, so a change that arrives after the next one
+// was sent is still told apart (as long as fewer than len(states)
+// changes overtake it).
 func (p *devicePool) received(device, state string) (int, bool) {
 	d, ok := parseSeq(device, p.prefix)
 	if !ok || d >= p.size {
 		return 0, false
 	}
-	g := int(p.last[d].Load())
-	if state != poolStates[(g/p.size)%2] {
-		p.wrong.Add(1)
-		return 0, false
+	last := int(p.last[d].Load())
+	for k := range p.lookBack {
+		if g := last - k*p.size; g >= 0 && p.state(g) == state {
+			return g, true
+		}
 	}
-	return g, true
+	p.wrong.Add(1)
+	return 0, false
 }
 
 // want is the state every device of the pool must show now.
 func (p *devicePool) want() map[string]string {
 	m := make(map[string]string, p.size)
 	for g := max(0, p.next-p.size); g < p.next; g++ {
-		m[p.device(g%p.size)] = poolStates[(g/p.size)%2]
+		m[p.device(g%p.size)] = p.state(g)
 	}
 	return m
 }
@@ -233,6 +254,7 @@ type burstResult struct {
 	send             time.Duration
 	lag              time.Duration
 	seen             []int // changes each receiver saw
+	pendingAtEnd     int   // busylamp: devices agent A had not published yet when the burst ended
 }
 
 type burstReceiver struct {
@@ -301,6 +323,10 @@ func measureBurst(ctx context.Context, sys system, p *devicePool, clk clock, cha
 		return burstResult{}, err
 	}
 	end := clk.now()
+	pending := 0
+	if bs, ok := sys.(*busySystem); ok {
+		pending = bs.pendingPublishes(ctx)
+	}
 	finished := func() bool {
 		for i := range rs {
 			br := &rs[i]
@@ -324,7 +350,7 @@ func measureBurst(ctx context.Context, sys system, p *devicePool, clk clock, cha
 			return burstResult{}, ctx.Err()
 		}
 	}
-	res := burstResult{changes: changes, devices: devices, send: time.Duration(end - t0)}
+	res := burstResult{changes: changes, devices: devices, send: time.Duration(end - t0), pendingAtEnd: pending}
 	for i := range rs {
 		br := &rs[i]
 		br.mu.Lock()
