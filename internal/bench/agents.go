@@ -456,7 +456,7 @@ func (b *busySystem) traceHops(ctx context.Context) func() *hopBreakdown {
 		return h
 	}
 }
-func (b *busySystem) flush() error                    { return b.sender.flush() }
+func (b *busySystem) flush() error { return b.sender.flush() }
 func (b *busySystem) sentAll(ctx context.Context) error {
 	return b.sender.waitAnswered(ctx)
 }

@@ -143,7 +143,7 @@ func dialBareAs(ctx context.Context, srv *xmpptest.Server, name, resource string
 	if err := open(); err != nil {
 		return fail(fmt.Errorf("stream after SASL: %w", err))
 	}
-	if err := b.write(`<iq type="set" id="bind"><bind xmlns="urn:ietf:params:xml:ns:xmpp-bind"><resource>`+resource+`</resource></bind></iq>`); err != nil {
+	if err := b.write(`<iq type="set" id="bind"><bind xmlns="urn:ietf:params:xml:ns:xmpp-bind"><resource>` + resource + `</resource></bind></iq>`); err != nil {
 		return fail(err)
 	}
 	var res inStanza

@@ -140,7 +140,7 @@ type report struct {
 	base1dev  map[int]latencyResult // the latency runs over one device
 	busy1dev  map[int]latencyResult
 	fair      map[int]fairness
-	burstBad  map[int]int           // devices not in their final state (DeviceStateList)
+	burstBad  map[int]int // devices not in their final state (DeviceStateList)
 	scale     []scaleResult
 }
 

@@ -34,10 +34,10 @@ type devicePool struct {
 	prefix   string
 	size     int
 	states   []string
-	lookBack int // how many of a device's last changes a received state may be
-	next   int            // changes sent so far
-	last   []atomic.Int64 // per device: the last change sent to it
-	wrong  atomic.Int64   // changes seen in a state that was not sent
+	lookBack int            // how many of a device's last changes a received state may be
+	next     int            // changes sent so far
+	last     []atomic.Int64 // per device: the last change sent to it
+	wrong    atomic.Int64   // changes seen in a state that was not sent
 }
 
 var poolStates = [2]string{"INUSE", "NOT_INUSE"}
