@@ -36,24 +36,25 @@ import (
 )
 
 type options struct {
-	quick      bool
-	ejabberd   bool
-	noProsody  bool
-	rate       int
-	latDur     time.Duration
-	thrDur     time.Duration
-	window     int
-	burst      int
-	burstDevs  int
-	scale      []int
-	cpuProfile string
-	phases     map[string]bool
-	sizes      []int
-	pubWindow  int
-	profiled   bool
-	rounds     int
-	verbose    bool
-	log        *slog.Logger
+	quick       bool
+	ejabberd    bool
+	noProsody   bool
+	rate        int
+	latDur      time.Duration
+	thrDur      time.Duration
+	window      int
+	burst       int
+	burstDevs   int
+	scale       []int
+	cpuProfile  string
+	phases      map[string]bool
+	sizes       []int
+	pubWindow   int
+	profiled    bool
+	profChanges int // changes sent during the profiled run
+	rounds      int
+	verbose     bool
+	log         *slog.Logger
 }
 
 func main() {
@@ -140,6 +141,7 @@ type report struct {
 	base1dev  map[int]latencyResult // the latency runs over one device
 	busy1dev  map[int]latencyResult
 	fair      map[int]fairness
+	oneBad    map[int]int // agents whose one device is not in its last state
 	burstBad  map[int]int // devices not in their final state (DeviceStateList)
 	scale     []scaleResult
 }
@@ -160,7 +162,7 @@ func runKind(ctx context.Context, kind xmpptest.Kind, o *options) (*report, erro
 		base: map[int]latencyResult{}, baseThr: map[int]throughputResult{},
 		busy: map[int]latencyResult{}, busyThr: map[int]throughputResult{},
 		busyBurst: map[int]burstResult{}, burstBad: map[int]int{}, local: map[int]latencyResult{},
-		hops: map[int]*hopBreakdown{}, base1dev: map[int]latencyResult{}, busy1dev: map[int]latencyResult{}, fair: map[int]fairness{}}
+		hops: map[int]*hopBreakdown{}, base1dev: map[int]latencyResult{}, busy1dev: map[int]latencyResult{}, fair: map[int]fairness{}, oneBad: map[int]int{}}
 	r.desc = string(kind)
 	if kind == xmpptest.Prosody {
 		r.desc += ", PubSub in memory"
@@ -314,6 +316,9 @@ func runCluster(ctx context.Context, srv *xmpptest.Server, n int, o *options, r 
 		r.local[n] = local
 		r.hops[n] = mergeBreakdowns(hops...)
 		r.base1dev[n], r.busy1dev[n] = pool(lat1[0]...), pool(lat1[1]...)
+		if r.oneBad[n], err = busy.check(ctx, one[1].want()); err != nil {
+			return err
+		}
 		r.base[n], r.baseThr[n] = pool(lat[0]...), median(thr[0]...)
 		r.busy[n], r.busyThr[n] = pool(lat[1]...), median(thr[1]...)
 		if ref != nil {
@@ -367,6 +372,7 @@ func measureBusyThroughput(ctx context.Context, sys system, p *devicePool, clk c
 	t, err := measureThroughput(ctx, sys, p, clk, o.window, o.thrDur, warm)
 	if profile {
 		pprof.StopCPUProfile()
+		o.profChanges = t.sent
 	}
 	if err != nil {
 		return t, err
