@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/busylamp/busylamp/devstate"
+	"github.com/busylamp/busylamp/internal/xmppstream"
 	"github.com/busylamp/busylamp/mwi"
 )
 
@@ -22,6 +23,12 @@ type pubValue struct {
 	dev   DeviceItem
 	mbox  MailboxItem
 	tries int // failed attempts so far (transient errors)
+}
+
+// pubEntry is one value taken to be published.
+type pubEntry struct {
+	k pubKey
+	v pubValue
 }
 
 // A publish that fails for a passing reason (the server was busy or timed
@@ -108,6 +115,12 @@ func newPublisher(window int) *publisher {
 // put queues v as the newest value of k, a live change.
 func (p *publisher) put(k pubKey, v pubValue) {
 	p.mu.Lock()
+	p.putLocked(k, v)
+	p.mu.Unlock()
+	signal(p.kick)
+}
+
+func (p *publisher) putLocked(k pubKey, v pubValue) {
 	p.cancelRetryLocked(k) // the newer value replaces a failed older one
 	if _, ok := p.latest[k]; ok {
 		p.coalesced++
@@ -120,8 +133,6 @@ func (p *publisher) put(k pubKey, v pubValue) {
 		p.elems[k] = p.order.PushBack(k)
 	}
 	p.latest[k] = v
-	p.mu.Unlock()
-	signal(p.kick)
 }
 
 // putBulk queues v as the newest value of k in the republish lane; a
@@ -215,6 +226,24 @@ func (p *publisher) retry(k pubKey) {
 func (p *publisher) take() (pubKey, pubValue, bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	return p.takeLocked()
+}
+
+// takeBatch appends to dst every value take would return one after the
+// other, taken under one lock: what can be written at once.
+func (p *publisher) takeBatch(dst []pubEntry) []pubEntry {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for {
+		k, v, ok := p.takeLocked()
+		if !ok {
+			return dst
+		}
+		dst = append(dst, pubEntry{k, v})
+	}
+}
+
+func (p *publisher) takeLocked() (pubKey, pubValue, bool) {
 	if len(p.busy) >= p.window {
 		return pubKey{}, pubValue{}, false
 	}
@@ -277,39 +306,46 @@ func (p *publisher) stats() Stats {
 	return Stats{Published: p.published, Coalesced: p.coalesced, Errors: p.errors, Pending: p.order.Len() + p.bulk.Len() + len(p.retrying), InFlight: len(p.busy)}
 }
 
-// run sends pending values while the session lasts. start writes one
-// publish (in order, on this goroutine) and returns what waits for its
-// answer; that runs on its own goroutine (at most window of them), so an
-// item-not-found can create the node and retry without holding up others.
-// When ctx is done run waits for those, stops the retry timers and keeps
-// their values pending, then returns.
-func (p *publisher) run(ctx context.Context, start func(pubKey, pubValue) func(context.Context) error) {
+// run sends pending values while the session lasts. start writes a
+// batch of publishes, every value that found a free slot, in order and
+// with one write (on this goroutine), and returns for each what waits
+// for its answer; that runs on its own goroutine (at most window of
+// them), so an item-not-found can create the node and retry without
+// holding up others. start must not keep the batch. When ctx is done run
+// waits for those, stops the retry timers and keeps their values
+// pending, then returns.
+func (p *publisher) run(ctx context.Context, start func([]pubEntry) []func(context.Context) error) {
 	var wg sync.WaitGroup
 	defer func() {
 		wg.Wait()
 		p.stopRetries()
 	}()
+	var batch []pubEntry
 	for {
 		for ctx.Err() == nil {
-			k, v, ok := p.take()
-			if !ok {
+			batch = p.takeBatch(batch[:0])
+			if len(batch) == 0 {
 				break
 			}
-			finish := start(k, v)
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				err := finish(ctx)
-				switch {
-				case err == nil:
-				case errors.Is(err, ErrNotConnected) || ctx.Err() != nil:
-					p.requeue(k, v)
-				case transient(err) && v.tries+1 < maxPublishTries:
-					v.tries++
-					p.failed(k, v, time.Duration(v.tries)*retryDelay)
-				}
-				p.done(k, err != nil)
-			}()
+			finishes := start(batch)
+			wg.Add(len(batch))
+			for i, e := range batch {
+				finish := finishes[i]
+				go func() {
+					defer wg.Done()
+					k, v := e.k, e.v
+					err := finish(ctx)
+					switch {
+					case err == nil:
+					case errors.Is(err, ErrNotConnected) || ctx.Err() != nil:
+						p.requeue(k, v)
+					case transient(err) && v.tries+1 < maxPublishTries:
+						v.tries++
+						p.failed(k, v, time.Duration(v.tries)*retryDelay)
+					}
+					p.done(k, err != nil)
+				}()
+			}
 		}
 		select {
 		case <-p.kick:
@@ -377,45 +413,72 @@ func (c *Client) PublishMailbox(mailbox string, counts mwi.Counts) {
 	c.pub.put(pubKey{mailbox: true, name: mailbox}, pubValue{mbox: MailboxItem{Mailbox: mailbox, Counts: counts, EID: c.s.EID}})
 }
 
-// publishStart writes one publish and returns what waits for its answer.
-// On item-not-found that creates the node (a leaf in XEP-0248 mode) and
-// retries once; a server that refuses Asterisk's publish-options for
-// non-cachable states gets the publish again without them.
-func (c *Client) publishStart(s *session, k pubKey, v pubValue) func(context.Context) error {
-	coll, node := NodeDevices, NodeDevices
-	if k.mailbox {
-		coll, node = NodeMailboxes, NodeMailboxes
-	}
-	if c.s.CollectionNodes {
-		node = k.name
-		c.learnLeaf(node, kindOfColl(coll))
-	}
-	build := func() *psRequest {
-		if k.mailbox {
-			return publishMailboxRequest(node, v.mbox)
+// publishBatch writes a batch of publishes with one write and returns,
+// for each, what waits for its answer (publishFinish).
+func (c *Client) publishBatch(s *session, batch []pubEntry) []func(context.Context) error {
+	reqs := make([]publishIQ, len(batch))
+	withOptions := !s.noPublishOptions.Load()
+	for i, e := range batch {
+		node := NodeDevices
+		if e.k.mailbox {
+			node = NodeMailboxes
 		}
-		return publishDeviceRequest(node, v.dev, !s.noPublishOptions.Load())
+		if c.s.CollectionNodes {
+			node = e.k.name
+			c.learnLeaf(node, kindOfColl(collOf(e.k)))
+		}
+		reqs[i] = newPublishIQ(node, e.k, e.v, withOptions)
 	}
-	req := build()
-	call, err := s.sendIQ("set", c.s.Service, req)
+	calls, err := s.sendPublishes(c.s.Service, reqs)
+	// Here every publish of the batch has been written to the socket
+	// (one write), or none was (err): the one place that knows when.
+	finishes := make([]func(context.Context) error, len(batch))
+	for i, e := range batch {
+		var call *xmppstream.Call
+		if err == nil {
+			call = calls[i]
+		}
+		finishes[i] = c.publishFinish(s, e.k, e.v, &reqs[i], call, err)
+	}
+	return finishes
+}
+
+func collOf(k pubKey) string {
+	if k.mailbox {
+		return NodeMailboxes
+	}
+	return NodeDevices
+}
+
+// publishFinish waits for the answer to req, written as call (or not
+// written: err). On item-not-found it creates the node (a leaf in
+// XEP-0248 mode) and retries once; a server that refuses Asterisk's
+// publish-options for non-cachable states gets the publish again without
+// them.
+func (c *Client) publishFinish(s *session, k pubKey, v pubValue, req *publishIQ, call *xmppstream.Call, err error) func(context.Context) error {
+	coll, node := collOf(k), req.node
+	build := func() *publishIQ {
+		p := newPublishIQ(node, k, v, !s.noPublishOptions.Load())
+		return &p
+	}
 	return func(ctx context.Context) error {
 		if err == nil {
 			_, err = s.wait(ctx, call)
 		}
-		if err != nil && req.PublishOptions != nil && IsCondition(err, "precondition-not-met") {
+		if err != nil && req.options && IsCondition(err, "precondition-not-met") {
 			if !s.noPublishOptions.Swap(true) {
 				c.s.log.Warn("the PubSub service refuses publish-options persist_items=0 on a persistent node (precondition-not-met); "+
 					"publishing non-cachable states without them", "node", node)
 			}
 			c.pub.sent()
-			_, err = s.iq(ctx, "set", c.s.Service, build())
+			_, err = s.publish(ctx, c.s.Service, build())
 		}
 		if err != nil && IsCondition(err, "item-not-found") {
 			if cerr := c.ensureNode(ctx, s, node, coll); cerr != nil {
 				err = fmt.Errorf("%w (creating the node: %v)", err, cerr)
 			} else {
 				c.pub.sent()
-				_, err = s.iq(ctx, "set", c.s.Service, build())
+				_, err = s.publish(ctx, c.s.Service, build())
 			}
 		}
 		if err != nil && IsCondition(err, "forbidden") && !c.s.CollectionNodes {
@@ -428,7 +491,7 @@ func (c *Client) publishStart(s *session, k pubKey, v pubValue) func(context.Con
 						"retracting it first", "node", node, "item", k.name)
 				}
 				c.pub.sent()
-				_, err = s.iq(ctx, "set", c.s.Service, build())
+				_, err = s.publish(ctx, c.s.Service, build())
 			}
 		}
 		if err == nil {

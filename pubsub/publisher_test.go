@@ -10,6 +10,18 @@ import (
 	"github.com/busylamp/busylamp/devstate"
 )
 
+// each is a publisher's start that starts every publish of a batch with
+// one's.
+func each(one func(pubKey, pubValue) func(context.Context) error) func([]pubEntry) []func(context.Context) error {
+	return func(batch []pubEntry) []func(context.Context) error {
+		out := make([]func(context.Context) error, len(batch))
+		for i, e := range batch {
+			out[i] = one(e.k, e.v)
+		}
+		return out
+	}
+}
+
 func devValue(dev string, s devstate.State) (pubKey, pubValue) {
 	return pubKey{name: dev}, pubValue{dev: DeviceItem{Device: dev, State: s}}
 }
@@ -133,7 +145,7 @@ func TestPublisherRunWindow(t *testing.T) {
 		}
 	}
 	wg.Add(1)
-	go func() { defer wg.Done(); p.run(ctx, send) }()
+	go func() { defer wg.Done(); p.run(ctx, each(send)) }()
 	for i := 0; i < 1000; i++ {
 		p.put(devValue(fmt.Sprintf("d%d", i%10), devstate.State(i%9)))
 	}
@@ -350,7 +362,7 @@ func TestPublisherRetriesTransientFailures(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
-	go func() { p.run(ctx, start); close(done) }()
+	go func() { p.run(ctx, each(start)); close(done) }()
 	p.put(devValue("busy", devstate.InUse))
 	p.put(devValue("denied", devstate.InUse))
 	p.put(devValue("slow", devstate.Ringing))
@@ -420,7 +432,7 @@ func TestPublisherStopsRetriesOnShutdown(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
-	go func() { p.run(ctx, start); close(done) }()
+	go func() { p.run(ctx, each(start)); close(done) }()
 	p.put(devValue("busy", devstate.InUse))
 	<-answered
 	tm := clk.next(t)
