@@ -22,7 +22,8 @@ type pubKey struct {
 type pubValue struct {
 	dev   DeviceItem
 	mbox  MailboxItem
-	tries int // failed attempts so far (transient errors)
+	tries int  // failed attempts so far (transient errors)
+	bulk  bool // taken from the republish lane: goes back to it when requeued or retried
 }
 
 // pubEntry is one value taken to be published.
@@ -78,11 +79,15 @@ func transient(err error) bool {
 // buddy that came back) waits in a lane of its own behind live changes:
 // a change made while 200,000 states are being republished goes out
 // next, not after them. A live value of a key waiting in the republish
-// lane moves it to the live lane.
+// lane moves it to the live lane. Republished values hold at most
+// bulkShare of the window: the rest is kept for live changes, so a live
+// change finds a free slot at once, and at the server it waits behind at
+// most bulkShare republished publishes, not behind a full window.
 type publisher struct {
-	window int
-	kick   chan struct{}
-	after  afterFunc // the retry timers' clock
+	window    int
+	bulkShare int // most republished values in flight
+	kick      chan struct{}
+	after     afterFunc // the retry timers' clock
 
 	mu        sync.Mutex
 	latest    map[pubKey]pubValue
@@ -90,7 +95,8 @@ type publisher struct {
 	bulk      *list.List // of pubKey, oldest first: republished values
 	inBulk    map[pubKey]bool
 	elems     map[pubKey]*list.Element // in order or bulk
-	busy      map[pubKey]bool          // in flight
+	busy      map[pubKey]bool          // in flight; true: taken from the republish lane
+	bulkBusy  int                      // of busy, taken from the republish lane
 	retrying  map[pubKey]pubValue      // failed, waiting to be tried again; a newer put cancels
 	timers    map[pubKey]func() bool   // the retry timer of each key in retrying: its stop
 	published uint64
@@ -106,8 +112,12 @@ type afterFunc func(d time.Duration, f func()) (stop func() bool)
 
 func realAfter(d time.Duration, f func()) func() bool { return time.AfterFunc(d, f).Stop }
 
+// bulkShareOf is the part of a window republished values may hold: a
+// quarter, at least one.
+func bulkShareOf(window int) int { return max(1, window/4) }
+
 func newPublisher(window int) *publisher {
-	return &publisher{window: window, kick: make(chan struct{}, 1), after: realAfter, latest: map[pubKey]pubValue{},
+	return &publisher{window: window, bulkShare: bulkShareOf(window), kick: make(chan struct{}, 1), after: realAfter, latest: map[pubKey]pubValue{},
 		order: list.New(), bulk: list.New(), inBulk: map[pubKey]bool{}, elems: map[pubKey]*list.Element{}, busy: map[pubKey]bool{},
 		retrying: map[pubKey]pubValue{}, timers: map[pubKey]func() bool{}}
 }
@@ -152,14 +162,30 @@ func (p *publisher) putBulk(k pubKey, v pubValue) {
 }
 
 // requeue puts back a value whose publish was cut off by a disconnect,
-// unless a newer one is already pending.
+// first in its lane, unless a newer one is already pending.
 func (p *publisher) requeue(k pubKey, v pubValue) {
 	p.mu.Lock()
 	if _, ok := p.latest[k]; !ok {
-		p.elems[k] = p.order.PushFront(k)
+		if v.bulk {
+			p.elems[k] = p.bulk.PushFront(k)
+			p.inBulk[k] = true
+		} else {
+			p.elems[k] = p.order.PushFront(k)
+		}
 		p.latest[k] = v
 	}
 	p.mu.Unlock()
+}
+
+// pushBackLocked queues v as k's pending value, last in its lane.
+func (p *publisher) pushBackLocked(k pubKey, v pubValue) {
+	if v.bulk {
+		p.elems[k] = p.bulk.PushBack(k)
+		p.inBulk[k] = true
+	} else {
+		p.elems[k] = p.order.PushBack(k)
+	}
+	p.latest[k] = v
 }
 
 // failed records a value to be tried again after delay, following a
@@ -198,8 +224,7 @@ func (p *publisher) stopRetries() {
 	for k, v := range p.retrying {
 		delete(p.retrying, k)
 		if _, newer := p.latest[k]; !newer {
-			p.elems[k] = p.order.PushBack(k)
-			p.latest[k] = v
+			p.pushBackLocked(k, v)
 		}
 	}
 	p.mu.Unlock()
@@ -213,16 +238,16 @@ func (p *publisher) retry(k pubKey) {
 	delete(p.retrying, k)
 	delete(p.timers, k)
 	if ok {
-		p.elems[k] = p.order.PushBack(k)
-		p.latest[k] = v
+		p.pushBackLocked(k, v)
 	}
 	p.mu.Unlock()
 	signal(p.kick)
 }
 
 // take returns the oldest pending value whose key is not in flight, when
-// a slot is free. At most window keys are in flight, so at most that many
-// are skipped.
+// a slot is free: a live change first, else a republished value while
+// fewer than bulkShare are in flight. At most window keys are in flight,
+// so at most that many are skipped.
 func (p *publisher) take() (pubKey, pubValue, bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -247,18 +272,19 @@ func (p *publisher) takeLocked() (pubKey, pubValue, bool) {
 	if len(p.busy) >= p.window {
 		return pubKey{}, pubValue{}, false
 	}
-	for _, l := range [2]*list.List{p.order, p.bulk} {
-		if k, v, ok := p.takeFromLocked(l); ok {
-			return k, v, true
-		}
+	if k, v, ok := p.takeFromLocked(p.order, false); ok {
+		return k, v, true
+	}
+	if p.bulkBusy < p.bulkShare {
+		return p.takeFromLocked(p.bulk, true)
 	}
 	return pubKey{}, pubValue{}, false
 }
 
-func (p *publisher) takeFromLocked(l *list.List) (pubKey, pubValue, bool) {
+func (p *publisher) takeFromLocked(l *list.List, bulk bool) (pubKey, pubValue, bool) {
 	for e := l.Front(); e != nil; e = e.Next() {
 		k := e.Value.(pubKey)
-		if p.busy[k] {
+		if _, inFlight := p.busy[k]; inFlight {
 			continue
 		}
 		l.Remove(e)
@@ -266,7 +292,11 @@ func (p *publisher) takeFromLocked(l *list.List) (pubKey, pubValue, bool) {
 		delete(p.inBulk, k)
 		v := p.latest[k]
 		delete(p.latest, k)
-		p.busy[k] = true
+		v.bulk = bulk
+		p.busy[k] = bulk
+		if bulk {
+			p.bulkBusy++
+		}
 		p.published++
 		return k, v, true
 	}
@@ -283,6 +313,9 @@ func (p *publisher) sent() {
 // done frees k's slot.
 func (p *publisher) done(k pubKey, failed bool) {
 	p.mu.Lock()
+	if bulk, ok := p.busy[k]; ok && bulk {
+		p.bulkBusy--
+	}
 	delete(p.busy, k)
 	if failed {
 		p.errors++
