@@ -224,8 +224,8 @@ func (c *Client) runSession(ctx context.Context) (time.Duration, error) {
 	go s.checkLoop()
 	go func() {
 		defer s.wg.Done()
-		c.pub.run(s.ctx, func(k pubKey, v pubValue) func(context.Context) error {
-			return c.publishStart(s, k, v)
+		c.pub.run(s.ctx, func(batch []pubEntry) []func(context.Context) error {
+			return c.publishBatch(s, batch)
 		})
 	}()
 	c.republish()

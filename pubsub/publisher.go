@@ -10,6 +10,7 @@ import (
 
 	"github.com/busylamp/busylamp/devstate"
 	"github.com/busylamp/busylamp/internal/hop"
+	"github.com/busylamp/busylamp/internal/xmppstream"
 	"github.com/busylamp/busylamp/mwi"
 )
 
@@ -22,7 +23,14 @@ type pubKey struct {
 type pubValue struct {
 	dev   DeviceItem
 	mbox  MailboxItem
-	tries int // failed attempts so far (transient errors)
+	tries int  // failed attempts so far (transient errors)
+	bulk  bool // taken from the republish lane: goes back to it when requeued or retried
+}
+
+// pubEntry is one value taken to be published.
+type pubEntry struct {
+	k pubKey
+	v pubValue
 }
 
 // A publish that fails for a passing reason (the server was busy or timed
@@ -72,11 +80,15 @@ func transient(err error) bool {
 // buddy that came back) waits in a lane of its own behind live changes:
 // a change made while 200,000 states are being republished goes out
 // next, not after them. A live value of a key waiting in the republish
-// lane moves it to the live lane.
+// lane moves it to the live lane. Republished values hold at most
+// bulkShare of the window: the rest is kept for live changes, so a live
+// change finds a free slot at once, and at the server it waits behind at
+// most bulkShare republished publishes, not behind a full window.
 type publisher struct {
-	window int
-	kick   chan struct{}
-	after  afterFunc // the retry timers' clock
+	window    int
+	bulkShare int // most republished values in flight
+	kick      chan struct{}
+	after     afterFunc // the retry timers' clock
 
 	mu        sync.Mutex
 	latest    map[pubKey]pubValue
@@ -84,7 +96,8 @@ type publisher struct {
 	bulk      *list.List // of pubKey, oldest first: republished values
 	inBulk    map[pubKey]bool
 	elems     map[pubKey]*list.Element // in order or bulk
-	busy      map[pubKey]bool          // in flight
+	busy      map[pubKey]bool          // in flight; true: taken from the republish lane
+	bulkBusy  int                      // of busy, taken from the republish lane
 	retrying  map[pubKey]pubValue      // failed, waiting to be tried again; a newer put cancels
 	timers    map[pubKey]func() bool   // the retry timer of each key in retrying: its stop
 	published uint64
@@ -101,8 +114,12 @@ type afterFunc func(d time.Duration, f func()) (stop func() bool)
 
 func realAfter(d time.Duration, f func()) func() bool { return time.AfterFunc(d, f).Stop }
 
+// bulkShareOf is the part of a window republished values may hold: a
+// quarter, at least one.
+func bulkShareOf(window int) int { return max(1, window/4) }
+
 func newPublisher(window int) *publisher {
-	return &publisher{window: window, kick: make(chan struct{}, 1), after: realAfter, latest: map[pubKey]pubValue{},
+	return &publisher{window: window, bulkShare: bulkShareOf(window), kick: make(chan struct{}, 1), after: realAfter, latest: map[pubKey]pubValue{},
 		order: list.New(), bulk: list.New(), inBulk: map[pubKey]bool{}, elems: map[pubKey]*list.Element{}, busy: map[pubKey]bool{},
 		retrying: map[pubKey]pubValue{}, timers: map[pubKey]func() bool{}}
 }
@@ -110,9 +127,15 @@ func newPublisher(window int) *publisher {
 // put queues v as the newest value of k, a live change.
 func (p *publisher) put(k pubKey, v pubValue) {
 	p.mu.Lock()
-	if len(p.busy) >= p.window || p.busy[k] || p.order.Len() > 0 {
+	if _, inFlight := p.busy[k]; inFlight || len(p.busy) >= p.window || p.order.Len() > 0 {
 		p.waited++
 	}
+	p.putLocked(k, v)
+	p.mu.Unlock()
+	signal(p.kick)
+}
+
+func (p *publisher) putLocked(k pubKey, v pubValue) {
 	p.cancelRetryLocked(k) // the newer value replaces a failed older one
 	if _, ok := p.latest[k]; ok {
 		p.coalesced++
@@ -125,8 +148,6 @@ func (p *publisher) put(k pubKey, v pubValue) {
 		p.elems[k] = p.order.PushBack(k)
 	}
 	p.latest[k] = v
-	p.mu.Unlock()
-	signal(p.kick)
 }
 
 // putBulk queues v as the newest value of k in the republish lane; a
@@ -146,14 +167,30 @@ func (p *publisher) putBulk(k pubKey, v pubValue) {
 }
 
 // requeue puts back a value whose publish was cut off by a disconnect,
-// unless a newer one is already pending.
+// first in its lane, unless a newer one is already pending.
 func (p *publisher) requeue(k pubKey, v pubValue) {
 	p.mu.Lock()
 	if _, ok := p.latest[k]; !ok {
-		p.elems[k] = p.order.PushFront(k)
+		if v.bulk {
+			p.elems[k] = p.bulk.PushFront(k)
+			p.inBulk[k] = true
+		} else {
+			p.elems[k] = p.order.PushFront(k)
+		}
 		p.latest[k] = v
 	}
 	p.mu.Unlock()
+}
+
+// pushBackLocked queues v as k's pending value, last in its lane.
+func (p *publisher) pushBackLocked(k pubKey, v pubValue) {
+	if v.bulk {
+		p.elems[k] = p.bulk.PushBack(k)
+		p.inBulk[k] = true
+	} else {
+		p.elems[k] = p.order.PushBack(k)
+	}
+	p.latest[k] = v
 }
 
 // failed records a value to be tried again after delay, following a
@@ -192,8 +229,7 @@ func (p *publisher) stopRetries() {
 	for k, v := range p.retrying {
 		delete(p.retrying, k)
 		if _, newer := p.latest[k]; !newer {
-			p.elems[k] = p.order.PushBack(k)
-			p.latest[k] = v
+			p.pushBackLocked(k, v)
 		}
 	}
 	p.mu.Unlock()
@@ -207,34 +243,53 @@ func (p *publisher) retry(k pubKey) {
 	delete(p.retrying, k)
 	delete(p.timers, k)
 	if ok {
-		p.elems[k] = p.order.PushBack(k)
-		p.latest[k] = v
+		p.pushBackLocked(k, v)
 	}
 	p.mu.Unlock()
 	signal(p.kick)
 }
 
 // take returns the oldest pending value whose key is not in flight, when
-// a slot is free. At most window keys are in flight, so at most that many
-// are skipped.
+// a slot is free: a live change first, else a republished value while
+// fewer than bulkShare are in flight. At most window keys are in flight,
+// so at most that many are skipped.
 func (p *publisher) take() (pubKey, pubValue, bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	return p.takeLocked()
+}
+
+// takeBatch appends to dst every value take would return one after the
+// other, taken under one lock: what can be written at once.
+func (p *publisher) takeBatch(dst []pubEntry) []pubEntry {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for {
+		k, v, ok := p.takeLocked()
+		if !ok {
+			return dst
+		}
+		dst = append(dst, pubEntry{k, v})
+	}
+}
+
+func (p *publisher) takeLocked() (pubKey, pubValue, bool) {
 	if len(p.busy) >= p.window {
 		return pubKey{}, pubValue{}, false
 	}
-	for _, l := range [2]*list.List{p.order, p.bulk} {
-		if k, v, ok := p.takeFromLocked(l); ok {
-			return k, v, true
-		}
+	if k, v, ok := p.takeFromLocked(p.order, false); ok {
+		return k, v, true
+	}
+	if p.bulkBusy < p.bulkShare {
+		return p.takeFromLocked(p.bulk, true)
 	}
 	return pubKey{}, pubValue{}, false
 }
 
-func (p *publisher) takeFromLocked(l *list.List) (pubKey, pubValue, bool) {
+func (p *publisher) takeFromLocked(l *list.List, bulk bool) (pubKey, pubValue, bool) {
 	for e := l.Front(); e != nil; e = e.Next() {
 		k := e.Value.(pubKey)
-		if p.busy[k] {
+		if _, inFlight := p.busy[k]; inFlight {
 			continue
 		}
 		l.Remove(e)
@@ -242,7 +297,11 @@ func (p *publisher) takeFromLocked(l *list.List) (pubKey, pubValue, bool) {
 		delete(p.inBulk, k)
 		v := p.latest[k]
 		delete(p.latest, k)
-		p.busy[k] = true
+		v.bulk = bulk
+		p.busy[k] = bulk
+		if bulk {
+			p.bulkBusy++
+		}
 		p.published++
 		return k, v, true
 	}
@@ -259,6 +318,9 @@ func (p *publisher) sent() {
 // done frees k's slot.
 func (p *publisher) done(k pubKey, failed bool) {
 	p.mu.Lock()
+	if bulk, ok := p.busy[k]; ok && bulk {
+		p.bulkBusy--
+	}
 	delete(p.busy, k)
 	if failed {
 		p.errors++
@@ -283,39 +345,46 @@ func (p *publisher) stats() Stats {
 	return Stats{Published: p.published, Coalesced: p.coalesced, Errors: p.errors, Waited: p.waited, Pending: p.order.Len() + p.bulk.Len() + len(p.retrying), InFlight: len(p.busy)}
 }
 
-// run sends pending values while the session lasts. start writes one
-// publish (in order, on this goroutine) and returns what waits for its
-// answer; that runs on its own goroutine (at most window of them), so an
-// item-not-found can create the node and retry without holding up others.
-// When ctx is done run waits for those, stops the retry timers and keeps
-// their values pending, then returns.
-func (p *publisher) run(ctx context.Context, start func(pubKey, pubValue) func(context.Context) error) {
+// run sends pending values while the session lasts. start writes a
+// batch of publishes, every value that found a free slot, in order and
+// with one write (on this goroutine), and returns for each what waits
+// for its answer; that runs on its own goroutine (at most window of
+// them), so an item-not-found can create the node and retry without
+// holding up others. start must not keep the batch. When ctx is done run
+// waits for those, stops the retry timers and keeps their values
+// pending, then returns.
+func (p *publisher) run(ctx context.Context, start func([]pubEntry) []func(context.Context) error) {
 	var wg sync.WaitGroup
 	defer func() {
 		wg.Wait()
 		p.stopRetries()
 	}()
+	var batch []pubEntry
 	for {
 		for ctx.Err() == nil {
-			k, v, ok := p.take()
-			if !ok {
+			batch = p.takeBatch(batch[:0])
+			if len(batch) == 0 {
 				break
 			}
-			finish := start(k, v)
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				err := finish(ctx)
-				switch {
-				case err == nil:
-				case errors.Is(err, ErrNotConnected) || ctx.Err() != nil:
-					p.requeue(k, v)
-				case transient(err) && v.tries+1 < maxPublishTries:
-					v.tries++
-					p.failed(k, v, time.Duration(v.tries)*retryDelay)
-				}
-				p.done(k, err != nil)
-			}()
+			finishes := start(batch)
+			wg.Add(len(batch))
+			for i, e := range batch {
+				finish := finishes[i]
+				go func() {
+					defer wg.Done()
+					k, v := e.k, e.v
+					err := finish(ctx)
+					switch {
+					case err == nil:
+					case errors.Is(err, ErrNotConnected) || ctx.Err() != nil:
+						p.requeue(k, v)
+					case transient(err) && v.tries+1 < maxPublishTries:
+						v.tries++
+						p.failed(k, v, time.Duration(v.tries)*retryDelay)
+					}
+					p.done(k, err != nil)
+				}()
+			}
 		}
 		select {
 		case <-p.kick:
@@ -383,48 +452,80 @@ func (c *Client) PublishMailbox(mailbox string, counts mwi.Counts) {
 	c.pub.put(pubKey{mailbox: true, name: mailbox}, pubValue{mbox: MailboxItem{Mailbox: mailbox, Counts: counts, EID: c.s.EID}})
 }
 
-// publishStart writes one publish and returns what waits for its answer.
-// On item-not-found that creates the node (a leaf in XEP-0248 mode) and
-// retries once; a server that refuses Asterisk's publish-options for
-// non-cachable states gets the publish again without them.
-func (c *Client) publishStart(s *session, k pubKey, v pubValue) func(context.Context) error {
-	coll, node := NodeDevices, NodeDevices
-	if k.mailbox {
-		coll, node = NodeMailboxes, NodeMailboxes
-	}
-	if c.s.CollectionNodes {
-		node = k.name
-		c.learnLeaf(node, kindOfColl(coll))
-	}
-	build := func() *psRequest {
-		if k.mailbox {
-			return publishMailboxRequest(node, v.mbox)
+// publishBatch writes a batch of publishes with one write and returns,
+// for each, what waits for its answer (publishFinish).
+func (c *Client) publishBatch(s *session, batch []pubEntry) []func(context.Context) error {
+	reqs := make([]publishIQ, len(batch))
+	withOptions := !s.noPublishOptions.Load()
+	for i, e := range batch {
+		node := NodeDevices
+		if e.k.mailbox {
+			node = NodeMailboxes
 		}
-		return publishDeviceRequest(node, v.dev, !s.noPublishOptions.Load())
+		if c.s.CollectionNodes {
+			node = e.k.name
+			c.learnLeaf(node, kindOfColl(collOf(e.k)))
+		}
+		reqs[i] = newPublishIQ(node, e.k, e.v, withOptions)
 	}
-	req := build()
-	call, err := s.sendIQ("set", c.s.Service, req)
-	if h := c.s.Hops; h != nil && err == nil && !k.mailbox {
-		h(hop.Written, k.name, time.Now())
+	calls, err := s.sendPublishes(c.s.Service, reqs)
+	// Here every publish of the batch has been written to the socket
+	// (one write), or none was (err): the one place that knows when.
+	if h := c.s.Hops; h != nil && err == nil {
+		now := time.Now()
+		for _, e := range batch {
+			if !e.k.mailbox {
+				h(hop.Written, e.k.name, now)
+			}
+		}
+	}
+	finishes := make([]func(context.Context) error, len(batch))
+	for i, e := range batch {
+		var call *xmppstream.Call
+		if err == nil {
+			call = calls[i]
+		}
+		finishes[i] = c.publishFinish(s, e.k, e.v, &reqs[i], call, err)
+	}
+	return finishes
+}
+
+func collOf(k pubKey) string {
+	if k.mailbox {
+		return NodeMailboxes
+	}
+	return NodeDevices
+}
+
+// publishFinish waits for the answer to req, written as call (or not
+// written: err). On item-not-found it creates the node (a leaf in
+// XEP-0248 mode) and retries once; a server that refuses Asterisk's
+// publish-options for non-cachable states gets the publish again without
+// them.
+func (c *Client) publishFinish(s *session, k pubKey, v pubValue, req *publishIQ, call *xmppstream.Call, err error) func(context.Context) error {
+	coll, node := collOf(k), req.node
+	build := func() *publishIQ {
+		p := newPublishIQ(node, k, v, !s.noPublishOptions.Load())
+		return &p
 	}
 	return func(ctx context.Context) error {
 		if err == nil {
 			_, err = s.wait(ctx, call)
 		}
-		if err != nil && req.PublishOptions != nil && IsCondition(err, "precondition-not-met") {
+		if err != nil && req.options && IsCondition(err, "precondition-not-met") {
 			if !s.noPublishOptions.Swap(true) {
 				c.s.log.Warn("the PubSub service refuses publish-options persist_items=0 on a persistent node (precondition-not-met); "+
 					"publishing non-cachable states without them", "node", node)
 			}
 			c.pub.sent()
-			_, err = s.iq(ctx, "set", c.s.Service, build())
+			_, err = s.publish(ctx, c.s.Service, build())
 		}
 		if err != nil && IsCondition(err, "item-not-found") {
 			if cerr := c.ensureNode(ctx, s, node, coll); cerr != nil {
 				err = fmt.Errorf("%w (creating the node: %v)", err, cerr)
 			} else {
 				c.pub.sent()
-				_, err = s.iq(ctx, "set", c.s.Service, build())
+				_, err = s.publish(ctx, c.s.Service, build())
 			}
 		}
 		if err != nil && IsCondition(err, "forbidden") && !c.s.CollectionNodes {
@@ -437,7 +538,7 @@ func (c *Client) publishStart(s *session, k pubKey, v pubValue) func(context.Con
 						"retracting it first", "node", node, "item", k.name)
 				}
 				c.pub.sent()
-				_, err = s.iq(ctx, "set", c.s.Service, build())
+				_, err = s.publish(ctx, c.s.Service, build())
 			}
 		}
 		if err == nil {

@@ -3,12 +3,26 @@ package pubsub
 import (
 	"context"
 	"fmt"
+	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/busylamp/busylamp/devstate"
 )
+
+// each is a publisher's start that starts every publish of a batch with
+// one's.
+func each(one func(pubKey, pubValue) func(context.Context) error) func([]pubEntry) []func(context.Context) error {
+	return func(batch []pubEntry) []func(context.Context) error {
+		out := make([]func(context.Context) error, len(batch))
+		for i, e := range batch {
+			out[i] = one(e.k, e.v)
+		}
+		return out
+	}
+}
 
 func devValue(dev string, s devstate.State) (pubKey, pubValue) {
 	return pubKey{name: dev}, pubValue{dev: DeviceItem{Device: dev, State: s}}
@@ -133,7 +147,7 @@ func TestPublisherRunWindow(t *testing.T) {
 		}
 	}
 	wg.Add(1)
-	go func() { defer wg.Done(); p.run(ctx, send) }()
+	go func() { defer wg.Done(); p.run(ctx, each(send)) }()
 	for i := 0; i < 1000; i++ {
 		p.put(devValue(fmt.Sprintf("d%d", i%10), devstate.State(i%9)))
 	}
@@ -350,7 +364,7 @@ func TestPublisherRetriesTransientFailures(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
-	go func() { p.run(ctx, start); close(done) }()
+	go func() { p.run(ctx, each(start)); close(done) }()
 	p.put(devValue("busy", devstate.InUse))
 	p.put(devValue("denied", devstate.InUse))
 	p.put(devValue("slow", devstate.Ringing))
@@ -420,7 +434,7 @@ func TestPublisherStopsRetriesOnShutdown(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
-	go func() { p.run(ctx, start); close(done) }()
+	go func() { p.run(ctx, each(start)); close(done) }()
 	p.put(devValue("busy", devstate.InUse))
 	<-answered
 	tm := clk.next(t)
@@ -476,27 +490,87 @@ func TestEventQueueOrder(t *testing.T) {
 // are being republished is the next to go out, and a live value of a key
 // waiting to be republished takes the live lane.
 func TestRepublishWaitsBehindLiveChanges(t *testing.T) {
-	p := newPublisher(2)
+	p := newPublisher(4) // republished values: one slot of the four
 	for i := range 1000 {
 		p.putBulk(pubKey{name: fmt.Sprint("bulk", i)}, pubValue{})
 	}
-	k1, _, _ := p.take() // two in flight
-	k2, _, _ := p.take()
-	if k1.name != "bulk0" || k2.name != "bulk1" {
-		t.Fatalf("took %v %v", k1, k2)
+	k1, _, _ := p.take()
+	if k1.name != "bulk0" {
+		t.Fatalf("took %v", k1)
+	}
+	if k, _, ok := p.take(); ok {
+		t.Fatalf("took %v past the republish share", k)
 	}
 	p.put(pubKey{name: "live"}, pubValue{})
 	p.put(pubKey{name: "bulk500"}, pubValue{dev: DeviceItem{Device: "bulk500"}})
 	p.putBulk(pubKey{name: "live"}, pubValue{}) // stays in the live lane
-	p.done(k1, false)
-	if k, _, _ := p.take(); k.name != "live" {
-		t.Fatalf("after a slot freed: %v, want the live change", k)
+	if k, v, _ := p.take(); k.name != "live" || v.bulk {
+		t.Fatalf("next %v %+v, want the live change", k, v)
 	}
-	p.done(k2, false)
-	if k, v, _ := p.take(); k.name != "bulk500" || v.dev.Device != "bulk500" {
+	if k, v, _ := p.take(); k.name != "bulk500" || v.dev.Device != "bulk500" || v.bulk {
 		t.Fatalf("then %v, want bulk500 (live now)", k)
 	}
-	if st := p.stats(); st.Pending != 997 {
-		t.Fatalf("pending %d", st.Pending)
+	if k, _, ok := p.take(); ok {
+		t.Fatalf("took %v past the republish share", k)
+	}
+	p.done(k1, false)
+	if k, v, _ := p.take(); k.name != "bulk1" || !v.bulk {
+		t.Fatalf("after the republished value's answer: %v, want bulk1", k)
+	}
+	if st := p.stats(); st.Pending != 997 || st.InFlight != 3 {
+		t.Fatalf("stats %+v", st)
+	}
+}
+
+// Republished values hold at most a quarter of the window, so a live
+// change made while 100,000 wait is written at once, behind no more than
+// that quarter, even before any answer came.
+func TestLiveChangeFindsASlotDuringRepublish(t *testing.T) {
+	const window = 32
+	p := newPublisher(window)
+	for i := range 100000 {
+		p.putBulk(pubKey{name: fmt.Sprint("bulk", i)}, pubValue{})
+	}
+	written := make(chan []pubEntry, 16)
+	start := func(batch []pubEntry) []func(context.Context) error {
+		written <- slices.Clone(batch)
+		out := make([]func(context.Context) error, len(batch))
+		for i := range out {
+			out[i] = func(ctx context.Context) error { <-ctx.Done(); return ctx.Err() } // never answered
+		}
+		return out
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { p.run(ctx, start); close(done) }()
+	next := func() []pubEntry {
+		t.Helper()
+		select {
+		case b := <-written:
+			return b
+		case <-time.After(10 * time.Second):
+			t.Fatal("nothing written")
+			return nil
+		}
+	}
+	first := next()
+	if len(first) != window/4 || first[0].k.name != "bulk0" || first[len(first)-1].k.name != fmt.Sprint("bulk", window/4-1) {
+		t.Fatalf("first write: %d publishes %v..., want the first %d republished values in one batch", len(first), first[0].k, window/4)
+	}
+	p.put(pubKey{name: "live"}, pubValue{dev: DeviceItem{Device: "live", State: devstate.InUse}})
+	if b := next(); len(b) != 1 || b[0].k.name != "live" || b[0].v.bulk {
+		t.Fatalf("after the live put: %v, want the live change alone", b)
+	}
+	if st := p.stats(); st.InFlight != window/4+1 || st.Pending != 100000-window/4 {
+		t.Fatalf("stats %+v", st)
+	}
+	cancel()
+	<-done
+	// Cut off by the end of the session: back in their lanes, first.
+	if k, v, _ := p.take(); k.name != "live" || v.bulk {
+		t.Fatalf("next session starts with %v, want the live change", k)
+	}
+	if k, v, _ := p.take(); !v.bulk || !strings.HasPrefix(k.name, "bulk") {
+		t.Fatalf("then %v, want a republished value", k)
 	}
 }

@@ -60,6 +60,21 @@ func (s *session) sendIQ(typ, to string, p stanza.IQPayload) (*xmppstream.Call, 
 	return s.st.SendIQ(typ, to, p)
 }
 
+// sendPublishes writes the publishes to the service with one write and
+// registers for their answers, in order.
+func (s *session) sendPublishes(to string, ps []publishIQ) ([]*xmppstream.Call, error) {
+	return s.st.SendIQs(to, len(ps), func(b []byte, i int, id string) []byte { return ps[i].appendTo(b, id, to) })
+}
+
+// publish writes one publish and waits for its answer (a retry).
+func (s *session) publish(ctx context.Context, to string, p *publishIQ) (*elem, error) {
+	calls, err := s.sendPublishes(to, []publishIQ{*p})
+	if err != nil {
+		return nil, err
+	}
+	return s.wait(ctx, calls[0])
+}
+
 func (s *session) wait(ctx context.Context, call *xmppstream.Call) (*elem, error) {
 	e, err := call.Wait(ctx)
 	var se *xmppstream.StanzaError

@@ -3,8 +3,11 @@ package pubsub
 import (
 	"encoding/xml"
 	"strconv"
+	"unicode/utf8"
 
 	"gosrc.io/xmpp/stanza"
+
+	"github.com/busylamp/busylamp/devstate"
 )
 
 // Outgoing payloads. The envelopes are the library's stanza.IQ and
@@ -25,18 +28,16 @@ func newIQ(typ, to, id string, p stanza.IQPayload) *stanza.IQ {
 // psRequest is <pubsub xmlns="http://jabber.org/protocol/pubsub">.
 type psRequest struct {
 	payload
-	XMLName        xml.Name      `xml:"http://jabber.org/protocol/pubsub pubsub"`
-	Create         *nodeRef      `xml:"create"`
-	Configure      *configure    `xml:"configure"`
-	Unsubscribe    *subscribeReq `xml:"unsubscribe"`
-	Subscribe      *subscribeReq `xml:"subscribe"`
-	Options        *configure    `xml:"options"`
-	Publish        *publishReq   `xml:"publish"`
-	PublishOptions *configure    `xml:"publish-options"`
-	Items          *itemsRef     `xml:"items"`
-	Retract        *retractReq   `xml:"retract"`
-	Subscriptions  *nodeRef      `xml:"subscriptions"`
-	Set            *rsmSet       `xml:"set"`
+	XMLName       xml.Name      `xml:"http://jabber.org/protocol/pubsub pubsub"`
+	Create        *nodeRef      `xml:"create"`
+	Configure     *configure    `xml:"configure"`
+	Unsubscribe   *subscribeReq `xml:"unsubscribe"`
+	Subscribe     *subscribeReq `xml:"subscribe"`
+	Options       *configure    `xml:"options"`
+	Items         *itemsRef     `xml:"items"`
+	Retract       *retractReq   `xml:"retract"`
+	Subscriptions *nodeRef      `xml:"subscriptions"`
+	Set           *rsmSet       `xml:"set"`
 }
 
 type retractReq struct {
@@ -108,29 +109,6 @@ type affiliations struct {
 type affiliation struct {
 	JID         string `xml:"jid,attr"`
 	Affiliation string `xml:"affiliation,attr"`
-}
-
-type publishReq struct {
-	Node string      `xml:"node,attr"`
-	Item publishItem `xml:"item"`
-}
-
-type publishItem struct {
-	ID      string        `xml:"id,attr"`
-	State   *statePayload `xml:"http://asterisk.org state"`
-	Mailbox *mboxPayload  `xml:"http://asterisk.org mailbox"`
-}
-
-type statePayload struct {
-	EID      string `xml:"eid,attr"`
-	Cachable string `xml:"cachable,attr"`
-	State    string `xml:",chardata"`
-}
-
-type mboxPayload struct {
-	EID string `xml:"eid,attr"`
-	New int    `xml:"NEWMSGS"`
-	Old int    `xml:"OLDMSGS"`
 }
 
 type rsmSet struct {
@@ -230,29 +208,6 @@ func cachableAttr(c bool) string {
 	return "0"
 }
 
-// publishDeviceRequest is PROTOCOL.md's device state publish; publish-options
-// (persist_items=0) only when the state is not cachable, as Asterisk does.
-func publishDeviceRequest(node string, it DeviceItem, withOptions bool) *psRequest {
-	r := &psRequest{Publish: &publishReq{Node: node, Item: publishItem{
-		ID:    it.Device,
-		State: &statePayload{EID: it.EID.String(), Cachable: cachableAttr(it.Cachable), State: it.State.String()},
-	}}}
-	if !it.Cachable && withOptions {
-		r.PublishOptions = &configure{Form: &stanza.Form{Type: stanza.FormTypeSubmit, Fields: []*stanza.Field{
-			formType("http://jabber.org/protocol/pubsub#publish-options"),
-			field("pubsub#persist_items", "0"),
-		}}}
-	}
-	return r
-}
-
-func publishMailboxRequest(node string, it MailboxItem) *psRequest {
-	return &psRequest{Publish: &publishReq{Node: node, Item: publishItem{
-		ID:      it.Mailbox,
-		Mailbox: &mboxPayload{EID: it.EID.String(), New: it.Counts.New, Old: it.Counts.Old},
-	}}}
-}
-
 // subscribeRequest is a subscribe of the bare JID; in XEP-0248 mode with
 // the subscribe_options form Asterisk sends.
 func subscribeRequest(node, bare string, collection bool) *psRequest {
@@ -284,3 +239,149 @@ func itemsRequest(node string, max int, after string) *psRequest {
 func itoa(n int) string { return strconv.Itoa(n) }
 
 func xmlName(space, local string) xml.Name { return xml.Name{Space: space, Local: local} }
+
+// publishIQ is one publish (PROTOCOL.md "Publishing"): a device state or
+// a mailbox's counts, to node. Publishes are the hot path (one per
+// change), so they are not marshalled by encoding/xml but appended by
+// appendTo, byte for byte what xml.Marshal made of the request structs
+// it replaces (wire_test.go keeps those as the reference).
+type publishIQ struct {
+	node    string
+	mailbox bool
+	dev     DeviceItem
+	mbox    MailboxItem
+	// options asks for publish-options persist_items=0, as Asterisk
+	// does for a state that is not cachable.
+	options bool
+}
+
+// newPublishIQ is the publish of v; publish-options only when the state
+// is not cachable and withOptions (the server has not refused them).
+func newPublishIQ(node string, k pubKey, v pubValue, withOptions bool) publishIQ {
+	if k.mailbox {
+		return publishIQ{node: node, mailbox: true, mbox: v.mbox}
+	}
+	return publishIQ{node: node, dev: v.dev, options: !v.dev.Cachable && withOptions}
+}
+
+const publishOptionsForm = `<publish-options><x xmlns="jabber:x:data" type="submit">` +
+	`<field var="FORM_TYPE" type="hidden"><value>http://jabber.org/protocol/pubsub#publish-options</value></field>` +
+	`<field var="pubsub#persist_items"><value>0</value></field></x></publish-options>`
+
+// appendTo appends the IQ set with id to the service to b.
+func (p *publishIQ) appendTo(b []byte, id, to string) []byte {
+	b = append(b, `<iq type="set"`...)
+	if id != "" {
+		b = appendAttr(b, "id", id)
+	}
+	if to != "" {
+		b = appendAttr(b, "to", to)
+	}
+	b = append(b, `><pubsub xmlns="http://jabber.org/protocol/pubsub"><publish`...)
+	b = appendAttr(b, "node", p.node)
+	b = append(b, `><item`...)
+	if p.mailbox {
+		b = appendAttr(b, "id", p.mbox.Mailbox)
+		b = append(b, `><mailbox xmlns="http://asterisk.org" eid="`...)
+		b = appendEID(b, p.mbox.EID)
+		b = append(b, `"><NEWMSGS>`...)
+		b = strconv.AppendInt(b, int64(p.mbox.Counts.New), 10)
+		b = append(b, `</NEWMSGS><OLDMSGS>`...)
+		b = strconv.AppendInt(b, int64(p.mbox.Counts.Old), 10)
+		b = append(b, `</OLDMSGS></mailbox></item></publish>`...)
+	} else {
+		b = appendAttr(b, "id", p.dev.Device)
+		b = append(b, `><state xmlns="http://asterisk.org" eid="`...)
+		b = appendEID(b, p.dev.EID)
+		if p.dev.Cachable {
+			b = append(b, `" cachable="1">`...)
+		} else {
+			b = append(b, `" cachable="0">`...)
+		}
+		b = appendEscaped(b, p.dev.State.String())
+		b = append(b, `</state></item></publish>`...)
+		if p.options {
+			b = append(b, publishOptionsForm...)
+		}
+	}
+	return append(b, `</pubsub></iq>`...)
+}
+
+// appendAttr appends ` name="value"`, the value escaped.
+func appendAttr(b []byte, name, value string) []byte {
+	b = append(b, ' ')
+	b = append(b, name...)
+	b = append(b, `="`...)
+	b = appendEscaped(b, value)
+	return append(b, '"')
+}
+
+// appendEID appends e as EID.String does, without its allocation.
+func appendEID(b []byte, e devstate.EID) []byte {
+	const hex = "0123456789abcdef"
+	for i, x := range e {
+		if i > 0 {
+			b = append(b, ':')
+		}
+		b = append(b, hex[x>>4], hex[x&0xf])
+	}
+	return b
+}
+
+// appendEscaped appends s escaped for text and attribute values exactly
+// as encoding/xml escapes them (its EscapeString): the five markup
+// characters, tab, newline and carriage return as references, and what
+// XML cannot carry (invalid UTF-8, characters outside XML's range) as
+// U+FFFD.
+func appendEscaped(b []byte, s string) []byte {
+	last := 0
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c >= utf8.RuneSelf {
+			r, width := utf8.DecodeRuneInString(s[i:])
+			i += width
+			if xmlChar(r) && !(r == utf8.RuneError && width == 1) {
+				continue
+			}
+			b = append(b, s[last:i-width]...)
+			b = append(b, "\uFFFD"...)
+			last = i
+			continue
+		}
+		i++
+		var esc string
+		switch c {
+		case '"':
+			esc = "&#34;"
+		case '\'':
+			esc = "&#39;"
+		case '&':
+			esc = "&amp;"
+		case '<':
+			esc = "&lt;"
+		case '>':
+			esc = "&gt;"
+		case '\t':
+			esc = "&#x9;"
+		case '\n':
+			esc = "&#xA;"
+		case '\r':
+			esc = "&#xD;"
+		default:
+			if c >= 0x20 {
+				continue
+			}
+			esc = "\uFFFD"
+		}
+		b = append(b, s[last:i-1]...)
+		b = append(b, esc...)
+		last = i
+	}
+	return append(b, s[last:]...)
+}
+
+// xmlChar reports whether XML 1.0 allows r (encoding/xml's
+// isInCharacterRange), for r at or past utf8.RuneSelf.
+func xmlChar(r rune) bool {
+	return r <= 0xD7FF || r >= 0xE000 && r <= 0xFFFD || r >= 0x10000 && r <= 0x10FFFF
+}

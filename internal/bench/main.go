@@ -188,6 +188,11 @@ func runKind(ctx context.Context, kind xmpptest.Kind, o *options) (*report, erro
 			return r, fmt.Errorf("scale %d: %w", n, err)
 		}
 	}
+	if o.phases["live"] { // live.go prints its own table
+		if err := withServer(kind, func(srv *xmpptest.Server) error { return measureLiveDuringRepublish(ctx, srv, o) }); err != nil {
+			return r, fmt.Errorf("live during republish: %w", err)
+		}
+	}
 	return r, nil
 }
 

@@ -11,6 +11,7 @@ import (
 	"net"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -36,8 +37,14 @@ type conn struct {
 	log  *slog.Logger
 	tr   bool
 	wmu  sync.Mutex
+	wbuf []byte        // under wmu: writeWith's buffer, kept between writes
+	nw   atomic.Uint64 // writes made (syscalls, without TLS)
 	once sync.Once
 }
+
+// maxKeptWriteBuf bounds the buffer a conn keeps between writes; a larger
+// one (a rare large batch) goes back to the garbage collector.
+const maxKeptWriteBuf = 64 << 10
 
 // limitReader fails when more than max bytes are read between two resets
 // (one stanza, kept or skipped): a stanza is kept up to maxStanza and
@@ -136,10 +143,29 @@ func (c *conn) send(v any) error {
 func (c *conn) writeRaw(b []byte) error {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
+	return c.writeLocked(b)
+}
+
+// writeWith writes what enc appends to the (empty) buffer it is given,
+// with one write: enc runs under the write lock, in the buffer the conn
+// keeps, so a batch of stanzas costs one syscall and no allocation.
+func (c *conn) writeWith(enc func([]byte) []byte) error {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	b := enc(c.wbuf[:0])
+	err := c.writeLocked(b)
+	if cap(b) <= maxKeptWriteBuf {
+		c.wbuf = b[:0]
+	}
+	return err
+}
+
+func (c *conn) writeLocked(b []byte) error {
 	if c.tr {
 		c.log.Debug("xmpp send", "xml", string(b))
 	}
 	_ = c.nc.SetWriteDeadline(time.Now().Add(writeTimeout))
+	c.nw.Add(1)
 	_, err := c.nc.Write(b)
 	return err
 }

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -188,6 +189,10 @@ func (s *Stream) Err() error {
 // were larger than 4 MiB or nested more than 32 deep.
 func (s *Stream) Skipped() uint64 { return s.skipped.Load() }
 
+// Writes is the number of writes made on the connection so far, stanzas
+// and batches of them (each one write call, one syscall without TLS).
+func (s *Stream) Writes() uint64 { return s.c.nw.Load() }
+
 // Close ends the stream for cause (the first cause given wins); the
 // socket is closed. It does not wait: Wait does.
 func (s *Stream) Close(cause error) { s.cancel(cause) }
@@ -219,7 +224,7 @@ func (s *Stream) Send(v any) error {
 }
 
 func (s *Stream) newID() string {
-	return s.idPrefix + fmt.Sprint(s.seq.Add(1))
+	return s.idPrefix + strconv.FormatUint(s.seq.Add(1), 10)
 }
 
 // IQ sends an IQ and waits for its answer, at most Config.IQTimeout. An
@@ -258,6 +263,45 @@ func (s *Stream) SendIQ(typ, to string, p stanza.IQPayload) (*Call, error) {
 		return nil, err
 	}
 	return call, nil
+}
+
+// SendIQs writes n IQs to one entity with one write (one syscall) and
+// registers for their answers, which each Call's Wait collects; each IQ
+// timeout counts from now. enc appends the i-th IQ, with the id given
+// and addressed to to, to b; it runs under the stream's write lock, so it
+// only encodes. A write error ends the stream and fails every call.
+func (s *Stream) SendIQs(to string, n int, enc func(b []byte, i int, id string) []byte) ([]*Call, error) {
+	if err := s.Err(); err != nil {
+		return nil, notConnected(err)
+	}
+	t0 := time.Now()
+	calls := make([]*Call, n)
+	s.mu.Lock()
+	if s.iqs == nil {
+		s.mu.Unlock()
+		return nil, notConnected(s.Err())
+	}
+	for i := range calls {
+		c := &Call{s: s, id: s.newID(), ch: make(chan *Element, 1), t0: t0}
+		s.iqs[c.id] = &pendingIQ{to: to, ch: c.ch}
+		calls[i] = c
+	}
+	s.mu.Unlock()
+	err := s.c.writeWith(func(b []byte) []byte {
+		for i, c := range calls {
+			b = enc(b, i, c.id)
+		}
+		return b
+	})
+	if err != nil {
+		err = fmt.Errorf("write: %w", err)
+		s.Close(err)
+		for _, c := range calls {
+			c.forget()
+		}
+		return nil, notConnected(err)
+	}
+	return calls, nil
 }
 
 func (c *Call) forget() {
