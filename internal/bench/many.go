@@ -48,9 +48,10 @@ const (
 
 // manyOptions are the phase's flags.
 type manyOptions struct {
-	sizes []int
-	rate  int
-	dur   time.Duration
+	sizes     []int
+	rate      int
+	dur       time.Duration
+	iqTimeout time.Duration
 }
 
 func (m *manyOptions) flags(fs *flag.FlagSet) {
@@ -63,6 +64,7 @@ func (m *manyOptions) flags(fs *flag.FlagSet) {
 		return nil
 	})
 	fs.IntVar(&m.rate, "many-rate", 40, "many: changes per second, each on a random agent")
+	fs.DurationVar(&m.iqTimeout, "many-iq-timeout", 0, "many: the agents' XMPP IQ timeout, pings included (0: busylamp's default, 10s)")
 	fs.DurationVar(&m.dur, "many-time", 10*time.Second, "many: duration of the random-agent run (the one-sender run takes half)")
 }
 
@@ -86,6 +88,7 @@ type manyResult struct {
 	resync   [2]int        // after the restart: states requests answered, asked (summed over agents)
 	bootedBy int           // agents that booted on BootTimeout, without a complete resync
 	wrong    int           // DeviceStateList entries not as set (after the runs, after the restart)
+	drops    int           // XMPP sessions the agents lost (ping or IQ timeouts, the server closing)
 }
 
 // runMany runs the phase for every size, each on a server of its own.
@@ -105,13 +108,14 @@ func runMany(ctx context.Context, kind xmpptest.Kind, o *options, r *report) err
 
 // manyMsg is a line the child writes on stdout (JSON).
 type manyMsg struct {
-	Event      string `json:"event"` // "up": booted, AMI listening; "held": holds every device
-	AMI        string `json:"ami,omitempty"`
-	Devices    int    `json:"devices,omitempty"`
-	Asked      int    `json:"asked,omitempty"`    // "up": states requests of the first resync
-	Answered   int    `json:"answered,omitempty"` //
-	BootedLate bool   `json:"booted_late,omitempty"`
-	Err        string `json:"err,omitempty"`
+	Event       string `json:"event"` // "up": booted, AMI listening; "held": holds every device; "progress": every 5 s and at a disconnect
+	AMI         string `json:"ami,omitempty"`
+	Devices     int    `json:"devices,omitempty"`
+	Asked       int    `json:"asked,omitempty"`    // "up": states requests of the first resync
+	Answered    int    `json:"answered,omitempty"` //
+	BootedLate  bool   `json:"booted_late,omitempty"`
+	Disconnects int    `json:"disconnects,omitempty"` // XMPP sessions lost so far
+	Err         string `json:"err,omitempty"`
 
 	at time.Time // when the parent read it
 }
@@ -125,8 +129,9 @@ type manyChild struct {
 
 	mu      sync.Mutex
 	events  map[string]manyMsg
-	exitErr error // set when the process ended
-	killed  bool  // by us: not an error
+	last    manyMsg // the latest report
+	exitErr error   // set when the process ended
+	killed  bool    // by us: not an error
 }
 
 // manyCluster is the agents' processes, their accounts and state dirs,
@@ -144,6 +149,7 @@ type manyCluster struct {
 	wake    chan struct{}
 	want    [][]string // per agent, per own device: the state last set
 	lis     []*listener
+	lost    int // XMPP sessions the agents lost, over the children gone
 	senders []*amiSender
 }
 
@@ -162,6 +168,7 @@ func measureMany(ctx context.Context, srv *xmpptest.Server, n int, o *options) (
 	defer os.RemoveAll(dirs)
 	m := &manyCluster{srv: srv, o: o, dirs: dirs, exe: exe, expect: n * manyDevices, wake: make(chan struct{}, 1)}
 	defer m.close()
+	defer func() { res.drops = m.sessionsLost() }()
 	t0 := time.Now()
 	for i := range n {
 		name := fmt.Sprintf("agent%d", i+1)
@@ -310,7 +317,7 @@ func measureMany(ctx context.Context, srv *xmpptest.Server, n int, o *options) (
 
 // startAll starts every agent's process; each reports on stdout.
 func (m *manyCluster) startAll() error {
-	m.kids = m.kids[:0]
+	m.kids = nil
 	for i, name := range m.names {
 		var buddies []string
 		for j, b := range m.jids {
@@ -320,7 +327,7 @@ func (m *manyCluster) startAll() error {
 		}
 		cmd := exec.Command(m.exe, manyChildArg, "-name", name, "-addr", m.srv.Addr, "-service", m.srv.Service,
 			"-jid", m.jids[i]+"/bench", "-password", m.pws[i], "-buddies", strings.Join(buddies, ","),
-			"-state-dir", filepath.Join(m.dirs, name), "-expect", strconv.Itoa(m.expect))
+			"-state-dir", filepath.Join(m.dirs, name), "-expect", strconv.Itoa(m.expect), "-iq-timeout", m.o.many.iqTimeout.String())
 		// The child ends when its stdin closes (this process ended, however)
 		// and, on Linux, when this process dies.
 		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
@@ -357,6 +364,7 @@ func (m *manyCluster) read(c *manyChild, stdout io.Reader) {
 			c.exitErr = errors.New(msg.Err)
 		}
 		c.events[msg.Event] = msg
+		c.last = msg
 		c.mu.Unlock()
 		m.poke()
 	}
@@ -413,13 +421,32 @@ func (m *manyCluster) await(ctx context.Context, event string, d time.Duration) 
 		select {
 		case <-m.wake:
 		case <-progress.C:
-			logf("  %d of %d agents %s; waiting for %s", len(got), len(m.kids), event, short(missing))
+			logf("  %d of %d agents %s; waiting for %s%s", len(got), len(m.kids), event, short(missing), m.holding())
 		case <-deadline.C:
 			return nil, fmt.Errorf("%d of %d agents not %s after %v: %s", len(missing), len(m.kids), event, d, short(missing))
 		case <-ctx.Done():
 			return nil, ctx.Err()
 		}
 	}
+}
+
+// holding is the range of devices the agents last reported holding on
+// their way to every device.
+func (m *manyCluster) holding() string {
+	lo, hi := -1, 0
+	for _, c := range m.kids {
+		c.mu.Lock()
+		d := c.events["progress"].Devices
+		if _, ok := c.events["held"]; ok {
+			d = m.expect
+		}
+		c.mu.Unlock()
+		if lo < 0 || d < lo {
+			lo = d
+		}
+		hi = max(hi, d)
+	}
+	return fmt.Sprintf(" (they hold %d to %d of %d devices)", lo, hi, m.expect)
 }
 
 func short(names []string) string {
@@ -429,8 +456,21 @@ func short(names []string) string {
 	return strings.Join(names, ", ")
 }
 
+// sessionsLost is how many XMPP sessions the agents lost so far (as last
+// reported).
+func (m *manyCluster) sessionsLost() int {
+	n := m.lost
+	for _, c := range m.kids {
+		c.mu.Lock()
+		n += c.last.Disconnects
+		c.mu.Unlock()
+	}
+	return n
+}
+
 // killAll kills every child (SIGKILL) and waits for each to be gone.
 func (m *manyCluster) killAll() error {
+	m.lost = m.sessionsLost()
 	for _, c := range m.kids {
 		c.mu.Lock()
 		c.killed = true
@@ -755,22 +795,30 @@ func printMany(w io.Writer, rs []manyResult, o *options) {
 		"idle: CPU per agent per second with no change, included in the others);\n"+
 		"server: the XMPP server's CPU ÷ changes; RSS: VmRSS per agent after the runs (mean/max);\n"+
 		"setup: first start → every agent holds every device; restart: all killed (SIGKILL), started again → each booted\n"+
-		"holding every device (booted: FullyBooted only); resync: states requests answered/asked after the restart\n\n",
-		manyDevices, o.many.rate, o.many.dur, o.many.dur/2)
+		"holding every device (booted: FullyBooted only); resync: states requests answered/asked after the restart;\n"+
+		"XMPP drops: sessions the agents lost and reconnected (agents' IQ and ping timeout: %s)\n\n",
+		manyDevices, o.many.rate, o.many.dur, o.many.dur/2, iqTimeoutName(o.many.iqTimeout))
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintf(tw, "agents\tdevices\tp50\tp99\tp50 each\tCPU/change\tpub\trecv\tidle\tserver\tRSS\tsetup\trestart\tbooted\tresync\tlost\twrong\t\n")
+	fmt.Fprintf(tw, "agents\tdevices\tp50\tp99\tp50 each\tCPU/change\tpub\trecv\tidle\tserver\tRSS\tsetup\trestart\tbooted\tresync\tlost\twrong\tXMPP drops\t\n")
 	for _, r := range rs {
 		late := ""
 		if r.bootedBy > 0 {
 			late = fmt.Sprintf(", %d on timeout", r.bootedBy)
 		}
-		fmt.Fprintf(tw, "%d\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s/s\t%s\t%s / %s\t%s\t%s\t%s\t%d/%d%s\t%d\t%d\t\n",
+		fmt.Fprintf(tw, "%d\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s/s\t%s\t%s / %s\t%s\t%s\t%s\t%d/%d%s\t%d\t%d\t%d\t\n",
 			r.agents, r.agents*manyDevices, ms(r.conv.p50), ms(r.conv.p99), ms(r.each.p50),
 			us(r.cpuMean), us(r.cpuPub), us(r.cpuRecv), us(r.idle), us(r.srvCPU),
 			mib(r.rssMean<<10), mib(r.rssMax<<10), ms(r.setup), ms(r.restart), ms(r.booted),
-			r.resync[0], r.resync[1], late, r.lost, r.wrong)
+			r.resync[0], r.resync[1], late, r.lost, r.wrong, r.drops)
 	}
 	tw.Flush()
+}
+
+func iqTimeoutName(d time.Duration) string {
+	if d <= 0 {
+		return "busylamp's default, " + pubsub.DefaultConfig().IQTimeout.String()
+	}
+	return d.String()
 }
 
 func us(d time.Duration) string {
@@ -793,6 +841,7 @@ func manyChildMain(args []string) int {
 	buddies := fs.String("buddies", "", "")
 	stateDir := fs.String("state-dir", "", "")
 	expect := fs.Int("expect", 0, "")
+	iqTimeout := fs.Duration("iq-timeout", 0, "")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -801,10 +850,13 @@ func manyChildMain(args []string) int {
 		_ = out.Encode(manyMsg{Event: "error", Err: err.Error()})
 		return 1
 	}
-	capt := &resyncCapture{inner: slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}), st: &resyncSeen{}}
+	capt := &resyncCapture{inner: slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}), st: &resyncSeen{disc: make(chan struct{}, 1)}}
 	x := pubsub.DefaultConfig()
 	x.JID, x.Password, x.Address, x.Service, x.UseTLS = *jid, *pw, *addr, *service, false
 	x.EID = devstate.DeriveEID("bench\x00" + *name)
+	if *iqTimeout > 0 {
+		x.IQTimeout = *iqTimeout
+	}
 	if *buddies != "" {
 		x.Buddies = strings.Split(*buddies, ",")
 	}
@@ -836,29 +888,41 @@ func manyChildMain(args []string) int {
 	if err := out.Encode(manyMsg{Event: "up", AMI: node.ManagerAddr(), Asked: asked, Answered: answered, BootedLate: late}); err != nil {
 		return 1
 	}
+	// Until it holds every device: a look every 10 ms; then, and on the
+	// way, a report every 5 s and at each disconnect.
 	tick := time.NewTicker(10 * time.Millisecond)
-	for node.Core().Stats().Devices < *expect {
+	defer tick.Stop()
+	held, report := false, time.Now()
+	for {
+		devices := node.Core().Stats().Devices
+		msg := manyMsg{Event: "progress", Devices: devices, Disconnects: capt.st.disconnects()}
+		switch {
+		case !held && devices >= *expect:
+			held, msg.Event = true, "held"
+			tick.Reset(5 * time.Second)
+		case time.Since(report) < 5*time.Second:
+			msg.Event = ""
+		}
+		if msg.Event != "" {
+			report = time.Now()
+			if err := out.Encode(msg); err != nil {
+				return 1
+			}
+		}
 		select {
 		case <-tick.C:
+		case <-capt.st.disc:
+			report = time.Time{}
 		case err := <-runErr:
-			return fail(fmt.Errorf("run: %v", err))
+			if err != nil {
+				return fail(fmt.Errorf("run: %v", err))
+			}
+			return 0
 		case <-ctx.Done():
+			<-runErr
 			return 0
 		}
 	}
-	tick.Stop()
-	if err := out.Encode(manyMsg{Event: "held", Devices: node.Core().Stats().Devices}); err != nil {
-		return 1
-	}
-	select {
-	case err := <-runErr:
-		if err != nil {
-			return fail(fmt.Errorf("run: %v", err))
-		}
-	case <-ctx.Done():
-		<-runErr
-	}
-	return 0
 }
 
 // resyncSeen is what the agent logged of its first resync.
@@ -866,6 +930,14 @@ type resyncSeen struct {
 	mu               sync.Mutex
 	asked, answered  int
 	done, bootedLate bool
+	disc             chan struct{} // a token at each XMPP disconnect
+	discN            int
+}
+
+func (s *resyncSeen) disconnects() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.discN
 }
 
 func (s *resyncSeen) get() (asked, answered int, late bool) {
@@ -901,6 +973,14 @@ func (c *resyncCapture) Handle(ctx context.Context, r slog.Record) error {
 			})
 		}
 		c.st.mu.Unlock()
+	case "xmpp disconnected":
+		c.st.mu.Lock()
+		c.st.discN++
+		c.st.mu.Unlock()
+		select {
+		case c.st.disc <- struct{}{}:
+		default:
+		}
 	case "booting without a complete resync":
 		c.st.mu.Lock()
 		c.st.bootedLate = !c.st.done
