@@ -88,6 +88,7 @@ type manyResult struct {
 	resync   [2]int        // after the restart: states requests answered, asked (summed over agents)
 	bootedBy int           // agents that booted on BootTimeout, without a complete resync
 	wrong    int           // DeviceStateList entries not as set (after the runs, after the restart)
+	srvBusy  [2]float64    // the server's CPU ÷ wall time over the setup, the restart
 	drops    int           // XMPP sessions the agents lost (ping or IQ timeouts, the server closing)
 }
 
@@ -182,6 +183,7 @@ func measureMany(ctx context.Context, srv *xmpptest.Server, n int, o *options) (
 	// First start: every agent boots with nothing, then the parent sets
 	// every agent's own devices at once.
 	t0 = time.Now()
+	_, srv0 := m.cpu()
 	if err := m.startAll(); err != nil {
 		return res, err
 	}
@@ -218,6 +220,8 @@ func measureMany(ctx context.Context, srv *xmpptest.Server, n int, o *options) (
 		return res, err
 	}
 	res.setup = time.Since(t0)
+	_, srv1 := m.cpu()
+	res.srvBusy[0] = float64(srv1-srv0) / float64(res.setup)
 	logf("  every agent holds %d devices, %v after the start", m.expect, res.setup.Round(time.Millisecond))
 
 	if err := m.connect(ctx); err != nil {
@@ -279,6 +283,7 @@ func measureMany(ctx context.Context, srv *xmpptest.Server, n int, o *options) (
 		return res, err
 	}
 	t0 = time.Now()
+	_, srv0 = m.cpu()
 	if err := m.startAll(); err != nil {
 		return res, err
 	}
@@ -299,6 +304,8 @@ func measureMany(ctx context.Context, srv *xmpptest.Server, n int, o *options) (
 			res.bootedBy++
 		}
 	}
+	_, srv1 = m.cpu()
+	res.srvBusy[1] = float64(srv1-srv0) / float64(time.Since(t0))
 	logf("  restart: every agent booted %v, holding every device %v after the start; states requests answered %d of %d",
 		res.booted.Round(time.Millisecond), res.restart.Round(time.Millisecond), res.resync[0], res.resync[1])
 	if err := m.connect(ctx); err != nil {
@@ -421,7 +428,11 @@ func (m *manyCluster) await(ctx context.Context, event string, d time.Duration) 
 		select {
 		case <-m.wake:
 		case <-progress.C:
-			logf("  %d of %d agents %s; waiting for %s%s", len(got), len(m.kids), event, short(missing), m.holding())
+			held := ""
+			if event == "held" {
+				held = m.holding()
+			}
+			logf("  %d of %d agents %s; waiting for %s%s (%d XMPP sessions lost so far)", len(got), len(m.kids), event, short(missing), held, m.sessionsLost())
 		case <-deadline.C:
 			return nil, fmt.Errorf("%d of %d agents not %s after %v: %s", len(missing), len(m.kids), event, d, short(missing))
 		case <-ctx.Done():
@@ -812,6 +823,10 @@ func printMany(w io.Writer, rs []manyResult, o *options) {
 			r.resync[0], r.resync[1], late, r.lost, r.wrong, r.drops)
 	}
 	tw.Flush()
+	for _, r := range rs {
+		fmt.Fprintf(w, "  %d agents: the server used %.0f%% of a CPU during the setup, %.0f%% during the restart\n",
+			r.agents, 100*r.srvBusy[0], 100*r.srvBusy[1])
+	}
 }
 
 func iqTimeoutName(d time.Duration) string {
