@@ -89,6 +89,7 @@ type manyResult struct {
 	bootedBy int           // agents that booted on BootTimeout, without a complete resync
 	wrong    int           // DeviceStateList entries not as set (after the runs, after the restart)
 	srvBusy  [2]float64    // the server's CPU ÷ wall time over the setup, the restart
+	load     string        // /proc/loadavg after the random-agent run: the machine is shared
 	drops    int           // XMPP sessions the agents lost (ping or IQ timeouts, the server closing)
 }
 
@@ -244,6 +245,9 @@ func measureMany(ctx context.Context, srv *xmpptest.Server, n int, o *options) (
 		return res, err
 	}
 	res.changes, res.lost = run.changes, run.lost
+	if b, err := os.ReadFile("/proc/loadavg"); err == nil {
+		res.load = strings.Join(strings.Fields(string(b))[:3], " ")
+	}
 	res.conv, res.each = pool(latencyResult{samples: run.conv}), pool(latencyResult{samples: run.each})
 	var sum time.Duration
 	for _, c := range run.cpu {
@@ -826,8 +830,8 @@ func printMany(w io.Writer, rs []manyResult, o *options) {
 	}
 	tw.Flush()
 	for _, r := range rs {
-		fmt.Fprintf(w, "  %d agents: the server used %.0f%% of a CPU during the setup, %.0f%% during the restart\n",
-			r.agents, 100*r.srvBusy[0], 100*r.srvBusy[1])
+		fmt.Fprintf(w, "  %d agents: the server used %.0f%% of a CPU during the setup, %.0f%% during the restart; load average after the run %s\n",
+			r.agents, 100*r.srvBusy[0], 100*r.srvBusy[1], r.load)
 	}
 }
 
