@@ -11,7 +11,9 @@
 //   - a burst of changes over a set of devices, as fast as A's socket takes
 //     them, against the baseline publishing every change;
 //   - scale: the resync time and memory of an agent joining 4 servers that
-//     publish 10,000 or 100,000 devices, and DeviceStateList on it.
+//     publish 10,000 or 100,000 devices, and DeviceStateList on it;
+//   - many (-phases many): 2, 8 and 32 agents in processes of their own,
+//     1,000 own devices each: convergence, CPU, RSS, a full restart (many.go).
 //
 // Every agent and client runs in this process (the joining agent of the
 // scale test runs in a child process, so its RSS is its own), and every
@@ -54,12 +56,16 @@ type options struct {
 	profChanges int // changes sent during the profiled run
 	rounds      int
 	verbose     bool
+	many        manyOptions
 	log         *slog.Logger
 }
 
 func main() {
 	if len(os.Args) > 1 && os.Args[1] == childArg {
 		os.Exit(childMain(os.Args[2:]))
+	}
+	if len(os.Args) > 1 && os.Args[1] == manyChildArg {
+		os.Exit(manyChildMain(os.Args[2:]))
 	}
 	var o options
 	var scale string
@@ -79,6 +85,7 @@ func main() {
 	sizes := flag.String("sizes", "2,5", "cluster sizes (agents, and plain clients for the baseline)")
 	flag.IntVar(&o.pubWindow, "publish-window", 0, "agents' PublishWindow (0: busylamp's default)")
 	flag.IntVar(&o.rounds, "rounds", 3, "rounds of latency and throughput, alternating baseline and busylamp")
+	o.many.flags(flag.CommandLine)
 	flag.Parse()
 	o.phases = map[string]bool{}
 	for _, p := range strings.Split(*phases, ",") {
@@ -144,6 +151,7 @@ type report struct {
 	oneBad    map[int]int // agents whose one device is not in its last state
 	burstBad  map[int]int // devices not in their final state (DeviceStateList)
 	scale     []scaleResult
+	many      []manyResult
 }
 
 // fairness is what the fair baseline's node and busylamp's have in
@@ -192,6 +200,9 @@ func runKind(ctx context.Context, kind xmpptest.Kind, o *options) (*report, erro
 		if err := withServer(kind, func(srv *xmpptest.Server) error { return measureLiveDuringRepublish(ctx, srv, o) }); err != nil {
 			return r, fmt.Errorf("live during republish: %w", err)
 		}
+	}
+	if o.phases["many"] {
+		return r, runMany(ctx, kind, o, r)
 	}
 	return r, nil
 }

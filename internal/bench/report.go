@@ -193,6 +193,7 @@ func printReport(w io.Writer, r *report, o *options) {
 		}
 		tw.Flush()
 	}
+	printMany(w, r.many, o)
 }
 
 func mib(b int64) string {
