@@ -70,9 +70,15 @@ func transient(err error) bool {
 // newest pending value per device or mailbox is kept (latest + FIFO of
 // keys) and sent when an answer frees a slot. Publish calls never block.
 //
-// Order per device (and per mailbox) is kept: publishes are written in FIFO
-// order by one goroutine, and a key is never in flight twice, so a newer
-// value waits (coalescing) until the older one is answered.
+// Order per device (and per mailbox) is kept: pending publishes are
+// written in FIFO order by one goroutine, and a key is never in flight
+// twice, so a newer value waits (coalescing) until the older one is
+// answered. A live change that finds nothing pending, its key idle and
+// the window less than half full is written at once by the caller
+// (direct): the hand-over to the publishing goroutine cost a scheduler
+// wake-up on the latency path (make bench's per-hop breakdown). Past
+// half the window the caller never writes, so a server that stops
+// reading cannot stall the caller on a full socket.
 // Pending values are bounded by the number of distinct devices and
 // mailboxes the caller publishes.
 //
@@ -104,6 +110,15 @@ type publisher struct {
 	coalesced uint64
 	errors    uint64
 	waited    uint64
+	direct    uint64
+	live      *publishRun // the session's run, while one runs: what put writes with
+}
+
+// publishRun is what a running session's publisher writes with.
+type publishRun struct {
+	ctx   context.Context
+	start func([]pubEntry) []func(context.Context) error
+	wg    *sync.WaitGroup
 }
 
 // afterFunc starts a timer that calls f after d and returns what stops
@@ -127,9 +142,21 @@ func newPublisher(window int) *publisher {
 // put queues v as the newest value of k, a live change.
 func (p *publisher) put(k pubKey, v pubValue) {
 	p.mu.Lock()
-	if _, inFlight := p.busy[k]; inFlight || len(p.busy) >= p.window || p.order.Len() > 0 {
-		p.waited++
+	_, inFlight := p.busy[k]
+	_, pending := p.latest[k]
+	if run := p.live; run != nil && !inFlight && !pending && p.order.Len() == 0 && len(p.busy) < max(1, p.window/2) {
+		// Written here and now (see publisher).
+		p.cancelRetryLocked(k)
+		p.busy[k] = false
+		p.published++
+		p.direct++
+		run.wg.Add(1)
+		p.mu.Unlock()
+		e := pubEntry{k, v}
+		p.finish(run.ctx, run.wg, e, run.start([]pubEntry{e})[0])
+		return
 	}
+	p.waited++
 	p.putLocked(k, v)
 	p.mu.Unlock()
 	signal(p.kick)
@@ -334,7 +361,8 @@ type Stats struct {
 	Published uint64 // publishes sent (retries after item-not-found included)
 	Coalesced uint64 // publishes replaced by a newer value before they were sent
 	Errors    uint64 // publishes that failed (error reply, timeout, disconnect)
-	Waited    uint64 // live changes that could not go out at once: the window was full, the device's last publish unanswered, or others waited before them
+	Waited    uint64 // live changes not written at once: no session, its device's last publish unanswered, others pending, or the window half full
+	Direct    uint64 // live changes written at once by the caller (of Published)
 	Pending   int    // values waiting for a slot or a connection
 	InFlight  int    // publishes sent and not answered yet
 }
@@ -342,7 +370,7 @@ type Stats struct {
 func (p *publisher) stats() Stats {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return Stats{Published: p.published, Coalesced: p.coalesced, Errors: p.errors, Waited: p.waited, Pending: p.order.Len() + p.bulk.Len() + len(p.retrying), InFlight: len(p.busy)}
+	return Stats{Published: p.published, Coalesced: p.coalesced, Errors: p.errors, Waited: p.waited, Direct: p.direct, Pending: p.order.Len() + p.bulk.Len() + len(p.retrying), InFlight: len(p.busy)}
 }
 
 // run sends pending values while the session lasts. start writes a
@@ -359,6 +387,16 @@ func (p *publisher) run(ctx context.Context, start func([]pubEntry) []func(conte
 		wg.Wait()
 		p.stopRetries()
 	}()
+	p.mu.Lock()
+	p.live = &publishRun{ctx: ctx, start: start, wg: &wg}
+	p.mu.Unlock()
+	defer func() {
+		// No put writes once this returns: the wait above sees every
+		// publish of this session.
+		p.mu.Lock()
+		p.live = nil
+		p.mu.Unlock()
+	}()
 	var batch []pubEntry
 	for {
 		for ctx.Err() == nil {
@@ -369,21 +407,7 @@ func (p *publisher) run(ctx context.Context, start func([]pubEntry) []func(conte
 			finishes := start(batch)
 			wg.Add(len(batch))
 			for i, e := range batch {
-				finish := finishes[i]
-				go func() {
-					defer wg.Done()
-					k, v := e.k, e.v
-					err := finish(ctx)
-					switch {
-					case err == nil:
-					case errors.Is(err, ErrNotConnected) || ctx.Err() != nil:
-						p.requeue(k, v)
-					case transient(err) && v.tries+1 < maxPublishTries:
-						v.tries++
-						p.failed(k, v, time.Duration(v.tries)*retryDelay)
-					}
-					p.done(k, err != nil)
-				}()
+				p.finish(ctx, &wg, e, finishes[i])
 			}
 		}
 		select {
@@ -392,6 +416,26 @@ func (p *publisher) run(ctx context.Context, start func([]pubEntry) []func(conte
 			return
 		}
 	}
+}
+
+// finish waits for e's answer on a goroutine of its own (counted in wg)
+// and settles it: requeued when the session ended, tried again after a
+// passing failure, its slot freed.
+func (p *publisher) finish(ctx context.Context, wg *sync.WaitGroup, e pubEntry, finish func(context.Context) error) {
+	go func() {
+		defer wg.Done()
+		k, v := e.k, e.v
+		err := finish(ctx)
+		switch {
+		case err == nil:
+		case errors.Is(err, ErrNotConnected) || ctx.Err() != nil:
+			p.requeue(k, v)
+		case transient(err) && v.tries+1 < maxPublishTries:
+			v.tries++
+			p.failed(k, v, time.Duration(v.tries)*retryDelay)
+		}
+		p.done(k, err != nil)
+	}()
 }
 
 // republish queues this server's own states (Config.OwnStates).

@@ -1,41 +1,90 @@
 package pubsub
 
-import "testing"
+import (
+	"context"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
 
-// TestPublisherCountsWaited: a live change that finds the window full,
-// or its device's last publish unanswered, or others pending before it,
-// is counted as having waited; one that can go out at once is not.
-func TestPublisherCountsWaited(t *testing.T) {
-	p := newPublisher(2)
-	dev := func(n string) pubKey { return pubKey{name: n} }
-	p.put(dev("a"), pubValue{})
-	if _, _, ok := p.take(); !ok {
-		t.Fatal("a not taken")
+	"github.com/busylamp/busylamp/devstate"
+)
+
+// TestLiveChangeWrittenByCaller: while a session runs, a live change that
+// finds nothing pending, its device idle and the window less than half
+// full is written before put returns (no hand-over to the publishing
+// goroutine); past half the window, or with its device in flight, it
+// waits for that goroutine as before.
+func TestLiveChangeWrittenByCaller(t *testing.T) {
+	p := newPublisher(4)
+	ctx, cancel := context.WithCancel(context.Background())
+	var mu sync.Mutex
+	var started []string
+	release := make(chan struct{})
+	start := each(func(k pubKey, v pubValue) func(context.Context) error {
+		mu.Lock()
+		started = append(started, k.name)
+		mu.Unlock()
+		return func(ctx context.Context) error {
+			select {
+			case <-release:
+			case <-ctx.Done():
+			}
+			return nil
+		}
+	})
+	done := make(chan struct{})
+	go func() { p.run(ctx, start); close(done) }()
+	for running := false; !running; {
+		p.mu.Lock()
+		running = p.live != nil
+		p.mu.Unlock()
 	}
-	if w := p.stats().Waited; w != 0 {
-		t.Fatalf("waited %d after a change that went out at once", w)
+	nStarted := func() int {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(started)
 	}
-	p.put(dev("a"), pubValue{}) // a is in flight
-	if w := p.stats().Waited; w != 1 {
-		t.Fatalf("waited %d, want 1 (its device in flight)", w)
+	p.put(devValue("a", devstate.InUse))
+	if n := nStarted(); n != 1 {
+		t.Fatalf("after put(a): %d publishes written, want 1 (by the caller)", n)
 	}
-	p.put(dev("b"), pubValue{}) // a's newer value is pending before it
-	if w := p.stats().Waited; w != 2 {
-		t.Fatalf("waited %d, want 2 (another pending before it)", w)
+	p.put(devValue("b", devstate.InUse))
+	if n := nStarted(); n != 2 {
+		t.Fatalf("after put(b): %d publishes written, want 2", n)
 	}
-	if _, _, ok := p.take(); !ok { // b (a is busy): the window is full
-		t.Fatal("b not taken")
+	p.put(devValue("c", devstate.InUse)) // half the window (2 of 4) is in flight
+	p.put(devValue("a", devstate.Busy))  // a is in flight
+	if st := p.stats(); st.Direct != 2 || st.Waited != 2 {
+		t.Fatalf("stats %+v: want Direct 2, Waited 2", st)
 	}
-	p.done(dev("a"), false)
-	if _, _, ok := p.take(); !ok { // a's newer value
-		t.Fatal("a's newer value not taken")
+	p.putBulk(devValue("d", devstate.InUse))
+	if st := p.stats(); st.Waited != 2 {
+		t.Fatalf("stats %+v: a republish is not a live change that waited", st)
 	}
-	p.put(dev("c"), pubValue{})
-	if w := p.stats().Waited; w != 3 {
-		t.Fatalf("waited %d, want 3 (window full)", w)
+	close(release)
+	deadline := time.Now().Add(10 * time.Second)
+	for st := p.stats(); st.Pending > 0 || st.InFlight > 0; st = p.stats() {
+		if time.Now().After(deadline) {
+			t.Fatalf("not drained: %+v", st)
+		}
+		time.Sleep(time.Millisecond)
 	}
-	p.putBulk(dev("d"), pubValue{})
-	if w := p.stats().Waited; w != 3 {
-		t.Fatalf("waited %d: a republish is not a live change", w)
+	cancel()
+	<-done
+	mu.Lock()
+	defer mu.Unlock()
+	if got := strings.Join(started[:3], ","); got != "a,b,c" {
+		t.Errorf("written first %s, want a,b,c", got)
+	}
+	rest := slices.Sorted(slices.Values(started[3:]))
+	if got := strings.Join(rest, ","); got != "a,d" {
+		t.Errorf("written then %s, want a and d", got)
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.live != nil {
+		t.Error("the run's writer is still set after run returned")
 	}
 }
