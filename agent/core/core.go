@@ -256,10 +256,12 @@ func (a *Core) SetDeviceState(device string, s devstate.State) error {
 		return fmt.Errorf("set %s: %w", device, err)
 	}
 	delete(a.restoredDev, device)
+	// The publish first: it is on the cluster's latency path, and the
+	// local event's hand-over to the AMI writers wakes other threads.
+	a.pub.PublishDevice(device, s, true)
 	if changed {
 		a.sink.DeviceChanged(device, agg)
 	}
-	a.pub.PublishDevice(device, s, true)
 	return nil
 }
 
