@@ -32,6 +32,7 @@ func (a *Agent) isSynced() bool {
 // latest at until.
 type heldRequest struct {
 	req   pubsub.OwnStatesRequest
+	ask   *statesAsk // instead of req: a member's ask over gossip
 	until time.Time
 }
 
@@ -60,7 +61,11 @@ func (a *Agent) answerLoop(ctx context.Context) {
 			}
 			stop()
 		}
-		a.answer(h.req)
+		if h.ask != nil {
+			a.answerGossip(ctx, h.ask)
+		} else {
+			a.answer(h.req)
+		}
 	}
 }
 
@@ -165,7 +170,27 @@ func (a *Agent) resyncTargets() []string {
 // A member that has not heard of this node yet (gossip reaches members
 // one after another, within a second or two) refuses the request as
 // coming from a stranger (forbidden): it is asked again, a few times.
+//
+// A buddy that is a live gossip member is asked over gossip first
+// (gossipstates.go); the XMPP request is the fallback.
 func (a *Agent) requestStates(ctx context.Context, to string) bool {
+	if m, ok := a.memberOf(to); ok {
+		gctx, cancel := context.WithTimeout(ctx, a.cfg.ResyncTimeout)
+		req := a.core.StatesRequest(to)
+		ds, ms, err := a.requestStatesGossip(gctx, m.Name)
+		cancel()
+		if err == nil {
+			a.gossip.answers.Add(1)
+			a.statesAnswered(to)
+			a.core.ApplyServerStates(req, ds, ms)
+			return true
+		}
+		if ctx.Err() != nil {
+			return false
+		}
+		a.gossip.fallbacks.Add(1)
+		a.log.Info("states over gossip failed; asking over XMPP", "member", m.Name, "jid", to, "err", err)
+	}
 	qctx, cancel := context.WithTimeout(ctx, a.cfg.ResyncTimeout)
 	defer cancel()
 	wait := statesRetryDelay
