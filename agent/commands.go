@@ -170,7 +170,8 @@ func (a *Agent) showStats(b *strings.Builder) {
 	fmt.Fprintf(b, "Publishes: %+v\n", p)
 	if a.cluster != nil {
 		g := &a.gossip
-		fmt.Fprintf(b, "States answers over gossip: %d\nStates requests fallen back to XMPP: %d\n", g.answers.Load(), g.fallbacks.Load())
+		fmt.Fprintf(b, "States answers over gossip: %d\nStates answers over XMPP: %d\nStates requests fallen back to XMPP: %d\n",
+			g.answers.Load(), g.xmppAnswers.Load(), g.fallbacks.Load())
 		fmt.Fprintf(b, "Gossip states messages refused: %d\nGossip states entries refused: %d\n", g.refusedMsgs.Load()+a.cluster.DirectStats().Refused, g.refusedEntries.Load())
 	}
 	if a.store != nil {

@@ -64,8 +64,13 @@ const (
 	// (cluster.MaxDirectSize each).
 	gossipInbox = 16
 	// gossipStrangerWait is how long an ask from a member this node has
-	// not heard of yet waits for gossip to bring it.
-	gossipStrangerWait = 3 * time.Second
+	// not heard of yet waits for gossip to bring it; gossipAnswerWait
+	// (or ResyncTimeout, if shorter) how long an ask waits for its answer
+	// before it falls back to XMPP. A member that does not speak this
+	// exchange (an older busylamp) never answers: that costs
+	// gossipAnswerWait.
+	gossipStrangerWait = 2 * time.Second
+	gossipAnswerWait   = 5 * time.Second
 	maxRefuseReason    = 200
 )
 
@@ -92,6 +97,7 @@ type gossipStates struct {
 	pending map[gossipID]chan []byte // by ask id: the answer's messages
 
 	answers        atomic.Uint64 // answers received and applied
+	xmppAnswers    atomic.Uint64 // states requests answered over XMPP
 	fallbacks      atomic.Uint64 // asks that fell back to XMPP
 	refusedMsgs    atomic.Uint64 // malformed, stray or unwanted messages
 	refusedEntries atomic.Uint64 // entries that failed the checks
@@ -487,6 +493,12 @@ func (a *Agent) answerGossip(ctx context.Context, ask *statesAsk) {
 	if a.cluster == nil {
 		return
 	}
+	if !a.isSynced() {
+		// The XMPP request waits for that, within the asker's timeout;
+		// this one would only make the asker wait to fall back.
+		a.replyRefuse(ask, "own states not restored yet")
+		return
+	}
 	m, ok := a.aliveMember(ctx, ask.member)
 	if !ok {
 		a.gossip.refuse(a, fmt.Errorf("%w: an ask from %q, not a live member", errGossip, ask.member))
@@ -496,7 +508,7 @@ func (a *Agent) answerGossip(ctx context.Context, ask *statesAsk) {
 	msgs, err := encodeAnswer(ask.id, ds, ms, cluster.MaxDirectSize)
 	if err != nil {
 		a.log.Warn("answer gossip states ask", "member", m.Name, "err", err)
-		_ = a.cluster.SendDirect(m.Name, encodeRefuse(ask.id, err.Error()))
+		a.replyRefuse(ask, err.Error())
 		return
 	}
 	for _, b := range msgs {
@@ -527,5 +539,13 @@ func (a *Agent) aliveMember(ctx context.Context, name string) (cluster.Member, b
 			t.Stop()
 			return cluster.Member{}, false
 		}
+	}
+}
+
+// replyRefuse tells the asker at once that no answer comes, so that it
+// asks over XMPP without waiting.
+func (a *Agent) replyRefuse(ask *statesAsk, reason string) {
+	if err := a.cluster.SendDirect(ask.member, encodeRefuse(ask.id, reason)); err != nil {
+		a.log.Debug("refuse gossip states ask", "member", ask.member, "err", err)
 	}
 }

@@ -19,6 +19,9 @@ const (
 	statesRetryDelay = 500 * time.Millisecond
 )
 
+// resyncJoinWait bounds how long a resync waits for gossip to join.
+const resyncJoinWait = time.Second
+
 func (a *Agent) isSynced() bool {
 	select {
 	case <-a.synced:
@@ -50,7 +53,7 @@ func (a *Agent) answerLoop(ctx context.Context) {
 			return
 		case h = <-a.answers:
 		}
-		if !a.isSynced() {
+		if !a.isSynced() && h.ask == nil {
 			expired, stop := core.After(a.clock, h.until.Sub(a.clock.Now()))
 			select {
 			case <-a.synced:
@@ -97,10 +100,21 @@ func (a *Agent) startResync(ctx context.Context) {
 	a.resyncMu.Lock()
 	a.resyncCancel = cancel
 	a.resyncMu.Unlock()
-	targets := a.resyncTargets()
 	a.goRun(func() {
 		defer cancel()
 		start := time.Now()
+		if a.cluster != nil {
+			// Joining takes milliseconds when a member answers; then the
+			// members are asked over gossip rather than through the server.
+			joined, stop := core.After(a.clock, resyncJoinWait)
+			select {
+			case <-a.cluster.Joined():
+			case <-joined:
+			case <-rctx.Done():
+			}
+			stop()
+		}
+		targets := a.resyncTargets()
 		var mu sync.Mutex
 		answered := 0
 		var wg sync.WaitGroup
@@ -175,7 +189,7 @@ func (a *Agent) resyncTargets() []string {
 // (gossipstates.go); the XMPP request is the fallback.
 func (a *Agent) requestStates(ctx context.Context, to string) bool {
 	if m, ok := a.memberOf(to); ok {
-		gctx, cancel := context.WithTimeout(ctx, a.cfg.ResyncTimeout)
+		gctx, cancel := context.WithTimeout(ctx, min(a.cfg.ResyncTimeout, gossipAnswerWait))
 		req := a.core.StatesRequest(to)
 		ds, ms, err := a.requestStatesGossip(gctx, m.Name)
 		cancel()
@@ -198,6 +212,7 @@ func (a *Agent) requestStates(ctx context.Context, to string) bool {
 		req := a.core.StatesRequest(to)
 		ds, ms, err := a.xmpp.RequestOwnStates(qctx, to)
 		if err == nil {
+			a.gossip.xmppAnswers.Add(1)
 			a.statesAnswered(to)
 			a.core.ApplyServerStates(req, ds, ms)
 			return true
