@@ -66,7 +66,10 @@ func (a *Agent) memberEvent(ev cluster.Event) {
 	case cluster.EventJoin, cluster.EventUpdate:
 		a.core.MemberJoined(m.Meta.EID, m.Meta.JID)
 		k := askAddBuddy
-		if ev.Kind == cluster.EventJoin {
+		if ev.Kind == cluster.EventJoin && a.isSynced() {
+			// Before the first items resync the member is asked by that
+			// resync, once its items are in (an answer applied before
+			// them would be overwritten by their last writers).
 			k |= askStates
 		}
 		if !a.asks.add(m.Meta.JID, k) {

@@ -94,9 +94,10 @@ type childReport struct {
 	HeapInuse uint64 `json:"heap_inuse"`
 	Err       string `json:"err,omitempty"`
 	// From 'show stats': how the own states came.
-	GossipAnswers int `json:"gossip_answers"`
-	XMPPAnswers   int `json:"xmpp_answers"`
-	Fallbacks     int `json:"fallbacks"`
+	GossipAnswers int    `json:"gossip_answers"`
+	XMPPAnswers   int    `json:"xmpp_answers"`
+	Fallbacks     int    `json:"fallbacks"`
+	Phases        string `json:"phases"`
 
 	listTime    time.Duration // the parent's DeviceStateList of the child
 	listDevices int
@@ -125,8 +126,12 @@ func measureScale(ctx context.Context, srv *xmpptest.Server, total int, o *optio
 		if join != "" || !*scaleGossip {
 			return nil
 		}
-		addr, err := gossipAddr(ctx, n)
-		join = addr
+		// Run starts gossip first: wait until it lists this node.
+		var err error
+		waitFor(ctx, 60*time.Second, func() bool {
+			join, err = gossipAddr(ctx, n)
+			return err == nil
+		})
 		return err
 	})
 	if err != nil {
@@ -259,8 +264,8 @@ func runScaleChild(ctx context.Context, srv *xmpptest.Server, jid, pw string, bu
 	if rep.Err != "" {
 		return rep, fmt.Errorf("joining agent: %s", rep.Err)
 	}
-	logf("  joining agent (gossip %v) booted in %s: own states answered over gossip %d, over XMPP %d, fallbacks %d",
-		join != "", time.Duration(rep.ResyncNS).Round(time.Millisecond), rep.GossipAnswers, rep.XMPPAnswers, rep.Fallbacks)
+	logf("  joining agent (gossip %v) booted in %s (%s): own states answered over gossip %d, over XMPP %d, fallbacks %d",
+		join != "", time.Duration(rep.ResyncNS).Round(time.Millisecond), rep.Phases, rep.GossipAnswers, rep.XMPPAnswers, rep.Fallbacks)
 	l, err := listen(ctx, rep.AMI)
 	if err != nil {
 		return rep, err
@@ -304,7 +309,8 @@ func childMain(args []string) int {
 		_ = out.Encode(childReport{Err: err.Error()})
 		return 1
 	}
-	capt := &capture{inner: slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}), fetched: new(atomic.Int64)}
+	capt := &capture{inner: slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}), fetched: new(atomic.Int64),
+		start: time.Now(), phases: new(atomic.Value)}
 	x := pubsub.DefaultConfig()
 	x.JID, x.Password, x.Address, x.Service, x.UseTLS = *jid, *pw, *addr, *service, false
 	x.EID = devstate.DeriveEID("bench\x00agent5")
@@ -353,6 +359,7 @@ func childMain(args []string) int {
 	rss, hwm := procStatusKB("VmRSS"), procStatusKB("VmHWM")
 	rep := childReport{AMI: node.ManagerAddr(), ResyncNS: int64(took), Devices: node.Core().Stats().Devices,
 		Fetched: int(capt.fetched.Load()), RSSKB: rss, HWMKB: hwm, HeapInuse: ms.HeapInuse}
+	rep.Phases, _ = capt.phases.Load().(string)
 	if stats, err := node.Command(ctx, "show stats"); err == nil {
 		rep.GossipAnswers = statLine(stats, "States answers over gossip")
 		rep.XMPPAnswers = statLine(stats, "States answers over XMPP")
@@ -388,11 +395,21 @@ func procStatusKB(field string) int64 {
 type capture struct {
 	inner   slog.Handler
 	fetched *atomic.Int64
+	start   time.Time
+	phases  *atomic.Value // string: when the first resync started and how long it took
 }
 
 func (c *capture) Enabled(context.Context, slog.Level) bool { return true }
 
 func (c *capture) Handle(ctx context.Context, r slog.Record) error {
+	if r.Message == "resync complete" {
+		r.Attrs(func(a slog.Attr) bool {
+			if a.Key == "took" {
+				c.phases.Store(fmt.Sprintf("connected+fetched at %s, resync took %s", time.Since(c.start).Round(time.Millisecond)-a.Value.Duration().Round(time.Millisecond), a.Value.Duration().Round(time.Millisecond)))
+			}
+			return true
+		})
+	}
 	if r.Message == "xmpp connected" {
 		r.Attrs(func(a slog.Attr) bool {
 			if a.Key == "devices" {
@@ -408,11 +425,11 @@ func (c *capture) Handle(ctx context.Context, r slog.Record) error {
 }
 
 func (c *capture) WithAttrs(as []slog.Attr) slog.Handler {
-	return &capture{inner: c.inner.WithAttrs(as), fetched: c.fetched}
+	return &capture{inner: c.inner.WithAttrs(as), fetched: c.fetched, start: c.start, phases: c.phases}
 }
 
 func (c *capture) WithGroup(name string) slog.Handler {
-	return &capture{inner: c.inner.WithGroup(name), fetched: c.fetched}
+	return &capture{inner: c.inner.WithGroup(name), fetched: c.fetched, start: c.start, phases: c.phases}
 }
 
 func runQuiet(name string, args ...string) (string, error) {
@@ -483,10 +500,6 @@ func startScaleCluster(ctx context.Context, srv *xmpptest.Server, names, extraBu
 				c.errs <- fmt.Errorf("agent %s: %w", name, err)
 			}
 		})
-		if !waitFor(ctx, 60*time.Second, func() bool { _, err := n.Command(ctx, "show members"); return err == nil }) {
-			c.close()
-			return nil, fmt.Errorf("agent %s: no answer to commands within 60 s", name)
-		}
 		if err := started(n); err != nil {
 			c.close()
 			return nil, fmt.Errorf("agent %s: %w", name, err)
