@@ -288,6 +288,9 @@ func TestGossipGarbageRefused(t *testing.T) {
 	mc.Name, mc.BindAddr, mc.BindPort, mc.AdvertisePort = "evil", "127.0.0.1", 0, 0
 	mc.SecretKey, mc.Label, mc.Delegate = gossipKey, "busylamp", rawMember(meta)
 	mc.Logger = log.New(io.Discard, "", 0)
+	// It never probes: Shutdown does not wait for a probe in flight,
+	// which goleak would then find.
+	mc.ProbeInterval = time.Hour
 	ml, err := memberlist.Create(mc)
 	if err != nil {
 		t.Fatal(err)

@@ -38,7 +38,7 @@ func TestOwnStatesExchange(t *testing.T) {
 		b.connected(connectWait)
 		aFull := b.presence(eventWait, aj, true).JID
 
-		const ndev, nmbox = 4100, 150 // three chunks of at most 2000
+		const ndev, nmbox = 1100, 150 // three chunks of at most 500
 		var devs []DeviceItem
 		var mboxes []MailboxItem
 		for i := 0; i < ndev; i++ {
