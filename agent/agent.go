@@ -129,7 +129,8 @@ type Agent struct {
 
 	askDone func(jid string) // tests: called when a buddy's asked work is done
 
-	relearn relearn // buddies that came back (resync.go)
+	relearn relearn      // buddies that came back (resync.go)
+	gossip  gossipStates // the own-states exchange over gossip
 
 	resyncMu     sync.Mutex
 	resyncCancel context.CancelFunc

@@ -168,6 +168,12 @@ func (a *Agent) showStats(b *strings.Builder) {
 		fmt.Fprintf(b, "  %s: %d\n", r.Source, r.Refused)
 	}
 	fmt.Fprintf(b, "Publishes: %+v\n", p)
+	if a.cluster != nil {
+		g := &a.gossip
+		fmt.Fprintf(b, "States answers over gossip: %d\nStates answers over XMPP: %d\nStates requests fallen back to XMPP: %d\n",
+			g.answers.Load(), g.xmppAnswers.Load(), g.fallbacks.Load())
+		fmt.Fprintf(b, "Gossip states messages refused: %d\nGossip states entries refused: %d\n", g.refusedMsgs.Load()+a.cluster.DirectStats().Refused, g.refusedEntries.Load())
+	}
 	if a.store != nil {
 		st := a.store.Stats()
 		fmt.Fprintf(b, "State store: %s: %d devices, %d mailboxes, %d deleted mailboxes, %d records, %d bytes, %d syncs, %d compactions\n",

@@ -15,11 +15,18 @@ import (
 	"github.com/busylamp/busylamp/agent/cluster"
 	"github.com/busylamp/busylamp/agent/core"
 	"github.com/busylamp/busylamp/devstate"
+	"github.com/busylamp/busylamp/internal/xmpptest"
 	"github.com/busylamp/busylamp/mwi"
 	"github.com/busylamp/busylamp/pubsub"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+// The integration tests (gossip_test.go) share one Prosody per test
+// binary, started on first use; after the tests no goroutine may be left.
+func TestMain(m *testing.M) { goleak.VerifyTestMain(sharedServers{m}) }
+
+type sharedServers struct{ m *testing.M }
+
+func (s sharedServers) Run() int { return xmpptest.Main(s.m) }
 
 // fakeXMPP is the XMPP client in memory, as memberlist's MockNetwork is
 // the network: the test sends the client's events, the agent's calls are

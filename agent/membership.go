@@ -13,8 +13,8 @@ import (
 
 // startCluster joins the gossip cluster when it is configured. Membership
 // finds buddies without editing every node's config and tells a dead node
-// faster than XMPP presence can; device states themselves still travel
-// over PubSub only.
+// faster than XMPP presence can. Device states travel over PubSub; only
+// the own-states exchange of a resync goes over gossip (gossipstates.go).
 func (a *Agent) startCluster(ctx context.Context) error {
 	if a.cfg.Cluster == nil {
 		return nil
@@ -25,11 +25,14 @@ func (a *Agent) startCluster(ctx context.Context) error {
 	cc.Version = a.cfg.Version
 	cc.Logger = a.log
 	events := make(chan cluster.Event, 256)
+	direct := make(chan []byte, gossipInbox)
+	cc.Direct = direct
 	cl, err := cluster.Start(cc, events)
 	if err != nil {
 		return fmt.Errorf("cluster: %w", err)
 	}
 	a.cluster, a.members = cl, events
+	a.goRun(func() { a.directLoop(ctx, direct) })
 	a.wg.Add(1)
 	go func() {
 		defer a.wg.Done()
@@ -63,7 +66,10 @@ func (a *Agent) memberEvent(ev cluster.Event) {
 	case cluster.EventJoin, cluster.EventUpdate:
 		a.core.MemberJoined(m.Meta.EID, m.Meta.JID)
 		k := askAddBuddy
-		if ev.Kind == cluster.EventJoin {
+		if ev.Kind == cluster.EventJoin && a.isSynced() {
+			// Before the first items resync the member is asked by that
+			// resync, once its items are in (an answer applied before
+			// them would be overwritten by their last writers).
 			k |= askStates
 		}
 		if !a.asks.add(m.Meta.JID, k) {

@@ -19,6 +19,9 @@ const (
 	statesRetryDelay = 500 * time.Millisecond
 )
 
+// resyncJoinWait bounds how long a resync waits for gossip to join.
+const resyncJoinWait = time.Second
+
 func (a *Agent) isSynced() bool {
 	select {
 	case <-a.synced:
@@ -32,6 +35,7 @@ func (a *Agent) isSynced() bool {
 // latest at until.
 type heldRequest struct {
 	req   pubsub.OwnStatesRequest
+	ask   *statesAsk // instead of req: a member's ask over gossip
 	until time.Time
 }
 
@@ -49,7 +53,7 @@ func (a *Agent) answerLoop(ctx context.Context) {
 			return
 		case h = <-a.answers:
 		}
-		if !a.isSynced() {
+		if !a.isSynced() && h.ask == nil {
 			expired, stop := core.After(a.clock, h.until.Sub(a.clock.Now()))
 			select {
 			case <-a.synced:
@@ -60,7 +64,11 @@ func (a *Agent) answerLoop(ctx context.Context) {
 			}
 			stop()
 		}
-		a.answer(h.req)
+		if h.ask != nil {
+			a.answerGossip(ctx, h.ask)
+		} else {
+			a.answer(h.req)
+		}
 	}
 }
 
@@ -92,10 +100,21 @@ func (a *Agent) startResync(ctx context.Context) {
 	a.resyncMu.Lock()
 	a.resyncCancel = cancel
 	a.resyncMu.Unlock()
-	targets := a.resyncTargets()
 	a.goRun(func() {
 		defer cancel()
 		start := time.Now()
+		if a.cluster != nil {
+			// Joining takes milliseconds when a member answers; then the
+			// members are asked over gossip rather than through the server.
+			joined, stop := core.After(a.clock, resyncJoinWait)
+			select {
+			case <-a.cluster.Joined():
+			case <-joined:
+			case <-rctx.Done():
+			}
+			stop()
+		}
+		targets := a.resyncTargets()
 		var mu sync.Mutex
 		answered := 0
 		var wg sync.WaitGroup
@@ -165,7 +184,27 @@ func (a *Agent) resyncTargets() []string {
 // A member that has not heard of this node yet (gossip reaches members
 // one after another, within a second or two) refuses the request as
 // coming from a stranger (forbidden): it is asked again, a few times.
+//
+// A buddy that is a live gossip member is asked over gossip first
+// (gossipstates.go); the XMPP request is the fallback.
 func (a *Agent) requestStates(ctx context.Context, to string) bool {
+	if m, ok := a.memberOf(to); ok {
+		gctx, cancel := context.WithTimeout(ctx, min(a.cfg.ResyncTimeout, gossipAnswerWait))
+		req := a.core.StatesRequest(to)
+		ds, ms, err := a.requestStatesGossip(gctx, m.Name)
+		cancel()
+		if err == nil {
+			a.gossip.answers.Add(1)
+			a.statesAnswered(to)
+			a.core.ApplyServerStates(req, ds, ms)
+			return true
+		}
+		if ctx.Err() != nil {
+			return false
+		}
+		a.gossip.fallbacks.Add(1)
+		a.log.Info("states over gossip failed; asking over XMPP", "member", m.Name, "jid", to, "err", err)
+	}
 	qctx, cancel := context.WithTimeout(ctx, a.cfg.ResyncTimeout)
 	defer cancel()
 	wait := statesRetryDelay
@@ -173,6 +212,7 @@ func (a *Agent) requestStates(ctx context.Context, to string) bool {
 		req := a.core.StatesRequest(to)
 		ds, ms, err := a.xmpp.RequestOwnStates(qctx, to)
 		if err == nil {
+			a.gossip.xmppAnswers.Add(1)
 			a.statesAnswered(to)
 			a.core.ApplyServerStates(req, ds, ms)
 			return true

@@ -37,8 +37,19 @@ import (
 // snapshot that later requests (with the cursor) are served from, so the
 // pages are consistent. Only buddies are answered.
 
+// An answer holds at most ownChunk items and about ownChunkBytes of XML:
+// the byte bound keeps a chunk of long names (escaped) well under the
+// smaller of the servers' default stanza limits (Prosody's
+// c2s_stanza_size_limit and the max_stanza_size of Debian's ejabberd.yml,
+// both 256 KiB). 2,000 items a chunk (~180 KiB) booted 10,000 devices,
+// but a joiner of 100,000 stopped after the first chunks (not understood
+// yet, see the i12 report): 500 until that is.
 const (
-	ownChunk     = 500             // items per answer
+	ownChunk      = 500
+	ownChunkBytes = 128 << 10
+)
+
+const (
 	ownMaxItems  = 1 << 20         // items one RequestOwnStates accepts
 	ownSnapshots = 16              // snapshots kept for continuations
 	ownTTL       = 2 * time.Minute // how long a snapshot is kept
@@ -115,17 +126,48 @@ func (a *answerCache) get(tok string) *answer {
 	return ans
 }
 
-// chunk builds the answer starting at item off of ans.
+// Upper bounds of an item's XML besides its name, in bytes, as
+// encoding/xml writes them: <device name="" state="RINGINUSE"
+// cachable="1" eid="00:11:22:33:44:55"></device>, and <mailbox name=""
+// new="2147483647" old="2147483647" eid="..."></mailbox>; and of the
+// <states> element around them.
+const (
+	ownDeviceXML  = 80
+	ownMailboxXML = 85
+	ownStatesXML  = 256
+)
+
+// attrLen is the length of s escaped as an XML attribute value (at most:
+// encoding/xml writes &#34; for a quote).
+func attrLen(s string) int {
+	n := len(s)
+	for i := 0; i < len(s); i++ {
+		switch s[i] {
+		case '&', '<', '>', '"', '\'', '\t', '\n', '\r':
+			n += 4
+		}
+	}
+	return n
+}
+
+// chunk builds the answer starting at item off of ans: up to ownChunk
+// items and ownChunkBytes, and at least one item.
 func chunk(ans *answer, tok string, off int) *statesResult {
 	total := len(ans.devs) + len(ans.mboxes)
-	end := min(off+ownChunk, total)
 	r := &statesResult{}
-	for i := off; i < end; i++ {
-		if i < len(ans.devs) {
-			d := ans.devs[i]
+	end, size := off, ownStatesXML
+	for ; end < total && end-off < ownChunk; end++ {
+		if end < len(ans.devs) {
+			d := ans.devs[end]
+			if size += ownDeviceXML + attrLen(d.Device); size > ownChunkBytes && end > off {
+				break
+			}
 			r.Devices = append(r.Devices, ownDevice{Name: d.Device, State: d.State.String(), Cachable: cachableAttr(d.Cachable), EID: d.EID.String()})
 		} else {
-			m := ans.mboxes[i-len(ans.devs)]
+			m := ans.mboxes[end-len(ans.devs)]
+			if size += ownMailboxXML + attrLen(m.Mailbox); size > ownChunkBytes && end > off {
+				break
+			}
 			r.Mailboxes = append(r.Mailboxes, ownMailbox{Name: m.Mailbox, New: m.Counts.New, Old: m.Counts.Old, EID: m.EID.String()})
 		}
 	}
@@ -157,7 +199,8 @@ func (c *Client) handleOwnStatesRequest(s *session, e, q *elem) {
 }
 
 // AnswerOwnStates answers req with this server's own states, in chunks of
-// at most 500 items; the buddy fetches the later chunks by itself.
+// at most ownChunk items and ownChunkBytes; the buddy fetches the later
+// chunks by itself.
 func (c *Client) AnswerOwnStates(req OwnStatesRequest, devices []DeviceItem, mailboxes []MailboxItem) error {
 	s := req.sess
 	if s == nil {
@@ -165,11 +208,11 @@ func (c *Client) AnswerOwnStates(req OwnStatesRequest, devices []DeviceItem, mai
 	}
 	ans := &answer{to: req.From, devs: append([]DeviceItem(nil), devices...),
 		mboxes: append([]MailboxItem(nil), mailboxes...), expires: time.Now().Add(ownTTL)}
-	tok := ""
-	if len(devices)+len(mailboxes) > ownChunk {
-		tok = c.answers.put(ans)
+	first := chunk(ans, "", 0)
+	if len(first.Devices)+len(first.Mailboxes) < len(devices)+len(mailboxes) {
+		first = chunk(ans, c.answers.put(ans), 0)
 	}
-	iq := newIQ("result", req.From, req.ID, chunk(ans, tok, 0))
+	iq := newIQ("result", req.From, req.ID, first)
 	if err := s.send(iq); err != nil {
 		return fmt.Errorf("answer own states to %s: %w", req.From, err)
 	}
@@ -230,36 +273,47 @@ func (c *Client) RequestOwnStates(ctx context.Context, fullJID string) ([]Device
 }
 
 func parseOwnDevice(d *elem) (DeviceItem, error) {
-	name := d.Attr("name")
-	if err := checkName(name); err != nil {
-		return DeviceItem{}, fmt.Errorf("name: %w", err)
-	}
-	eid, err := devstate.ParseEID(d.Attr("eid"))
-	if err != nil {
-		return DeviceItem{}, err
-	}
-	st, ok := devstate.Parse(d.Attr("state"))
-	if !ok {
-		return DeviceItem{}, fmt.Errorf("device %s: unknown state %q", name, clip(d.Attr("state"), 32))
-	}
-	return DeviceItem{Device: name, State: st, Cachable: d.Attr("cachable") != "0", EID: eid}, nil
+	return ParseOwnDevice(d.Attr("name"), d.Attr("state"), d.Attr("cachable"), d.Attr("eid"))
 }
 
 func parseOwnMailbox(m *elem) (MailboxItem, error) {
-	name := m.Attr("name")
+	return ParseOwnMailbox(m.Attr("name"), m.Attr("new"), m.Attr("old"), m.Attr("eid"))
+}
+
+// ParseOwnDevice checks one device of a buddy's own-states answer, given
+// as the strings of the exchange's attributes, and returns it. Every
+// carrier of the exchange (XMPP, gossip) reads its entries with it.
+func ParseOwnDevice(name, state, cachable, eid string) (DeviceItem, error) {
+	if err := checkName(name); err != nil {
+		return DeviceItem{}, fmt.Errorf("name: %w", err)
+	}
+	e, err := devstate.ParseEID(eid)
+	if err != nil {
+		return DeviceItem{}, err
+	}
+	st, ok := devstate.Parse(state)
+	if !ok {
+		return DeviceItem{}, fmt.Errorf("device %s: unknown state %q", name, clip(state, 32))
+	}
+	return DeviceItem{Device: name, State: st, Cachable: cachable != "0", EID: e}, nil
+}
+
+// ParseOwnMailbox checks one mailbox of a buddy's own-states answer, as
+// ParseOwnDevice does a device.
+func ParseOwnMailbox(name, newCount, oldCount, eid string) (MailboxItem, error) {
 	if err := checkName(name); err != nil {
 		return MailboxItem{}, fmt.Errorf("name: %w", err)
 	}
-	eid, err := devstate.ParseEID(m.Attr("eid"))
+	e, err := devstate.ParseEID(eid)
 	if err != nil {
 		return MailboxItem{}, err
 	}
-	nw, err1 := count(&elem{Content: m.Attr("new")})
-	old, err2 := count(&elem{Content: m.Attr("old")})
+	nw, err1 := count(&elem{Content: newCount})
+	old, err2 := count(&elem{Content: oldCount})
 	if err := errors.Join(err1, err2); err != nil {
 		return MailboxItem{}, fmt.Errorf("mailbox %s: %w", name, err)
 	}
-	return MailboxItem{Mailbox: name, Counts: mwi.Counts{New: nw, Old: old}, EID: eid}, nil
+	return MailboxItem{Mailbox: name, Counts: mwi.Counts{New: nw, Old: old}, EID: e}, nil
 }
 
 // discoInfo is our answer to disco#info: a client that speaks ping and the

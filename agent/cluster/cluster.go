@@ -59,6 +59,9 @@ type Config struct {
 	EID       devstate.EID
 	Version   string // busylamp version
 	Logger    *slog.Logger
+	// Direct receives the bodies of other members' direct messages
+	// (direct.go); its capacity bounds how many wait. Nil refuses them.
+	Direct chan<- []byte
 }
 
 // DefaultConfig is membership's configuration when nothing else is said:
@@ -153,6 +156,7 @@ type Cluster struct {
 	meta   []byte // this member's Meta, encoded
 	events chan<- Event
 	q      *queue
+	direct directCounters
 
 	// broadcasts holds the leave intents to gossip (leave.go).
 	broadcasts *memberlist.TransmitLimitedQueue
@@ -650,8 +654,8 @@ func (c *Cluster) deliver() {
 	}
 }
 
-// delegate gives memberlist this member's meta, and carries the leave
-// intents, busylamp's only user messages, over gossip.
+// delegate gives memberlist this member's meta, carries the leave intents
+// over gossip and takes in direct messages (direct.go).
 type delegate Cluster
 
 func (d *delegate) NodeMeta(limit int) []byte {
@@ -664,6 +668,10 @@ func (d *delegate) NodeMeta(limit int) []byte {
 // NotifyMsg runs in memberlist's packet loop: it must not block, and b is
 // reused after it returns (parseIntent copies what it keeps).
 func (d *delegate) NotifyMsg(b []byte) {
+	if len(b) > 0 && b[0] == msgDirect {
+		(*Cluster)(d).receiveDirect(b[1:])
+		return
+	}
 	in, err := parseIntent(b)
 	if err != nil {
 		if err != errNotIntent {

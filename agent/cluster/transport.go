@@ -56,6 +56,10 @@ func (t *transport) dial(addr string, timeout time.Duration) (net.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
+	// memberlist sets a deadline on the streams it reads answers from,
+	// not on a user message (SendReliable): without one, a member that
+	// stops reading would hold the sender until Close.
+	_ = conn.SetDeadline(time.Now().Add(timeout))
 	stop := context.AfterFunc(t.ctx, func() { _ = conn.Close() })
 	return &stream{Conn: conn, stop: stop}, nil
 }

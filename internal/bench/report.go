@@ -184,11 +184,12 @@ func printReport(w io.Writer, r *report, o *options) {
 	if len(r.scale) > 0 {
 		fmt.Fprintf(w, "\nscale: 4 agents publish the devices (a quarter each; refused: publishes the server refused);\n"+
 			"a fifth joins in its own process: resync = Run → booted holding every device (PubSub items + own-states answers);\n"+
-			"VmRSS/VmHWM of that process, HeapInuse after a GC; DeviceStateList of every device on its socket\n\n")
+			"VmRSS/VmHWM of that process, HeapInuse after a GC; DeviceStateList of every device on its socket;\n"+
+			"gossip: the five share a gossip cluster and own states come over it; resync (XMPP): a second joiner outside gossip\n\n")
 		tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', tabwriter.AlignRight)
-		fmt.Fprintf(tw, "devices\tpublished in\trefused\tresync\titems fetched\tVmRSS\tVmHWM\tHeapInuse\tDeviceStateList\t\n")
+		fmt.Fprintf(tw, "devices\tpublished in\trefused\tgossip\tresync\tresync (XMPP)\titems fetched\tVmRSS\tVmHWM\tHeapInuse\tDeviceStateList\t\n")
 		for _, s := range r.scale {
-			fmt.Fprintf(tw, "%d\t%s\t%d\t%s\t%d\t%s\t%s\t%s\t%s\t\n", s.devices, ms(s.publish), s.pubErrors, ms(s.resync), s.fetched,
+			fmt.Fprintf(tw, "%d\t%s\t%d\t%v\t%s\t%s\t%d\t%s\t%s\t%s\t%s\t\n", s.devices, ms(s.publish), s.pubErrors, s.gossip, ms(s.resync), ms(s.resyncXMPP), s.fetched,
 				mib(s.rssKB<<10), mib(s.hwmKB<<10), mib(int64(s.heapInuse)), ms(s.listTime))
 		}
 		tw.Flush()

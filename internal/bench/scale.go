@@ -3,6 +3,8 @@ package main
 import (
 	"bufio"
 	"context"
+	"crypto/rand"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -12,12 +14,14 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	"runtime/pprof"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/busylamp/busylamp/agent"
+	gossip "github.com/busylamp/busylamp/agent/cluster"
 	"github.com/busylamp/busylamp/agent/manager"
 	"github.com/busylamp/busylamp/devstate"
 	"github.com/busylamp/busylamp/internal/xmpptest"
@@ -30,6 +34,12 @@ import (
 
 const childArg = "-scale-child"
 
+// scaleGossip puts the five agents in one gossip cluster (memberlist on
+// 127.0.0.1, with a key), so that the own-states exchange of the joining
+// agent's resync goes over gossip; -scale-gossip=false measures it
+// through the XMPP server.
+var scaleGossip = flag.Bool("scale-gossip", true, "scale: the agents share a gossip cluster (own states over memberlist)")
+
 type scaleResult struct {
 	devices     int
 	publish     time.Duration // until every publisher held every device
@@ -40,8 +50,10 @@ type scaleResult struct {
 	heapInuse   uint64        // child runtime.MemStats.HeapInuse after a GC
 	listTime    time.Duration // DeviceStateList of every device on the child's socket
 	listDevices int
-	held        int    // devices the publishers held (each: its own and what PubSub brought)
-	pubErrors   uint64 // publishes the server refused
+	held        int           // devices the publishers held (each: its own and what PubSub brought)
+	pubErrors   uint64        // publishes the server refused
+	gossip      bool          // resync: the joining agent was in gossip
+	resyncXMPP  time.Duration // with gossip: a second child's resync without it
 }
 
 // publishStats reads the node's publish counters from 'show stats'.
@@ -81,6 +93,14 @@ type childReport struct {
 	HWMKB     int64  `json:"hwm_kb"`
 	HeapInuse uint64 `json:"heap_inuse"`
 	Err       string `json:"err,omitempty"`
+	// From 'show stats': how the own states came.
+	GossipAnswers int    `json:"gossip_answers"`
+	XMPPAnswers   int    `json:"xmpp_answers"`
+	Fallbacks     int    `json:"fallbacks"`
+	Phases        string `json:"phases"`
+
+	listTime    time.Duration // the parent's DeviceStateList of the child
+	listDevices int
 }
 
 var scaleStates = []string{"NOT_INUSE", "INUSE", "BUSY", "RINGING", "ONHOLD", "UNAVAILABLE"}
@@ -89,7 +109,31 @@ func measureScale(ctx context.Context, srv *xmpptest.Server, total int, o *optio
 	res := scaleResult{devices: total}
 	names := []string{"agent1", "agent2", "agent3", "agent4"}
 	logf("%s: scale, %d devices published by %d agents", srv.Kind, total, len(names))
-	cl, err := startCluster(ctx, srv, names, []string{"agent5"}, o)
+	var key []byte
+	var join string
+	var edit func(i int, cfg *agent.Config)
+	if *scaleGossip {
+		key = make([]byte, 32)
+		_, _ = rand.Read(key)
+		edit = func(i int, cfg *agent.Config) {
+			cfg.Cluster = &gossip.Config{Bind: "127.0.0.1:0", SecretKey: key, Profile: gossip.ProfileLAN}
+			if i > 0 {
+				cfg.Cluster.Join = []string{join}
+			}
+		}
+	}
+	cl, err := startScaleCluster(ctx, srv, names, []string{"agent5"}, o, edit, func(n *agent.Agent) error {
+		if join != "" || !*scaleGossip {
+			return nil
+		}
+		// Run starts gossip first: wait until it lists this node.
+		var err error
+		waitFor(ctx, 60*time.Second, func() bool {
+			join, err = gossipAddr(ctx, n)
+			return err == nil
+		})
+		return err
+	})
 	if err != nil {
 		return res, err
 	}
@@ -164,58 +208,85 @@ func measureScale(ctx context.Context, srv *xmpptest.Server, total int, o *optio
 		b, _ := srv.Admin(n)
 		buddies = append(buddies, b+"/bench")
 	}
+	// With gossip, a second child joins without it (its own states through
+	// the server), on the same publishers: the two figures of one run.
+	joins := []string{join}
+	if join != "" {
+		joins = append(joins, "")
+	}
+	for i, j := range joins {
+		rep, err := runScaleChild(ctx, srv, jid, pw, buddies, per, names, key, j)
+		if err != nil {
+			return res, err
+		}
+		if i == 0 {
+			res.resync, res.fetched = time.Duration(rep.ResyncNS), rep.Fetched
+			res.rssKB, res.hwmKB, res.heapInuse = rep.RSSKB, rep.HWMKB, rep.HeapInuse
+			res.listTime, res.listDevices = rep.listTime, rep.listDevices
+			res.gossip = j != ""
+		} else {
+			res.resyncXMPP = time.Duration(rep.ResyncNS)
+		}
+	}
+	return res, nil
+}
+
+// runScaleChild runs the joining agent in a child process (in gossip
+// when join is set), checks every device on its socket and stops it.
+func runScaleChild(ctx context.Context, srv *xmpptest.Server, jid, pw string, buddies []string, per int, names []string,
+	key []byte, join string) (rep childReport, err error) {
 	exe, err := os.Executable()
 	if err != nil {
-		return res, err
+		return rep, err
 	}
 	cmd := exec.CommandContext(ctx, exe, childArg, "-addr", srv.Addr, "-service", srv.Service, "-jid", jid+"/bench",
-		"-password", pw, "-buddies", strings.Join(buddies, ","), "-expect", fmt.Sprint(per*len(names)))
+		"-password", pw, "-buddies", strings.Join(buddies, ","), "-expect", fmt.Sprint(per*len(names)),
+		"-gossip-key", base64.StdEncoding.EncodeToString(key), "-gossip-join", join)
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
-		return res, err
+		return rep, err
 	}
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
-		return res, err
+		return rep, err
 	}
 	cmd.Stderr = os.Stderr
 	if err := cmd.Start(); err != nil {
-		return res, fmt.Errorf("start the joining agent: %w", err)
+		return rep, fmt.Errorf("start the joining agent: %w", err)
 	}
 	defer func() {
 		stdin.Close()
 		_ = cmd.Wait()
 	}()
-	var rep childReport
 	if err := json.NewDecoder(stdout).Decode(&rep); err != nil {
-		return res, fmt.Errorf("joining agent: %w", err)
+		return rep, fmt.Errorf("joining agent: %w", err)
 	}
 	if rep.Err != "" {
-		return res, fmt.Errorf("joining agent: %s", rep.Err)
+		return rep, fmt.Errorf("joining agent: %s", rep.Err)
 	}
-	res.resync, res.fetched = time.Duration(rep.ResyncNS), rep.Fetched
-	res.rssKB, res.hwmKB, res.heapInuse = rep.RSSKB, rep.HWMKB, rep.HeapInuse
+	logf("  joining agent (gossip %v) booted in %s (%s): own states answered over gossip %d, over XMPP %d, fallbacks %d",
+		join != "", time.Duration(rep.ResyncNS).Round(time.Millisecond), rep.Phases, rep.GossipAnswers, rep.XMPPAnswers, rep.Fallbacks)
 	l, err := listen(ctx, rep.AMI)
 	if err != nil {
-		return res, err
+		return rep, err
 	}
 	defer l.close()
 	devs, took, err := l.devices(ctx)
 	if err != nil {
-		return res, fmt.Errorf("DeviceStateList: %w", err)
+		return rep, fmt.Errorf("DeviceStateList: %w", err)
 	}
-	res.listTime, res.listDevices = took, len(devs)
+	rep.listTime, rep.listDevices = took, len(devs)
 	if len(devs) != per*len(names) {
-		return res, fmt.Errorf("DeviceStateList listed %d devices, want %d", len(devs), per*len(names))
+		return rep, fmt.Errorf("DeviceStateList listed %d devices, want %d", len(devs), per*len(names))
 	}
 	for i := range names {
 		for k := range per {
 			if st := devs[fmt.Sprintf("Custom:S%d-%d", i, k)]; st != scaleStates[k%len(scaleStates)] {
-				return res, fmt.Errorf("joining agent: Custom:S%d-%d is %q, want %s", i, k, st, scaleStates[k%len(scaleStates)])
+				return rep, fmt.Errorf("joining agent: Custom:S%d-%d is %q, want %s", i, k, st, scaleStates[k%len(scaleStates)])
 			}
 		}
 	}
-	return res, nil
+	return rep, nil
 }
 
 // childMain runs the joining agent: it reports once it has booted with
@@ -228,6 +299,8 @@ func childMain(args []string) int {
 	pw := fs.String("password", "", "")
 	buddies := fs.String("buddies", "", "")
 	expect := fs.Int("expect", 0, "")
+	gossipKey := fs.String("gossip-key", "", "")
+	gossipJoin := fs.String("gossip-join", "", "")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -236,15 +309,24 @@ func childMain(args []string) int {
 		_ = out.Encode(childReport{Err: err.Error()})
 		return 1
 	}
-	capt := &capture{inner: slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}), fetched: new(atomic.Int64)}
+	capt := &capture{inner: slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}), fetched: new(atomic.Int64),
+		start: time.Now(), phases: new(atomic.Value)}
 	x := pubsub.DefaultConfig()
 	x.JID, x.Password, x.Address, x.Service, x.UseTLS = *jid, *pw, *addr, *service, false
 	x.EID = devstate.DeriveEID("bench\x00agent5")
 	x.Buddies = strings.Split(*buddies, ",")
 	m := manager.DefaultConfig()
 	m.Username, m.Secret = amiUser, amiSecret
-	node, err := agent.New(agent.Config{Name: "agent5", Version: "bench", XMPP: x, Manager: m,
-		ManagerAddr: "127.0.0.1:0", Log: slog.New(capt).With("agent", "agent5")})
+	cfg := agent.Config{Name: "agent5", Version: "bench", XMPP: x, Manager: m,
+		ManagerAddr: "127.0.0.1:0", Log: slog.New(capt).With("agent", "agent5")}
+	if *gossipJoin != "" {
+		key, err := base64.StdEncoding.DecodeString(*gossipKey)
+		if err != nil {
+			return fail(fmt.Errorf("-gossip-key: %w", err))
+		}
+		cfg.Cluster = &gossip.Config{Bind: "127.0.0.1:0", Join: []string{*gossipJoin}, SecretKey: key, Profile: gossip.ProfileLAN}
+	}
+	node, err := agent.New(cfg)
 	if err != nil {
 		return fail(err)
 	}
@@ -275,8 +357,15 @@ func childMain(args []string) int {
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
 	rss, hwm := procStatusKB("VmRSS"), procStatusKB("VmHWM")
-	if err := out.Encode(childReport{AMI: node.ManagerAddr(), ResyncNS: int64(took), Devices: node.Core().Stats().Devices,
-		Fetched: int(capt.fetched.Load()), RSSKB: rss, HWMKB: hwm, HeapInuse: ms.HeapInuse}); err != nil {
+	rep := childReport{AMI: node.ManagerAddr(), ResyncNS: int64(took), Devices: node.Core().Stats().Devices,
+		Fetched: int(capt.fetched.Load()), RSSKB: rss, HWMKB: hwm, HeapInuse: ms.HeapInuse}
+	rep.Phases, _ = capt.phases.Load().(string)
+	if stats, err := node.Command(ctx, "show stats"); err == nil {
+		rep.GossipAnswers = statLine(stats, "States answers over gossip")
+		rep.XMPPAnswers = statLine(stats, "States answers over XMPP")
+		rep.Fallbacks = statLine(stats, "States requests fallen back to XMPP")
+	}
+	if err := out.Encode(rep); err != nil {
 		return 1
 	}
 	_, _ = io.Copy(io.Discard, os.Stdin)
@@ -306,11 +395,21 @@ func procStatusKB(field string) int64 {
 type capture struct {
 	inner   slog.Handler
 	fetched *atomic.Int64
+	start   time.Time
+	phases  *atomic.Value // string: when the first resync started and how long it took
 }
 
 func (c *capture) Enabled(context.Context, slog.Level) bool { return true }
 
 func (c *capture) Handle(ctx context.Context, r slog.Record) error {
+	if r.Message == "resync complete" {
+		r.Attrs(func(a slog.Attr) bool {
+			if a.Key == "took" {
+				c.phases.Store(fmt.Sprintf("connected+fetched at %s, resync took %s", time.Since(c.start).Round(time.Millisecond)-a.Value.Duration().Round(time.Millisecond), a.Value.Duration().Round(time.Millisecond)))
+			}
+			return true
+		})
+	}
 	if r.Message == "xmpp connected" {
 		r.Attrs(func(a slog.Attr) bool {
 			if a.Key == "devices" {
@@ -326,11 +425,11 @@ func (c *capture) Handle(ctx context.Context, r slog.Record) error {
 }
 
 func (c *capture) WithAttrs(as []slog.Attr) slog.Handler {
-	return &capture{inner: c.inner.WithAttrs(as), fetched: c.fetched}
+	return &capture{inner: c.inner.WithAttrs(as), fetched: c.fetched, start: c.start, phases: c.phases}
 }
 
 func (c *capture) WithGroup(name string) slog.Handler {
-	return &capture{inner: c.inner.WithGroup(name), fetched: c.fetched}
+	return &capture{inner: c.inner.WithGroup(name), fetched: c.fetched, start: c.start, phases: c.phases}
 }
 
 func runQuiet(name string, args ...string) (string, error) {
@@ -343,4 +442,80 @@ func runQuiet(name string, args ...string) (string, error) {
 		return "", errors.New("no output")
 	}
 	return s, nil
+}
+
+// statLine reads the number after "line: " in 'show stats' output; -1
+// when the line is missing (gossip off).
+func statLine(stats, line string) int {
+	_, rest, ok := strings.Cut(stats, line+": ")
+	if !ok {
+		return -1
+	}
+	n := -1
+	fmt.Sscan(rest, &n)
+	return n
+}
+
+// gossipAddr is the address the agent gossips on, from 'show members'.
+func gossipAddr(ctx context.Context, n *agent.Agent) (string, error) {
+	out, err := n.Command(ctx, "show members")
+	if err != nil {
+		return "", err
+	}
+	for _, l := range strings.Split(out, "\n") {
+		// NAME (this node) ADDRESS STATE ...
+		if f := strings.Fields(l); len(f) > 3 && f[1] == "(this" {
+			return f[3], nil
+		}
+	}
+	return "", fmt.Errorf("show members: no address of this node in %q", out)
+}
+
+// startScaleCluster is startCluster with each agent's config edited
+// (gossip) and started one after another, started(n) called once each
+// one runs (the first one's gossip address is what the others join).
+func startScaleCluster(ctx context.Context, srv *xmpptest.Server, names, extraBuddies []string, o *options,
+	edit func(int, *agent.Config), started func(*agent.Agent) error) (*cluster, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	c := &cluster{names: names, cancel: cancel, errs: make(chan error, len(names))}
+	buddies := append(append([]string{}, names...), extraBuddies...)
+	for i, name := range names {
+		cfg := agentConfig(srv, name, buddies, o.log)
+		if o.pubWindow > 0 {
+			cfg.XMPP.PublishWindow = o.pubWindow
+		}
+		if edit != nil {
+			edit(i, &cfg)
+		}
+		n, err := agent.New(cfg)
+		if err != nil {
+			c.close()
+			return nil, fmt.Errorf("agent %s: %w", name, err)
+		}
+		c.nodes = append(c.nodes, n)
+		c.wg.Add(1)
+		go pprof.Do(ctx, pprof.Labels("node", name), func(ctx context.Context) {
+			defer c.wg.Done()
+			if err := n.Run(ctx); err != nil {
+				c.errs <- fmt.Errorf("agent %s: %w", name, err)
+			}
+		})
+		if err := started(n); err != nil {
+			c.close()
+			return nil, fmt.Errorf("agent %s: %w", name, err)
+		}
+	}
+	deadline := time.After(60 * time.Second)
+	for i, n := range c.nodes {
+		select {
+		case <-n.Core().Booted():
+		case err := <-c.errs:
+			c.close()
+			return nil, err
+		case <-deadline:
+			c.close()
+			return nil, fmt.Errorf("agent %s did not boot within 60 s", c.names[i])
+		}
+	}
+	return c, nil
 }
