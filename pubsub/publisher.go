@@ -502,10 +502,7 @@ func (c *Client) publishBatch(s *session, batch []pubEntry) []func(context.Conte
 	reqs := make([]publishIQ, len(batch))
 	withOptions := !s.noPublishOptions.Load()
 	for i, e := range batch {
-		node := NodeDevices
-		if e.k.mailbox {
-			node = NodeMailboxes
-		}
+		node := collOf(e.k)
 		if c.s.CollectionNodes {
 			node = e.k.name
 			c.learnLeaf(node, kindOfColl(collOf(e.k)))
@@ -534,6 +531,7 @@ func (c *Client) publishBatch(s *session, batch []pubEntry) []func(context.Conte
 	return finishes
 }
 
+// collOf is the node of k in flat mode, its collection in XEP-0248 mode.
 func collOf(k pubKey) string {
 	if k.mailbox {
 		return NodeMailboxes
