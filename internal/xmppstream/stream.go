@@ -97,6 +97,7 @@ type Stream struct {
 	mu  sync.Mutex
 	iqs map[string]*pendingIQ // nil once the read loop has ended
 
+	lastRead   atomic.Int64  // when the read loop last read a stanza (UnixNano)
 	skipped    atomic.Uint64 // stanzas read and dropped (too large, too deep)
 	skipLogged time.Time     // the last skip logged (read loop only)
 	skipQuiet  uint64        // skips since, not logged
@@ -352,6 +353,7 @@ func (s *Stream) readLoop(h Handler) {
 	for {
 		s.c.setReadDeadline(time.Now().Add(idle))
 		e, err := s.c.next()
+		s.lastRead.Store(time.Now().UnixNano())
 		if err != nil {
 			if sk, ok := err.(*skipped); ok {
 				s.skip(sk)
@@ -523,8 +525,12 @@ func (*pingReq) Namespace() string         { return nsPing }
 func (*pingReq) GetSet() *stanza.ResultSet { return nil }
 
 // keepalive pings the server every PingInterval (XEP-0199). No answer
-// within the IQ timeout means the connection is dead: the stream ends. An
-// error answer is an answer.
+// within the IQ timeout means the connection is dead, and the stream
+// ends, unless the server sent us a stanza within that time: a server
+// that is busy reads our ping late (Prosody reads 8 KiB of a connection
+// per turn, and a ping waits behind our publishes), and ending a session
+// that is alive makes it busier still (a reconnect republishes every own
+// state). An error answer is an answer.
 func (s *Stream) keepalive() {
 	defer s.wg.Done()
 	t := time.NewTicker(s.cfg.PingInterval)
@@ -536,6 +542,11 @@ func (s *Stream) keepalive() {
 			return
 		}
 		if _, err := s.IQ(s.ctx, "get", s.domain, &pingReq{}); errors.Is(err, ErrTimeout) {
+			if since := time.Since(time.Unix(0, s.lastRead.Load())); since < s.cfg.IQTimeout {
+				s.cfg.Logger.Debug("no answer to ping, but the server sent a stanza since: busy, not dead",
+					"timeout", s.cfg.IQTimeout, "last_read_ago", since.Round(time.Millisecond))
+				continue
+			}
 			s.Close(fmt.Errorf("no answer to ping within %v", s.cfg.IQTimeout))
 			return
 		}
