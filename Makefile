@@ -45,15 +45,21 @@ lint:
 demo: build
 	bash examples/demo.sh $(BIN)
 
-# Micro-benchmarks, then the end-to-end run against a real Prosody
-# (internal/bench; about 7 minutes here): baseline vs busylamp latency and
-# throughput, the burst, scale; and the publishing agent's CPU profile.
-# BENCHFLAGS=-quick for a short run, BENCHFLAGS=-ejabberd to add ejabberd.
+# Micro-benchmarks, then the end-to-end run against real servers
+# (internal/bench, about 20 minutes here): on Prosody (PubSub in memory)
+# and ejabberd, baseline vs busylamp latency (with the per-hop breakdown)
+# and throughput for 2 and 5 agents, the burst; on Prosody also the
+# resync of a joining agent (scale), live changes during a republish
+# (live) and 2 and 8 agents in processes of their own (many); and the
+# publishing agent's CPU profile. BENCHFLAGS are added last and win:
+# BENCHFLAGS='-phases e2e -ejabberd-phases e2e' for the latency part only,
+# BENCHFLAGS=-quick for a short run, -many-sizes 2,8,32 for 32 agents.
 BENCHFLAGS ?=
 bench: servers
 	$(GO) test -run=NONE -bench=. -benchmem ./devstate/... ./mwi/... ./agent/... ./pubsub/ ./internal/xmppstream/
 	@mkdir -p bin && rm -f bin/bench-cpu.pprof
-	$(GO) run ./internal/bench -cpuprofile bin/bench-cpu.pprof $(BENCHFLAGS)
+	$(GO) run ./internal/bench -cpuprofile bin/bench-cpu.pprof -ejabberd -phases e2e,burst,scale,live,many \
+	  -ejabberd-phases e2e,burst -live-devices 20000 -many-sizes 2,8 $(BENCHFLAGS)
 	@if [ -f bin/bench-cpu.pprof ]; then \
 	  $(GO) tool pprof -top -cum -nodecount=25 -tagfocus=node=agent1 bin/bench-cpu.pprof; fi
 

@@ -330,6 +330,12 @@ func (l *listener) stopEvents() error {
 	return err
 }
 
+// startEvents turns them on again.
+func (l *listener) startEvents() error {
+	_, err := io.WriteString(l.conn, "Action: Events\r\nEventMask: on\r\n\r\n")
+	return err
+}
+
 // devices is the agent's DeviceStateList, and how long it took.
 func (l *listener) devices(ctx context.Context) (map[string]string, time.Duration, error) {
 	t0 := time.Now()

@@ -50,6 +50,7 @@ type options struct {
 	scale       []int
 	cpuProfile  string
 	phases      map[string]bool
+	ejPhases    map[string]bool // on ejabberd
 	sizes       []int
 	pubWindow   int
 	profiled    bool
@@ -81,7 +82,8 @@ func main() {
 	flag.StringVar(&scale, "scale", "10000,100000", "scale: device counts (comma-separated; empty: skip)")
 	flag.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the 2-agent busylamp throughput run (labels node=agent1, node=agent2) to this file")
 	flag.BoolVar(&o.verbose, "v", false, "agents log at info level")
-	phases := flag.String("phases", "e2e,burst,scale", "what to run")
+	phases := flag.String("phases", "e2e,burst,scale", "what to run: e2e, burst, scale, live, many")
+	ejPhases := flag.String("ejabberd-phases", "", "with -ejabberd: what to run on ejabberd (empty: as -phases)")
 	sizes := flag.String("sizes", "2,5", "cluster sizes (agents, and plain clients for the baseline)")
 	flag.IntVar(&o.pubWindow, "publish-window", 0, "agents' PublishWindow (0: busylamp's default)")
 	flag.IntVar(&o.rounds, "rounds", 3, "rounds of latency and throughput, alternating baseline and busylamp")
@@ -90,6 +92,13 @@ func main() {
 	o.phases = map[string]bool{}
 	for _, p := range strings.Split(*phases, ",") {
 		o.phases[strings.TrimSpace(p)] = true
+	}
+	o.ejPhases = o.phases
+	if *ejPhases != "" {
+		o.ejPhases = map[string]bool{}
+		for _, p := range strings.Split(*ejPhases, ",") {
+			o.ejPhases[strings.TrimSpace(p)] = true
+		}
 	}
 	if o.quick {
 		o.latDur, o.thrDur, o.burst, o.rounds = 3*time.Second, 4*time.Second, 20000, 1
@@ -116,7 +125,12 @@ func main() {
 	start := time.Now()
 	var reports []*report
 	for _, k := range kinds {
-		r, err := runKind(ctx, k, &o)
+		ko := o
+		if k == xmpptest.Ejabberd {
+			ko.phases = o.ejPhases
+		}
+		r, err := runKind(ctx, k, &ko)
+		o.profiled, o.profChanges = o.profiled || ko.profiled, max(o.profChanges, ko.profChanges)
 		if r != nil {
 			reports = append(reports, r)
 		}
