@@ -441,11 +441,8 @@ func (b *busySystem) send(device, state string) error {
 // called, which returns it.
 func (b *busySystem) traceHops(ctx context.Context) func() *hopBreakdown {
 	waited := func() uint64 {
-		out, err := b.cl.nodes[0].Command(ctx, "show stats")
-		if err != nil {
-			return 0
-		}
-		return publishWaited(out)
+		st, _ := publishStats(ctx, b.cl.nodes[0])
+		return st.Waited
 	}
 	h := newHopBreakdown()
 	w0 := waited()
@@ -492,19 +489,9 @@ func logf(format string, args ...any) {
 // pendingPublishes is what agent A has still to publish: values waiting
 // and publishes unanswered ('show stats').
 func (b *busySystem) pendingPublishes(ctx context.Context) int {
-	out, err := b.cl.nodes[0].Command(ctx, "show stats")
+	st, err := publishStats(ctx, b.cl.nodes[0])
 	if err != nil {
 		return 0
 	}
-	return statField(out, "Pending:") + statField(out, "InFlight:")
-}
-
-func statField(out, key string) int {
-	_, rest, ok := strings.Cut(out, key)
-	if !ok {
-		return 0
-	}
-	var n int
-	fmt.Sscan(strings.TrimRight(strings.Fields(rest)[0], "}"), &n)
-	return n
+	return st.Pending + st.InFlight
 }

@@ -3,7 +3,6 @@ package main
 import (
 	"fmt"
 	"io"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -210,15 +209,4 @@ func fmtDur(d time.Duration) string {
 	default:
 		return fmt.Sprintf("%.0f µs", float64(d)/1e3)
 	}
-}
-
-// publishWaited reads the Waited counter from 'show stats'.
-func publishWaited(out string) uint64 {
-	_, rest, ok := strings.Cut(out, "Waited:")
-	if !ok {
-		return 0
-	}
-	var n uint64
-	fmt.Sscan(strings.Fields(rest)[0], &n)
-	return n
 }

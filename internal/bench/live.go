@@ -75,11 +75,12 @@ func (c reprobeCounter) WithGroup(name string) slog.Handler {
 
 // pubCounters are a node's publish counters ('show stats').
 type pubCounters struct {
-	published, errors uint64
-	pending, inFlight int
+	Published, Errors, Waited uint64
+	Pending, InFlight         int
 }
 
-func livePubStats(ctx context.Context, n *agent.Agent) (pubCounters, error) {
+// publishStats reads the node's publish counters from 'show stats'.
+func publishStats(ctx context.Context, n *agent.Agent) (pubCounters, error) {
 	var st pubCounters
 	out, err := n.Command(ctx, "show stats")
 	if err != nil {
@@ -94,13 +95,15 @@ func livePubStats(ctx context.Context, n *agent.Agent) (pubCounters, error) {
 		k, v, _ := strings.Cut(f, ":")
 		switch k {
 		case "Published":
-			fmt.Sscan(v, &st.published)
+			fmt.Sscan(v, &st.Published)
 		case "Errors":
-			fmt.Sscan(v, &st.errors)
+			fmt.Sscan(v, &st.Errors)
+		case "Waited":
+			fmt.Sscan(v, &st.Waited)
 		case "Pending":
-			fmt.Sscan(v, &st.pending)
+			fmt.Sscan(v, &st.Pending)
 		case "InFlight":
-			fmt.Sscan(v, &st.inFlight)
+			fmt.Sscan(v, &st.InFlight)
 		}
 	}
 	return st, nil
@@ -169,7 +172,7 @@ func measureLiveDuringRepublish(ctx context.Context, srv *xmpptest.Server, o *op
 	// publishes as it has states, plus the live changes sent meanwhile
 	// (polled every 10 ms; the last few may still be unanswered).
 	logf("%s: A republishes; live changes at %d/s meanwhile", srv.Kind, o.rate)
-	st0, err := livePubStats(ctx, a)
+	st0, err := publishStats(ctx, a)
 	if err != nil {
 		return err
 	}
@@ -187,9 +190,9 @@ func measureLiveDuringRepublish(ctx context.Context, srv *xmpptest.Server, o *op
 		<-called
 		var last error
 		if !waitFor(ctx, 15*time.Minute, func() bool {
-			st, err := livePubStats(ctx, a)
+			st, err := publishStats(ctx, a)
 			last = err
-			return err == nil && st.published-st0.published >= uint64(res.devices+p.next-live0)
+			return err == nil && st.Published-st0.Published >= uint64(res.devices+p.next-live0)
 		}) {
 			watch <- fmt.Errorf("first pass not sent after 15 min (%v)", last)
 			return
@@ -223,11 +226,11 @@ func measureLiveDuringRepublish(ctx context.Context, srv *xmpptest.Server, o *op
 	if w := p.wrong.Load(); w > 0 {
 		return fmt.Errorf("%d changes arrived in a state that was not sent", w)
 	}
-	st, err := livePubStats(ctx, a)
+	st, err := publishStats(ctx, a)
 	if err != nil {
 		return err
 	}
-	res.pubErrors = st.errors
+	res.pubErrors = st.Errors
 	printLive(srv, o, res)
 	return nil
 }
@@ -236,9 +239,9 @@ func measureLiveDuringRepublish(ctx context.Context, srv *xmpptest.Server, o *op
 func waitDrained(ctx context.Context, n *agent.Agent, d time.Duration) error {
 	var last error
 	if !waitFor(ctx, d, func() bool {
-		st, err := livePubStats(ctx, n)
+		st, err := publishStats(ctx, n)
 		last = err
-		return err == nil && st.pending == 0 && st.inFlight == 0
+		return err == nil && st.Pending == 0 && st.InFlight == 0
 	}) {
 		return fmt.Errorf("publishes still pending after %v (%v)", d, last)
 	}

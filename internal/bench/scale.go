@@ -56,33 +56,6 @@ type scaleResult struct {
 	resyncXMPP  time.Duration // with gossip: a second child's resync without it
 }
 
-// publishStats reads the node's publish counters from 'show stats'.
-func publishStats(ctx context.Context, n *agent.Agent) (st struct {
-	Errors            uint64
-	Pending, InFlight int
-}, err error) {
-	out, err := n.Command(ctx, "show stats")
-	if err != nil {
-		return st, err
-	}
-	_, rest, ok := strings.Cut(out, "Publishes: ")
-	if !ok {
-		return st, fmt.Errorf("show stats: no publish counters in %q", out)
-	}
-	for _, f := range strings.Fields(strings.Trim(strings.TrimSpace(rest), "{}")) {
-		k, v, _ := strings.Cut(f, ":")
-		switch k {
-		case "Errors":
-			fmt.Sscan(v, &st.Errors)
-		case "Pending":
-			fmt.Sscan(v, &st.Pending)
-		case "InFlight":
-			fmt.Sscan(v, &st.InFlight)
-		}
-	}
-	return st, nil
-}
-
 // childReport is what the child prints on stdout, one JSON line.
 type childReport struct {
 	AMI       string `json:"ami"`
