@@ -68,10 +68,19 @@ func agentConfig(srv *xmpptest.Server, name string, buddies []string, log *slog.
 // startCluster starts one agent per name (buddies: all names and extra)
 // and waits until every one has booted.
 func startCluster(ctx context.Context, srv *xmpptest.Server, names, extraBuddies []string, o *options) (*cluster, error) {
+	return startClusterWith(ctx, srv, names, extraBuddies, o, nil, nil)
+}
+
+// startClusterWith is startCluster with each agent's config edited (when
+// edit is set) and started one after another, started(n) called once
+// each one runs (the scale test's gossip: the first one's address is what
+// the others join).
+func startClusterWith(ctx context.Context, srv *xmpptest.Server, names, extraBuddies []string, o *options,
+	edit func(int, *agent.Config), started func(*agent.Agent) error) (*cluster, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	c := &cluster{names: names, cancel: cancel, errs: make(chan error, len(names))}
 	buddies := append(append([]string{}, names...), extraBuddies...)
-	for _, name := range names {
+	for i, name := range names {
 		cfg := agentConfig(srv, name, buddies, o.log)
 		if o.pubWindow > 0 {
 			cfg.XMPP.PublishWindow = o.pubWindow
@@ -79,6 +88,9 @@ func startCluster(ctx context.Context, srv *xmpptest.Server, names, extraBuddies
 		rec := newHopRecorder()
 		cfg.XMPP.Hops, cfg.Manager.Hops = rec.record, rec.record
 		c.hops = append(c.hops, rec)
+		if edit != nil {
+			edit(i, &cfg)
+		}
 		n, err := agent.New(cfg)
 		if err != nil {
 			c.close()
@@ -92,6 +104,12 @@ func startCluster(ctx context.Context, srv *xmpptest.Server, names, extraBuddies
 				c.errs <- fmt.Errorf("agent %s: %w", name, err)
 			}
 		})
+		if started != nil {
+			if err := started(n); err != nil {
+				c.close()
+				return nil, fmt.Errorf("agent %s: %w", name, err)
+			}
+		}
 	}
 	deadline := time.After(60 * time.Second)
 	for i, n := range c.nodes {

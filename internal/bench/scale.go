@@ -14,7 +14,6 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
-	"runtime/pprof"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -95,7 +94,7 @@ func measureScale(ctx context.Context, srv *xmpptest.Server, total int, o *optio
 			}
 		}
 	}
-	cl, err := startScaleCluster(ctx, srv, names, []string{"agent5"}, o, edit, func(n *agent.Agent) error {
+	cl, err := startClusterWith(ctx, srv, names, []string{"agent5"}, o, edit, func(n *agent.Agent) error {
 		if join != "" || !*scaleGossip {
 			return nil
 		}
@@ -442,53 +441,4 @@ func gossipAddr(ctx context.Context, n *agent.Agent) (string, error) {
 		}
 	}
 	return "", fmt.Errorf("show members: no address of this node in %q", out)
-}
-
-// startScaleCluster is startCluster with each agent's config edited
-// (gossip) and started one after another, started(n) called once each
-// one runs (the first one's gossip address is what the others join).
-func startScaleCluster(ctx context.Context, srv *xmpptest.Server, names, extraBuddies []string, o *options,
-	edit func(int, *agent.Config), started func(*agent.Agent) error) (*cluster, error) {
-	ctx, cancel := context.WithCancel(ctx)
-	c := &cluster{names: names, cancel: cancel, errs: make(chan error, len(names))}
-	buddies := append(append([]string{}, names...), extraBuddies...)
-	for i, name := range names {
-		cfg := agentConfig(srv, name, buddies, o.log)
-		if o.pubWindow > 0 {
-			cfg.XMPP.PublishWindow = o.pubWindow
-		}
-		if edit != nil {
-			edit(i, &cfg)
-		}
-		n, err := agent.New(cfg)
-		if err != nil {
-			c.close()
-			return nil, fmt.Errorf("agent %s: %w", name, err)
-		}
-		c.nodes = append(c.nodes, n)
-		c.wg.Add(1)
-		go pprof.Do(ctx, pprof.Labels("node", name), func(ctx context.Context) {
-			defer c.wg.Done()
-			if err := n.Run(ctx); err != nil {
-				c.errs <- fmt.Errorf("agent %s: %w", name, err)
-			}
-		})
-		if err := started(n); err != nil {
-			c.close()
-			return nil, fmt.Errorf("agent %s: %w", name, err)
-		}
-	}
-	deadline := time.After(60 * time.Second)
-	for i, n := range c.nodes {
-		select {
-		case <-n.Core().Booted():
-		case err := <-c.errs:
-			c.close()
-			return nil, err
-		case <-deadline:
-			c.close()
-			return nil, fmt.Errorf("agent %s did not boot within 60 s", c.names[i])
-		}
-	}
-	return c, nil
 }
