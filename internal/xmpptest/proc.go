@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"net"
 	"os"
 	"os/exec"
@@ -64,11 +65,17 @@ func (r runAs) chownTree(dir string) error {
 	if r.cred == nil {
 		return nil
 	}
+	// A running server renames its temporary files (prosody's "*.list~")
+	// while the walk goes on: a path gone since it was listed is the
+	// server's own file, already its user's, and no error.
 	return filepath.WalkDir(dir, func(p string, _ os.DirEntry, err error) error {
-		if err != nil {
-			return err
+		if err == nil {
+			err = os.Lchown(p, r.uid, r.gid)
 		}
-		return os.Lchown(p, r.uid, r.gid)
+		if p != dir && errors.Is(err, fs.ErrNotExist) {
+			return nil
+		}
+		return err
 	})
 }
 
