@@ -295,6 +295,13 @@ func (c *Client) session() (*session, error) {
 	return c.sess, nil
 }
 
+// SetTrace switches the stanza trace (debug-level log lines of every
+// stanza but SASL's) at run time, on the current stream too.
+func (c *Client) SetTrace(on bool) { c.s.trace.Store(on) }
+
+// Tracing says whether stanzas are traced.
+func (c *Client) Tracing() bool { return c.s.trace.Load() }
+
 // Status reports the connection, for 'show connected'.
 func (c *Client) Status() ConnStatus {
 	c.mu.Lock()

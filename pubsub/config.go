@@ -7,6 +7,7 @@ import (
 	"net"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/busylamp/busylamp/devstate"
@@ -113,6 +114,7 @@ type settings struct {
 	subCheck               time.Duration // how often the subscriptions are checked
 	onlyMech               string        // tests: use this SASL mechanism only
 	onCheck                func(error)   // tests: called with each subscription check's result
+	trace                  atomic.Bool   // Trace, switched at run time by SetTrace
 }
 
 // streamConfig is what the stream needs of the settings.
@@ -121,12 +123,13 @@ func (s *settings) streamConfig() xmppstream.Config {
 		Addr: s.addr, JID: s.JID, Password: s.Password,
 		UseTLS: s.UseTLS, TLSCAFile: s.TLSCAFile, TLSInsecure: s.TLSInsecure, Mechanism: s.onlyMech,
 		IQTimeout: s.IQTimeout, PingInterval: s.PingInterval,
-		Logger: s.log, Trace: s.Trace,
+		Logger: s.log, Trace: &s.trace,
 	}
 }
 
 func (cfg Config) validate() (*settings, error) {
 	s := &settings{Config: cfg}
+	s.trace.Store(cfg.Trace)
 	j, err := jid.Parse(cfg.JID)
 	if err != nil {
 		return nil, fmt.Errorf("username %q: %w", cfg.JID, err)

@@ -51,7 +51,8 @@ type Config struct {
 	Stale      Stale
 	StaleGrace time.Duration
 	MWIMerge   mwi.Merge
-	MaxDevices int // bound on own devices, on remote ones, and the same on mailboxes (see room.go)
+	MaxDevices int     // bound on own devices, on remote ones, and the same on mailboxes (see room.go)
+	Filters    Filters // what is shared and taken in; SetFilters changes them
 	Log        *slog.Logger
 	Clock      Clock
 }
@@ -131,6 +132,9 @@ type Core struct {
 	// Own mailboxes the PBX deleted: see deletedBoxes.
 	deletedBox deletedBoxes
 
+	filters  Filters     // SetFilters
+	filtered FilterStats // what they held back
+
 	booted   chan struct{}
 	bootOnce sync.Once
 }
@@ -192,6 +196,7 @@ func New(cfg Config) *Core {
 		restoredDev: make(map[string]struct{}),
 		restoredBox: make(map[string]struct{}),
 		deletedBox:  newDeletedBoxes(min(cfg.MaxDevices, maxDeletedBoxes)),
+		filters:     cfg.Filters,
 	}
 	a.admitDev, a.admitBox = a.admitDevice, a.admitMailbox
 	return a
@@ -258,7 +263,7 @@ func (a *Core) SetDeviceState(device string, s devstate.State) error {
 	delete(a.restoredDev, device)
 	// The publish first: it is on the cluster's latency path, and the
 	// local event's hand-over to the AMI writers wakes other threads.
-	a.pub.PublishDevice(device, s, true)
+	a.publishDeviceLocked(device, s, true)
 	if changed {
 		a.sink.DeviceChanged(device, agg)
 	}
@@ -283,7 +288,7 @@ func (a *Core) SetMailbox(mailbox string, c mwi.Counts) error {
 	if changed {
 		a.sink.MailboxChanged(mailbox, agg)
 	}
-	a.pub.PublishMailbox(mailbox, c)
+	a.publishMailboxLocked(mailbox, c)
 	return nil
 }
 
@@ -305,7 +310,7 @@ func (a *Core) DeleteMailbox(mailbox string) error {
 	// A reconnect's resync may find the old counts before these zeros
 	// reach the server.
 	a.deletedBox.add(mailbox, false)
-	a.pub.PublishMailbox(mailbox, mwi.Counts{})
+	a.publishMailboxLocked(mailbox, mwi.Counts{})
 	return nil
 }
 
@@ -493,7 +498,7 @@ func (a *Core) holdsMailboxLocked(mailbox string, eid devstate.EID) bool {
 func (a *Core) Republish() {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	ds, ms := a.statesOfLocked(a.cfg.EID)
+	ds, ms := a.ownSharedLocked(a.statesOfLocked(a.cfg.EID))
 	if rp, ok := a.pub.(Republisher); ok {
 		for _, d := range ds {
 			rp.RepublishDevice(d.Device, d.State, d.Cachable)

@@ -16,7 +16,7 @@ func (a *Core) RemoteDevice(it DeviceItem) {
 	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	if !a.bindLocked(it.EID, it.Publisher) {
+	if !a.bindLocked(it.EID, it.Publisher) || !a.acceptDeviceLocked(it.Device) {
 		return
 	}
 	a.setRemoteDeviceLocked(it)
@@ -46,7 +46,7 @@ func (a *Core) RemoteMailbox(it MailboxItem) {
 	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	if !a.bindLocked(it.EID, it.Publisher) {
+	if !a.bindLocked(it.EID, it.Publisher) || !a.acceptMailboxLocked(it.Mailbox) {
 		return
 	}
 	a.setRemoteMailboxLocked(it)
@@ -327,7 +327,7 @@ func (a *Core) Resync(devices []DeviceItem, mailboxes []MailboxItem) {
 			}
 			continue
 		}
-		if a.bindLocked(it.EID, it.Publisher) {
+		if a.bindLocked(it.EID, it.Publisher) && a.acceptDeviceLocked(it.Device) {
 			a.setRemoteDeviceLocked(it)
 		}
 	}
@@ -344,7 +344,7 @@ func (a *Core) Resync(devices []DeviceItem, mailboxes []MailboxItem) {
 			}
 			continue
 		}
-		if a.bindLocked(it.EID, it.Publisher) {
+		if a.bindLocked(it.EID, it.Publisher) && a.acceptMailboxLocked(it.Mailbox) {
 			a.setRemoteMailboxLocked(it)
 		}
 	}
@@ -425,7 +425,7 @@ func (a *Core) ApplyServerStates(req StatesRequest, devices []DeviceItem, mailbo
 			if _, restored := a.restoredDev[it.Device]; restored || !a.holdsDeviceLocked(it.Device, it.EID) {
 				a.restoreOwnDeviceLocked(it)
 			}
-		} else if answerers[it.EID] {
+		} else if answerers[it.EID] && a.acceptDeviceLocked(it.Device) {
 			keepDev[string(it.EID[:])+it.Device] = struct{}{}
 			if !a.deviceNewerLocked(it.Device, it.EID, since) {
 				a.setRemoteDeviceLocked(it)
@@ -448,7 +448,7 @@ func (a *Core) ApplyServerStates(req StatesRequest, devices []DeviceItem, mailbo
 				// Not one the PBX deleted: the buddy missed that delete.
 				a.restoreOwnMailboxLocked(it)
 			}
-		} else if answerers[it.EID] {
+		} else if answerers[it.EID] && a.acceptMailboxLocked(it.Mailbox) {
 			keepBox[string(it.EID[:])+it.Mailbox] = struct{}{}
 			if !a.mailboxNewerLocked(it.Mailbox, it.EID, since) {
 				a.setRemoteMailboxLocked(it)
@@ -501,7 +501,7 @@ func (a *Core) EIDOf(jid string) (devstate.EID, bool) {
 func (a *Core) AnswerFor(requester devstate.EID) ([]DeviceItem, []MailboxItem) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	ds, ms := a.statesOfLocked(a.cfg.EID)
+	ds, ms := a.ownSharedLocked(a.statesOfLocked(a.cfg.EID))
 	if !requester.IsZero() && requester != a.cfg.EID {
 		rd, rm := a.statesOfLocked(requester)
 		ds = append(ds, rd...)

@@ -35,7 +35,10 @@ type conn struct {
 	lim  *limitReader
 	xr   *xmlReader
 	log  *slog.Logger
-	tr   bool
+	// trace, when set and on, logs every stanza; sasl suppresses it
+	// while the SASL exchange runs (it carries the password).
+	trace *atomic.Bool
+	sasl  bool
 	wmu  sync.Mutex
 	wbuf []byte        // under wmu: writeWith's buffer, kept between writes
 	nw   atomic.Uint64 // writes made (syscalls, without TLS)
@@ -67,13 +70,13 @@ func (l *limitReader) Read(p []byte) (int, error) {
 	return n, err
 }
 
-func dial(ctx context.Context, addr string, log *slog.Logger, trace bool) (*conn, error) {
+func dial(ctx context.Context, addr string, log *slog.Logger, trace *atomic.Bool) (*conn, error) {
 	var d net.Dialer
 	nc, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
 		return nil, err
 	}
-	c := &conn{raw: nc, nc: nc, log: log, tr: trace}
+	c := &conn{raw: nc, nc: nc, log: log, trace: trace}
 	c.resetDecoder()
 	return c, nil
 }
@@ -121,12 +124,16 @@ func (c *conn) next() (*Element, error) {
 		}
 		return nil, err
 	}
-	if c.tr {
+	if c.tracing() {
 		b, _ := xml.Marshal(e)
 		c.log.Debug("xmpp recv", "xml", string(b))
 	}
 	return e, nil
 }
+
+// tracing says whether stanzas go to the log now: the flag may be
+// switched at run time ('busylamp debug on').
+func (c *conn) tracing() bool { return !c.sasl && c.trace != nil && c.trace.Load() }
 
 // setReadDeadline bounds the next reads; the zero time clears it.
 func (c *conn) setReadDeadline(t time.Time) { _ = c.nc.SetReadDeadline(t) }
@@ -161,7 +168,7 @@ func (c *conn) writeWith(enc func([]byte) []byte) error {
 }
 
 func (c *conn) writeLocked(b []byte) error {
-	if c.tr {
+	if c.tracing() {
 		c.log.Debug("xmpp send", "xml", string(b))
 	}
 	_ = c.nc.SetWriteDeadline(time.Now().Add(writeTimeout))

@@ -228,11 +228,11 @@ func (s *negotiation) authenticate(c *conn, feats *Element) error {
 	user := s.j.Local
 	// SASL exchanges carry the password (PLAIN) or what stands for it:
 	// never into the trace log.
-	if c.tr {
-		c.tr = false
-		defer func() { c.tr = true }()
+	if c.tracing() {
 		c.log.Debug("xmpp SASL exchange (not traced)")
 	}
+	c.sasl = true
+	defer func() { c.sasl = false }()
 	switch {
 	case offered["SCRAM-SHA-256"]:
 		return s.scram(c, "SCRAM-SHA-256", scram.SHA256, user)

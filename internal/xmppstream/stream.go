@@ -56,7 +56,9 @@ type Config struct {
 	PingInterval time.Duration // XEP-0199 ping to the server (default 10 s)
 
 	Logger *slog.Logger // default slog.Default()
-	Trace  bool         // log every stanza but SASL at debug level
+	// Trace, when set and true, logs every stanza but SASL's at debug
+	// level; it may be switched while the stream runs.
+	Trace *atomic.Bool
 }
 
 // Handler gets the stanzas of a stream, one at a time, on the stream's
