@@ -244,11 +244,14 @@ func (a *Core) MemberJoined(eid devstate.EID, jid string) { a.BindEID(eid, jid) 
 // so no grace); with stale=keep they stay, as Asterisk keeps them. It
 // reports whether they went.
 func (a *Core) MemberGone(eid devstate.EID, why string) bool {
-	if eid == a.cfg.EID || a.cfg.Stale != StaleExpire {
+	if eid == a.cfg.EID {
 		return false
 	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	if a.cfg.Stale != StaleExpire { // under the lock: SetStale
+		return false
+	}
 	jid := ""
 	if s := a.servers[eid]; s != nil {
 		jid = s.jid
