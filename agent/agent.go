@@ -44,6 +44,8 @@ type XMPP interface {
 	Stats() pubsub.Stats
 	Buddies() []pubsub.Buddy
 	AddBuddy(ctx context.Context, jid string) error
+	RemoveBuddy(ctx context.Context, jid string) error
+	SetTrace(on bool)
 	RequestOwnStates(ctx context.Context, fullJID string) ([]pubsub.DeviceItem, []pubsub.MailboxItem, error)
 	AnswerOwnStates(req pubsub.OwnStatesRequest, devices []pubsub.DeviceItem, mailboxes []pubsub.MailboxItem) error
 	PublishDevice(device string, s devstate.State, cachable bool)
@@ -75,6 +77,20 @@ type Config struct {
 	// StateDir keeps this node's own states across crashes (agent/store);
 	// "" keeps them in memory only.
 	StateDir string
+
+	// Load reads the config file again, for Reload (SIGHUP, 'busylamp
+	// reload', AMI Reload); nil refuses reloads. Its error lists the
+	// file's problems one per line.
+	Load func() (Config, error)
+	// Level is the log handler's level, when it is a LevelVar: Reload
+	// sets it to LogLevel, 'debug on' to debug.
+	Level    *slog.LevelVar
+	LogLevel slog.Level
+	// LogFormat, MetricsAddr and HTTPAddr are only compared by Reload
+	// (they take a restart); the caller set the log up.
+	LogFormat   string
+	MetricsAddr string // [metrics] bind; "" off
+	HTTPAddr    string // [http] bind; "" off
 }
 
 // DefaultConfig is the agent's configuration when nothing else is said.
@@ -132,6 +148,9 @@ type Agent struct {
 	relearn relearn      // buddies that came back (resync.go)
 	gossip  gossipStates // the own-states exchange over gossip
 
+	reloadMu sync.Mutex // one Reload or SetDebug at a time; guards live
+	live     live
+
 	resyncMu     sync.Mutex
 	resyncCancel context.CancelFunc
 	wg           sync.WaitGroup
@@ -185,6 +204,7 @@ func newAgent(cfg Config, x XMPP, events chan pubsub.Event) (*Agent, error) {
 		answers: make(chan heldRequest, maxWaitingAnswers),
 		asks:    newAskQueue(maxAsks),
 		synced:  make(chan struct{}),
+		live:    liveOf(cfg),
 	}
 	a.ami = manager.New(cfg.Manager, backend{a}, cfg.Log)
 	ln, err := net.Listen("tcp", cfg.ManagerAddr)

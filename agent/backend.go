@@ -99,3 +99,5 @@ func (b backend) Booted() <-chan struct{} { return b.a.core.Booted() }
 // bareJID and resourceOf read a JID with the one parser.
 func bareJID(s string) string    { return jid.Bare(s) }
 func resourceOf(s string) string { return jid.Resource(s) }
+
+func (b backend) Reload(ctx context.Context) ([]string, error) { return b.a.Reload(ctx) }

@@ -26,6 +26,8 @@ node purge [NODE]                    remove all items of NODE (default: both nod
 node delete NODE
 node create-collection NODE
 node create-leaf COLLECTION NODE
+reload                               re-read the config; keep state and sessions
+debug on|off                         trace stanzas, debug logs (also 'xmpp set debug on|off')
 help`
 
 // Command runs one CLI command line and returns its text output.
@@ -50,6 +52,24 @@ func (a *Agent) Command(ctx context.Context, line string) (string, error) {
 		a.showMembers(&b)
 	case cmd == "show stats":
 		a.showStats(&b)
+	case cmd == "reload" && len(f) == 1:
+		notes, err := a.Reload(ctx)
+		if err != nil {
+			return "", err
+		}
+		for _, n := range notes {
+			b.WriteString(n + "\n")
+		}
+	case (cmd == "debug on" || cmd == "debug off") && len(f) == 2,
+		strings.EqualFold(strings.Join(f[:min(3, len(f))], " "), "xmpp set debug") && len(f) == 4 &&
+			(strings.EqualFold(f[3], "on") || strings.EqualFold(f[3], "off")):
+		on := strings.EqualFold(f[len(f)-1], "on")
+		a.SetDebug(on)
+		if on {
+			b.WriteString("XMPP Debugging Enabled.\n")
+		} else {
+			b.WriteString("XMPP Debugging Disabled.\n")
+		}
 	case cmd == "devstate list":
 		ds := a.core.Devices(true)
 		a.devstateTable(&b, ds)

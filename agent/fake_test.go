@@ -42,6 +42,8 @@ type fakeXMPP struct {
 	refuse    map[string]int                  // buddy → forbidden answers still to give
 	silent    map[string]bool                 // buddies that never answer (Asterisk)
 	added     []string                        // AddBuddy calls
+	removed   []string                        // RemoveBuddy calls
+	trace     bool                            // SetTrace
 	answerOut map[string][]pubsub.DeviceItem  // what we answered, by asker
 	asked     chan string                     // every states request, as made
 	answerCh  chan pubsub.OwnStatesRequest    // every answer, as given
@@ -78,6 +80,19 @@ func (f *fakeXMPP) AddBuddy(_ context.Context, jid string) error {
 	defer f.mu.Unlock()
 	f.added = append(f.added, jid)
 	return nil
+}
+
+func (f *fakeXMPP) RemoveBuddy(_ context.Context, jid string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.removed = append(f.removed, jid)
+	return nil
+}
+
+func (f *fakeXMPP) SetTrace(on bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.trace = on
 }
 
 func (f *fakeXMPP) RequestOwnStates(ctx context.Context, to string) ([]pubsub.DeviceItem, []pubsub.MailboxItem, error) {

@@ -51,6 +51,7 @@ func init() {
 		{"MWIGet", "Get selected mailboxes with message counts.", false, (*session).mwiGet},
 		{"MWIUpdate", "Update the mailbox message counts.", false, (*session).mwiUpdate},
 		{"Ping", "Keepalive command.", false, (*session).ping},
+		{"Reload", "Send a reload event.", false, (*session).reload},
 		{"Setvar", "Sets a channel variable or function value.", false, (*session).setvar},
 	} {
 		actions[strings.ToLower(a.name)] = a
@@ -124,7 +125,8 @@ func (s *session) login(m Message) bool {
 	}
 	// A source the ACL does not permit is refused before the secret is
 	// looked at, and counted as a failure, as in Asterisk.
-	permitted := len(srv.cfg.ACL) == 0 || (s.ip.IsValid() && srv.cfg.ACL.Permits(s.ip))
+	acl := srv.users.Load().acl
+	permitted := len(acl) == 0 || (s.ip.IsValid() && acl.Permits(s.ip))
 	ok := false
 	if permitted {
 		if strings.EqualFold(m.Get("AuthType"), "MD5") {
@@ -211,7 +213,7 @@ func (s *session) login(m Message) bool {
 // configured name, or only its length, since people type the secret where
 // the username goes.
 func (srv *Server) loggableUser(user string) string {
-	if strings.EqualFold(user, srv.cfg.Username) {
+	if strings.EqualFold(user, srv.users.Load().username) {
 		return user
 	}
 	return fmt.Sprintf("(other, %d bytes)", len(user))
@@ -239,24 +241,29 @@ func (s *session) loginFailed(m Message, closeNow bool) bool {
 
 // checkMD5 is Asterisk's challenge login: Key is hex(md5(challenge+secret)).
 func (s *session) checkMD5(user, key string) bool {
-	cfg := s.srv.cfg
-	if s.challenge == "" || cfg.Secret == "" || cfg.Username == "" {
+	us := s.srv.users.Load()
+	if s.challenge == "" || us.secret == "" || us.username == "" {
 		return false
 	}
-	sum := md5.Sum([]byte(s.challenge + cfg.Secret))
+	sum := md5.Sum([]byte(s.challenge + us.secret))
 	want := hex.EncodeToString(sum[:])
-	u := strings.EqualFold(user, cfg.Username)
+	u := strings.EqualFold(user, us.username)
 	k := subtle.ConstantTimeCompare([]byte(strings.ToLower(key)), []byte(want)) == 1
 	return u && k
 }
 
 // fullyBooted is the event Asterisk sends after login once it is up;
-// Uptime and LastReload count from the agent's start.
+// Uptime counts from the agent's start, LastReload from the last
+// successful Reload (the start before any).
 func (srv *Server) fullyBooted() []byte {
 	up := strconv.FormatInt(int64(time.Since(srv.started)/time.Second), 10)
+	last := up
+	if t := srv.lastReload.Load(); t != 0 {
+		last = strconv.FormatInt(int64(time.Since(time.Unix(0, t))/time.Second), 10)
+	}
 	return Event{Name: "FullyBooted", Privilege: privilegeSystem, Headers: []Header{
 		{"Uptime", up},
-		{"LastReload", up},
+		{"LastReload", last},
 		{"Status", "Fully Booted"},
 	}}.render()
 }
@@ -583,6 +590,32 @@ func (s *session) command(m Message) bool {
 		hs = append(hs, Header{"Output", strings.TrimSuffix(l, "\r")})
 	}
 	return s.send(frame{b: s.response(m, status, hs...)})
+}
+
+// reload is Asterisk's Reload action for busylamp's one module: the config
+// file is read again. Module, if given, must name busylamp's config.
+func (s *session) reload(m Message) bool {
+	switch strings.ToLower(m.Get("Module")) {
+	case "", "busylamp", "xmpp", "res_xmpp", "res_xmpp.so", "xmpp.conf", "busylamp.conf":
+	default:
+		return s.sendError(m, "No such module")
+	}
+	ctx, cancel := context.WithTimeout(s.ctx, s.srv.cfg.CommandTimeout)
+	notes, err := s.srv.backend.Reload(ctx)
+	cancel()
+	if err != nil {
+		hs := []Header{{"Message", "Config not reloaded: the running one is kept"}}
+		for _, l := range strings.Split(strings.TrimSuffix(err.Error(), "\n"), "\n") {
+			hs = append(hs, Header{"Output", strings.TrimSuffix(l, "\r")})
+		}
+		return s.send(frame{b: s.response(m, "Error", hs...)})
+	}
+	s.srv.lastReload.Store(time.Now().UnixNano())
+	hs := []Header{{"Message", "Module Reloaded."}}
+	for _, l := range notes {
+		hs = append(hs, Header{"Output", strings.ReplaceAll(strings.ReplaceAll(l, "\r", " "), "\n", " ")})
+	}
+	return s.send(frame{b: s.response(m, "Success", hs...)})
 }
 
 func (s *session) listCommands(m Message) bool {

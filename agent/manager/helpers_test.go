@@ -37,6 +37,7 @@ type fakeBackend struct {
 	setErr    error
 	booted    chan struct{}
 	command   func(ctx context.Context, line string) (string, error)
+	reload    func(ctx context.Context) ([]string, error)
 }
 
 func newFakeBackend() *fakeBackend {
@@ -128,6 +129,13 @@ func (b *fakeBackend) Command(ctx context.Context, line string) (string, error) 
 }
 
 func (b *fakeBackend) Booted() <-chan struct{} { return b.booted }
+
+func (b *fakeBackend) Reload(ctx context.Context) ([]string, error) {
+	if b.reload != nil {
+		return b.reload(ctx)
+	}
+	return []string{"nothing changed"}, nil
+}
 
 // logBuffer collects the server's log lines for assertions.
 type logBuffer struct {

@@ -219,6 +219,10 @@ type Backend interface {
 	// Booted is closed once the cluster state is complete; FullyBooted is
 	// sent to sessions after that. A nil channel never closes.
 	Booted() <-chan struct{}
+	// Reload re-reads the config and applies it; notes says what changed
+	// and what needs a restart. On error nothing changed, and the error's
+	// text is one problem per line (FILE:LINE: message).
+	Reload(ctx context.Context) (notes []string, err error)
 }
 
 // Server is the AMI-style socket.
@@ -228,8 +232,8 @@ type Server struct {
 	log     *slog.Logger
 	started time.Time
 
-	userHash   [sha256.Size]byte
-	secretHash [sha256.Size]byte
+	users      atomic.Pointer[users] // SetUsers replaces them (a reload)
+	lastReload atomic.Int64          // unix ns of the last Reload that succeeded
 
 	guard *loginGuard
 
@@ -266,8 +270,6 @@ func New(cfg Config, b Backend, log *slog.Logger) *Server {
 		backend:    b,
 		log:        log,
 		started:    time.Now(),
-		userHash:   sha256.Sum256([]byte(strings.ToLower(cfg.Username))),
-		secretHash: sha256.Sum256([]byte(cfg.Secret)),
 		sessions:   make(map[*session]struct{}),
 		guard:      newLoginGuard(cfg, cfg.Now),
 		logFailed:  logLimiter{every: time.Second},
@@ -277,7 +279,26 @@ func New(cfg Config, b Backend, log *slog.Logger) *Server {
 	}
 	empty := []*session{}
 	s.listeners.Store(&empty)
+	s.SetUsers(cfg.Username, cfg.Secret, cfg.ACL)
 	return s
+}
+
+// users is the manager account and who may log in, as one value so that a
+// reload changes them at once.
+type users struct {
+	username, secret     string
+	userHash, secretHash [sha256.Size]byte
+	acl                  ACL
+}
+
+// SetUsers replaces the manager account and the ACL (a reload). Sessions
+// logged in stay; the next login is checked against the new ones.
+func (s *Server) SetUsers(username, secret string, acl ACL) {
+	s.users.Store(&users{
+		username: username, secret: secret, acl: acl,
+		userHash:   sha256.Sum256([]byte(strings.ToLower(username))),
+		secretHash: sha256.Sum256([]byte(secret)),
+	})
 }
 
 // Serve accepts sessions on ln until ctx is done, then closes ln and every
@@ -297,7 +318,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	stop := context.AfterFunc(ctx, func() { ln.Close() })
 	defer stop()
 
-	if s.cfg.Username == "" || s.cfg.Secret == "" {
+	if u := s.users.Load(); u.username == "" || u.secret == "" {
 		s.log.Warn("manager has no username or secret; every login will fail")
 	}
 	if s.cfg.TLS != nil {
@@ -306,7 +327,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		s.log.Warn("MANAGER SOCKET IS NOT ON LOOPBACK AND NOT ENCRYPTED: the secret and every action cross the network in clear; set tls_cert and tls_key in [manager], or bindaddr = 127.0.0.1",
 			"addr", ln.Addr().String())
 	}
-	s.log.Info("manager listening", "addr", ln.Addr().String(), "tls", s.cfg.TLS != nil, "acl_lines", len(s.cfg.ACL))
+	s.log.Info("manager listening", "addr", ln.Addr().String(), "tls", s.cfg.TLS != nil, "acl_lines", len(s.users.Load().acl))
 
 	err := s.accept(ctx, ln)
 
@@ -481,13 +502,14 @@ func (s *Server) Emit(ev Event) {
 // checkLogin compares the credentials in constant time; hashing first keeps
 // the lengths from showing.
 func (s *Server) checkLogin(user, secret string) bool {
-	if s.cfg.Username == "" || s.cfg.Secret == "" {
+	us := s.users.Load()
+	if us.username == "" || us.secret == "" {
 		return false
 	}
 	u := sha256.Sum256([]byte(strings.ToLower(user)))
 	p := sha256.Sum256([]byte(secret))
-	return subtle.ConstantTimeCompare(u[:], s.userHash[:])&
-		subtle.ConstantTimeCompare(p[:], s.secretHash[:]) == 1
+	return subtle.ConstantTimeCompare(u[:], us.userHash[:])&
+		subtle.ConstantTimeCompare(p[:], us.secretHash[:]) == 1
 }
 
 // Stats counts what the socket refused, for logs and metrics.
