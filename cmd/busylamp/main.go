@@ -73,6 +73,8 @@ else ` + config.SystemConfig + `.`,
 		newDevstateCmd(c),
 		newMWICmd(c),
 		newNodeCmd(c),
+		newReloadCmd(c),
+		newDebugCmd(c),
 		newVersionCmd(c),
 	)
 	return root

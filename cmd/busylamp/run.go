@@ -32,9 +32,20 @@ func newRunCmd(c *cli) *cobra.Command {
 			}
 			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
-			ac := agentConfig(cfg, c)
-			if ac.Manager.TLS, err = managerServerTLS(cfg); err != nil {
+			var level slog.LevelVar
+			ac, err := runConfig(cfg, c, &level)
+			if err != nil {
 				return &exitError{code: exitUsage, err: err}
+			}
+			ac.Load = func() (agent.Config, error) {
+				cfg, warnings, err := config.Load(c.configPath())
+				for _, w := range warnings {
+					ac.Log.Warn("config", "warning", w.String())
+				}
+				if err != nil {
+					return agent.Config{}, err
+				}
+				return runConfig(cfg, c, &level)
 			}
 			a, err := agent.New(ac)
 			if errors.Is(err, agent.ErrConfig) {
@@ -43,7 +54,27 @@ func newRunCmd(c *cli) *cobra.Command {
 			if err != nil {
 				return &exitError{code: exitRuntime, err: err}
 			}
-			if err := a.Run(ctx); err != nil {
+			// SIGHUP reloads, as for most daemons (and systemd's
+			// ExecReload): the result goes to the log.
+			hup := make(chan os.Signal, 1)
+			signal.Notify(hup, syscall.SIGHUP)
+			defer signal.Stop(hup)
+			reloads := make(chan struct{})
+			go func() {
+				defer close(reloads)
+				for {
+					select {
+					case <-ctx.Done():
+						return
+					case <-hup:
+						_, _ = a.Reload(ctx) // logged by the agent
+					}
+				}
+			}()
+			err = a.Run(ctx)
+			stop()
+			<-reloads
+			if err != nil {
 				return &exitError{code: exitRuntime, err: err}
 			}
 			return nil
@@ -64,6 +95,20 @@ func (c *cli) loadConfig() (*config.Config, error) {
 		return nil, &exitError{code: exitUsage}
 	}
 	return cfg, nil
+}
+
+// runConfig is agentConfig with what only 'run' needs: the manager's TLS
+// (files read now) and the log on the one level variable reloads set.
+func runConfig(cfg *config.Config, c *cli, level *slog.LevelVar) (agent.Config, error) {
+	ac := agentConfig(cfg, c)
+	var err error
+	if ac.Manager.TLS, err = managerServerTLS(cfg); err != nil {
+		return agent.Config{}, err
+	}
+	ac.Level = level
+	level.Set(ac.LogLevel)
+	ac.Log = slog.New(slog.NewTextHandler(c.stderr, &slog.HandlerOptions{Level: level}))
+	return ac, nil
 }
 
 // agentConfig maps the file's sections onto the agent's configuration.
@@ -136,6 +181,7 @@ func agentConfig(cfg *config.Config, c *cli) agent.Config {
 	ac.XMPP = x
 	ac.ManagerAddr = cfg.Manager.Addr()
 	ac.Log = log
+	ac.LogLevel = level
 	ac.Cluster = cc
 	ac.StateDir = cfg.Agent.StateDir
 	return ac
