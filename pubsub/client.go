@@ -71,6 +71,13 @@ type Client struct {
 	creating singleflight.Group // node creations under way, by node
 
 	fetchSkipped atomic.Uint64 // items a fetch could not read
+	sessions     atomic.Uint64 // sessions that came up
+	malformed    atomic.Uint64 // items dropped as malformed (parser's reject)
+
+	// echoes: when each own publish was written, until its echo (the
+	// service's notification of it) is read; for Config.ObserveEcho.
+	echoMu sync.Mutex
+	echoes map[pubKey]time.Time
 
 	probeMu  sync.Mutex
 	probe    pubKey // an own item published and kept by the node (the check looks for it)
@@ -120,7 +127,8 @@ func New(cfg Config, events chan<- Event) (*Client, error) {
 		answers: newAnswerCache(),
 		status:  ConnStatus{JID: s.JID, Server: s.addr, Service: s.Service, State: "disconnected", Since: time.Now()},
 	}
-	c.parse = &parser{own: s.EID, kindOf: c.kindOf, reject: func(msg string, args ...any) {
+	c.parse = &parser{own: s.EID, kindOf: c.kindOf, echo: c.echoSeen, reject: func(msg string, args ...any) {
+		c.malformed.Add(1)
 		if c.limit.allow("reject:" + msg) {
 			c.s.log.Warn("dropped PubSub item: "+msg, args...)
 		}
@@ -215,6 +223,7 @@ func (c *Client) runSession(ctx context.Context) (time.Duration, error) {
 	if ts := st.TLS(); ts != nil {
 		tlsName = tls.VersionName(ts.Version) + " " + tls.CipherSuiteName(ts.CipherSuite)
 	}
+	c.sessions.Add(1)
 	c.setStatus("connected", nil, tlsName)
 	c.s.log.Info("XMPP connected", "bound", s.jid, "server", c.s.addr, "tls", tlsName != "",
 		"devices", len(conn.Devices), "mailboxes", len(conn.Mailboxes))
@@ -310,7 +319,52 @@ func (c *Client) Status() ConnStatus {
 }
 
 // Stats reports the publish counters.
-func (c *Client) Stats() Stats { return c.pub.stats() }
+func (c *Client) Stats() Stats {
+	st := c.pub.stats()
+	st.Sessions, st.Malformed = c.sessions.Load(), c.malformed.Load()
+	return st
+}
+
+// maxEchoes bounds the publishes whose echo is awaited; past it the
+// oldest are forgotten (a service that sends no echoes: ejabberd's
+// notify_sender, or a subscription lost).
+const maxEchoes = 4096
+
+// echoWritten notes when the publishes of k were written.
+func (c *Client) echoWritten(ks []pubKey, at time.Time) {
+	c.echoMu.Lock()
+	defer c.echoMu.Unlock()
+	if c.echoes == nil {
+		c.echoes = make(map[pubKey]time.Time)
+	}
+	if len(c.echoes)+len(ks) > maxEchoes {
+		for k, t := range c.echoes {
+			if at.Sub(t) > 10*time.Second || len(c.echoes)+len(ks) > maxEchoes {
+				delete(c.echoes, k)
+			}
+		}
+	}
+	for _, k := range ks {
+		c.echoes[k] = at
+	}
+}
+
+// echoSeen is the parser's news of a notification of our own item.
+func (c *Client) echoSeen(kind Kind, name string) {
+	if c.s.ObserveEcho == nil {
+		return
+	}
+	k := pubKey{mailbox: kind == KindMailboxes, name: name}
+	c.echoMu.Lock()
+	at, ok := c.echoes[k]
+	if ok {
+		delete(c.echoes, k)
+	}
+	c.echoMu.Unlock()
+	if ok {
+		c.s.ObserveEcho(time.Since(at))
+	}
+}
 
 func kindOfColl(coll string) Kind {
 	if coll == NodeMailboxes {

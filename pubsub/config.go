@@ -67,6 +67,13 @@ type Config struct {
 	// when a device's notification was read (make bench's per-hop
 	// breakdown).
 	Hops hop.Func
+	// ObservePublish, when set, is told each publish's round trip
+	// (written → the service's answer); ObserveEcho the time from a
+	// publish written to its notification read back (the end-to-end lag
+	// through the service). Called on the client's goroutines; must not
+	// block.
+	ObservePublish func(time.Duration)
+	ObserveEcho    func(time.Duration)
 
 	// OwnStates returns this server's own states; they are republished
 	// after every (re)connect. Called without any pubsub lock held. May be nil.

@@ -113,6 +113,8 @@ type parser struct {
 	// kindOf names the kind of a node; in XEP-0248 mode a leaf is looked
 	// up in what this client has seen.
 	kindOf func(node string) Kind
+	// echo, when set, is told of each notification of our own item.
+	echo func(kind Kind, name string)
 }
 
 // item is one parsed item: a device, a mailbox, or nothing (ignored).
@@ -146,6 +148,9 @@ func (p *parser) parseItem(node string, it *elem, keepOwn bool) item {
 		return item{}
 	}
 	if eid == p.own && !keepOwn {
+		if p.echo != nil {
+			p.echo(p.kindOf(node), id)
+		}
 		return item{}
 	}
 	switch pl.XMLName.Local {

@@ -111,6 +111,7 @@ type publisher struct {
 	errors    uint64
 	waited    uint64
 	direct    uint64
+	retried   uint64
 	live      *publishRun // the session's run, while one runs: what put writes with
 }
 
@@ -230,6 +231,7 @@ func (p *publisher) failed(k pubKey, v pubValue, delay time.Duration) {
 	}
 	p.cancelRetryLocked(k)
 	p.retrying[k] = v
+	p.retried++
 	// Started under mu: retry takes mu, so the timer cannot fire before
 	// its stop is recorded.
 	p.timers[k] = p.after(delay, func() { p.retry(k) })
@@ -339,6 +341,7 @@ func (p *publisher) takeFromLocked(l *list.List, bulk bool) (pubKey, pubValue, b
 func (p *publisher) sent() {
 	p.mu.Lock()
 	p.published++
+	p.retried++ // sent() counts only the publishes made again
 	p.mu.Unlock()
 }
 
@@ -363,6 +366,9 @@ type Stats struct {
 	Errors    uint64 // publishes that failed (error reply, timeout, disconnect)
 	Waited    uint64 // live changes not written at once: no session, its device's last publish unanswered, others pending, or the window half full
 	Direct    uint64 // live changes written at once by the caller (of Published)
+	Retried   uint64 // publishes made again: after creating the node, without publish-options, or a passing failure
+	Sessions  uint64 // XMPP sessions that came up (connects; reconnects are Sessions-1)
+	Malformed uint64 // items and notifications dropped as malformed
 	Pending   int    // values waiting for a slot or a connection
 	InFlight  int    // publishes sent and not answered yet
 }
@@ -370,7 +376,7 @@ type Stats struct {
 func (p *publisher) stats() Stats {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return Stats{Published: p.published, Coalesced: p.coalesced, Errors: p.errors, Waited: p.waited, Direct: p.direct, Pending: p.order.Len() + p.bulk.Len() + len(p.retrying), InFlight: len(p.busy)}
+	return Stats{Published: p.published, Coalesced: p.coalesced, Errors: p.errors, Waited: p.waited, Direct: p.direct, Retried: p.retried, Pending: p.order.Len() + p.bulk.Len() + len(p.retrying), InFlight: len(p.busy)}
 }
 
 // run sends pending values while the session lasts. start writes a
@@ -512,13 +518,23 @@ func (c *Client) publishBatch(s *session, batch []pubEntry) []func(context.Conte
 	calls, err := s.sendPublishes(c.s.Service, reqs)
 	// Here every publish of the batch has been written to the socket
 	// (one write), or none was (err): the one place that knows when.
+	var written time.Time
+	if err == nil && (c.s.Hops != nil || c.s.ObservePublish != nil || c.s.ObserveEcho != nil) {
+		written = time.Now()
+	}
 	if h := c.s.Hops; h != nil && err == nil {
-		now := time.Now()
 		for _, e := range batch {
 			if !e.k.mailbox {
-				h(hop.Written, e.k.name, now)
+				h(hop.Written, e.k.name, written)
 			}
 		}
+	}
+	if c.s.ObserveEcho != nil && err == nil {
+		ks := make([]pubKey, len(batch))
+		for i, e := range batch {
+			ks[i] = e.k
+		}
+		c.echoWritten(ks, written)
 	}
 	finishes := make([]func(context.Context) error, len(batch))
 	for i, e := range batch {
@@ -526,7 +542,7 @@ func (c *Client) publishBatch(s *session, batch []pubEntry) []func(context.Conte
 		if err == nil {
 			call = calls[i]
 		}
-		finishes[i] = c.publishFinish(s, e.k, e.v, &reqs[i], call, err)
+		finishes[i] = c.publishFinish(s, e.k, e.v, &reqs[i], call, written, err)
 	}
 	return finishes
 }
@@ -544,7 +560,7 @@ func collOf(k pubKey) string {
 // XEP-0248 mode) and retries once; a server that refuses Asterisk's
 // publish-options for non-cachable states gets the publish again without
 // them.
-func (c *Client) publishFinish(s *session, k pubKey, v pubValue, req *publishIQ, call *xmppstream.Call, err error) func(context.Context) error {
+func (c *Client) publishFinish(s *session, k pubKey, v pubValue, req *publishIQ, call *xmppstream.Call, written time.Time, err error) func(context.Context) error {
 	coll, node := collOf(k), req.node
 	build := func() *publishIQ {
 		p := newPublishIQ(node, k, v, !s.noPublishOptions.Load())
@@ -553,6 +569,9 @@ func (c *Client) publishFinish(s *session, k pubKey, v pubValue, req *publishIQ,
 	return func(ctx context.Context) error {
 		if err == nil {
 			_, err = s.wait(ctx, call)
+			if err == nil && c.s.ObservePublish != nil {
+				c.s.ObservePublish(time.Since(written))
+			}
 		}
 		if err != nil && req.options && IsCondition(err, "precondition-not-met") {
 			if !s.noPublishOptions.Swap(true) {
