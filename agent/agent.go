@@ -22,6 +22,7 @@ import (
 	"log/slog"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/busylamp/busylamp/agent/cluster"
@@ -147,6 +148,9 @@ type Agent struct {
 
 	relearn relearn      // buddies that came back (resync.go)
 	gossip  gossipStates // the own-states exchange over gossip
+
+	lastResync atomic.Int64 // how long the last complete resync took, ns
+	eventsIn   eventCounts  // notifications taken in, per buddy
 
 	reloadMu sync.Mutex // one Reload or SetDebug at a time; guards live
 	live     live
@@ -386,8 +390,10 @@ func (a *Agent) goRun(f func()) {
 func (a *Agent) handle(ctx context.Context, ev pubsub.Event) {
 	switch ev := ev.(type) {
 	case pubsub.DeviceEvent:
+		a.eventsIn.add(ev.Item.Publisher)
 		a.core.RemoteDevice(ev.Item)
 	case pubsub.MailboxEvent:
+		a.eventsIn.add(ev.Item.Publisher)
 		a.core.RemoteMailbox(ev.Item)
 	case pubsub.Presence:
 		if a.core.Presence(ev.JID, ev.Online) && ev.Online && a.booted() {

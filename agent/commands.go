@@ -188,6 +188,12 @@ func (a *Agent) showStats(b *strings.Builder) {
 		fmt.Fprintf(b, "  %s: %d\n", r.Source, r.Refused)
 	}
 	fmt.Fprintf(b, "Publishes: %+v\n", p)
+	f := a.core.FilterStats()
+	fmt.Fprintf(b, "Filtered out (not published): %d devices, %d mailboxes\nFiltered in (not accepted): %d devices, %d mailboxes\n",
+		f.OutDevices, f.OutMailboxes, f.InDevices, f.InMailboxes)
+	if d := a.lastResync.Load(); d > 0 {
+		fmt.Fprintf(b, "Last resync took: %s\n", time.Duration(d).Round(time.Millisecond))
+	}
 	if a.cluster != nil {
 		g := &a.gossip
 		fmt.Fprintf(b, "States answers over gossip: %d\nStates answers over XMPP: %d\nStates requests fallen back to XMPP: %d\n",

@@ -139,8 +139,10 @@ func (a *Agent) startResync(ctx context.Context) {
 		}
 		a.core.Republish()
 		a.core.MarkBooted()
+		took := time.Since(start)
+		a.lastResync.Store(int64(took))
 		a.log.Info("resync complete", "asked", len(targets), "answered", answered,
-			"took", time.Since(start).Round(time.Millisecond))
+			"took", took.Round(time.Millisecond))
 	})
 }
 
