@@ -1,11 +1,15 @@
 package pubsub
 
 import (
+	"encoding/base64"
+	"log/slog"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/busylamp/busylamp/devstate"
+	"github.com/busylamp/busylamp/internal/xmpptest"
 	"github.com/busylamp/busylamp/mwi"
 )
 
@@ -54,4 +58,57 @@ func TestObservePublishAndEcho(t *testing.T) {
 			t.Fatalf("stats %+v, want one session and nothing malformed", st)
 		}
 	})
+}
+
+// lockedBuffer is a log sink the client's goroutines write to.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// The stanza trace ('busylamp debug on'): every stanza but SASL's, so the
+// password never reaches the log, in plain text or as PLAIN's base64; and
+// it is switched at run time.
+func TestTraceSwitchedAndSecretRedacted(t *testing.T) {
+	srv := sharedServer(t, xmpptest.Prosody)
+	aj, apw := srv.Admin("tr")
+	freshNodes(t, srv, false, aj)
+	logs := &lockedBuffer{}
+	cfg := peerConfig(srv, aj, apw, "tr")
+	cfg.Logger = slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	cfg.Trace = true
+	a := startPeer(t, "A", cfg, func(s *settings) { s.onlyMech = "PLAIN" })
+	a.connected(connectWait)
+	dev := uniq(t, "SIP/trace")
+	a.c.PublishDevice(dev, devstate.InUse, true)
+	waitIdle(t, a.c)
+	text := logs.String()
+	plain := base64.StdEncoding.EncodeToString([]byte("\x00tr\x00" + apw))
+	if strings.Contains(text, apw) || strings.Contains(text, plain) {
+		t.Fatalf("the password reached the log:\n%s", text)
+	}
+	if !strings.Contains(text, "SASL exchange (not traced)") || !strings.Contains(text, "xmpp send") ||
+		!strings.Contains(text, dev) || !strings.Contains(text, "xmpp recv") {
+		t.Fatalf("trace lacks the publish or the SASL note:\n%s", text)
+	}
+	a.c.SetTrace(false)
+	before := strings.Count(logs.String(), "xmpp send")
+	dev2 := uniq(t, "SIP/untraced")
+	a.c.PublishDevice(dev2, devstate.Busy, true)
+	waitIdle(t, a.c)
+	if after := logs.String(); strings.Count(after, "xmpp send") != before || strings.Contains(after, dev2) {
+		t.Fatalf("stanzas traced after SetTrace(false)")
+	}
 }
