@@ -71,3 +71,10 @@ servers:
 
 clean:
 	rm -rf bin
+
+# The Debian package, bin/busylamp_<version>_<arch>.deb (packaging/): the
+# binary, the systemd unit, the example config as a conffile, the man
+# page. VERSION (git describe) is mapped to a Debian version.
+.PHONY: deb
+deb: build
+	$(GO) run ./packaging/mkdeb -bin $(BIN) -version "$(VERSION)" -arch "$$($(GO) env GOARCH)" -o bin
