@@ -16,6 +16,7 @@ import (
 	"github.com/busylamp/busylamp/agent/core"
 	"github.com/busylamp/busylamp/config"
 	"github.com/busylamp/busylamp/devstate"
+	"github.com/busylamp/busylamp/internal/sdnotify"
 	"github.com/busylamp/busylamp/mwi"
 	"github.com/busylamp/busylamp/pubsub"
 )
@@ -59,20 +60,36 @@ func newRunCmd(c *cli) *cobra.Command {
 			hup := make(chan os.Signal, 1)
 			signal.Notify(hup, syscall.SIGHUP)
 			defer signal.Stop(hup)
+			// Under systemd (Type=notify) the agent is ready once its
+			// cluster state is complete (or the boot timeout passed).
 			reloads := make(chan struct{})
 			go func() {
 				defer close(reloads)
+				select {
+				case <-a.Core().Booted():
+					notify(ac.Log, sdnotify.Ready, "ready")
+					_ = sdnotify.Status("running")
+				case <-ctx.Done():
+					return
+				}
 				for {
 					select {
 					case <-ctx.Done():
 						return
 					case <-hup:
-						_, _ = a.Reload(ctx) // logged by the agent
+						notify(ac.Log, sdnotify.Reloading, "reloading")
+						if _, err := a.Reload(ctx); err != nil { // logged by the agent
+							_ = sdnotify.Status("reload refused: the running config is kept")
+						} else {
+							_ = sdnotify.Status("running")
+						}
+						notify(ac.Log, sdnotify.Ready, "ready")
 					}
 				}
 			}()
 			err = a.Run(ctx)
 			stop()
+			_ = sdnotify.Stopping()
 			<-reloads
 			if err != nil {
 				return &exitError{code: exitRuntime, err: err}
@@ -95,6 +112,13 @@ func (c *cli) loadConfig() (*config.Config, error) {
 		return nil, &exitError{code: exitUsage}
 	}
 	return cfg, nil
+}
+
+// notify tells systemd, when it started us; a failure is only logged.
+func notify(log *slog.Logger, f func() error, what string) {
+	if err := f(); err != nil {
+		log.Warn("sd_notify", "state", what, "err", err)
+	}
 }
 
 // runConfig is agentConfig with what only 'run' needs: the manager's TLS

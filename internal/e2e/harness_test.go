@@ -67,6 +67,7 @@ type node struct {
 	logPath    string
 	cmd        *exec.Cmd
 	done       chan struct{}
+	env        []string // added to the agent's environment
 }
 
 // cluster is a set of agents on one XMPP server.
@@ -232,6 +233,9 @@ func (n *node) start() {
 		n.t.Fatal(err)
 	}
 	n.cmd = exec.Command(binary, "run", "-c", n.conf)
+	if len(n.env) > 0 {
+		n.cmd.Env = append(os.Environ(), n.env...)
+	}
 	n.cmd.Stdout, n.cmd.Stderr = logf, logf
 	if err := n.cmd.Start(); err != nil {
 		n.t.Fatalf("start %s: %v", n.name, err)

@@ -1,0 +1,73 @@
+package e2e
+
+import (
+	"net"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// Under systemd (Type=notify) the agent says READY=1 once booted,
+// RELOADING=1 (with MONOTONIC_USEC) and READY=1 again around a SIGHUP
+// reload, and STOPPING=1 on SIGTERM: a socket like systemd's stands in.
+func TestSystemdNotify(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "notify")
+	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: sock, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	msgs := make(chan string, 16)
+	go func() {
+		defer close(msgs)
+		buf := make([]byte, 4096)
+		for {
+			n, _, err := conn.ReadFromUnix(buf)
+			if err != nil {
+				return
+			}
+			msgs <- string(buf[:n])
+		}
+	}()
+	next := func(want string) string {
+		t.Helper()
+		select {
+		case m := <-msgs:
+			if !strings.Contains(m, want) {
+				t.Fatalf("notify %q, want %q", m, want)
+			}
+			return m
+		case <-time.After(bootWait):
+			t.Fatalf("no %q from the agent within %v", want, bootWait)
+		}
+		return ""
+	}
+	skipStatus := func(want string) string {
+		t.Helper()
+		for {
+			m := next("")
+			if !strings.HasPrefix(m, "STATUS=") {
+				if !strings.Contains(m, want) {
+					t.Fatalf("notify %q, want %q", m, want)
+				}
+				return m
+			}
+		}
+	}
+
+	c := newCluster(t, 1)
+	nd := c.nodes[0]
+	nd.env = []string{"NOTIFY_SOCKET=" + sock}
+	nd.start()
+	skipStatus("READY=1")
+	nd.waitBooted()
+	nd.cmd.Process.Signal(syscall.SIGHUP)
+	if m := skipStatus("RELOADING=1"); !strings.Contains(m, "MONOTONIC_USEC=") {
+		t.Fatalf("reloading without MONOTONIC_USEC: %q", m)
+	}
+	skipStatus("READY=1")
+	nd.stop()
+	skipStatus("STOPPING=1")
+}
