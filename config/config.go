@@ -290,46 +290,77 @@ func readFile(path string) ([]byte, error) {
 // Parse reads a config from src, then validates it; file names it in
 // messages. The warnings come back even when err is non-nil; cfg is nil
 // when err is.
+//
+// The file's #include, #tryinclude and #exec directives read the files
+// they name (relative to file's directory) and run the commands (only with
+// execincludes = yes); include.go has the rules.
 func Parse(file string, src []byte) (cfg *Config, warnings []Issue, err error) {
+	return parse(file, src, osSources(execTimeout))
+}
+
+func parse(file string, src []byte, so *sources) (cfg *Config, warnings []Issue, err error) {
 	r := &report{file: file}
-	cfg = read(file, src, r)
+	cfg = read(file, src, r, so)
 	if verr := cfg.Validate(); verr != nil {
 		var list Errors
 		if errors.As(verr, &list) {
 			r.errs = append(r.errs, list...)
 		}
 	}
-	sortIssues(r.errs)
-	sortIssues(r.warnings)
+	r.errs = sortIssues(r.errs, cfg.src.files)
+	r.warnings = sortIssues(r.warnings, cfg.src.files)
 	if r.err() != nil {
 		return nil, r.warnings, r.err()
 	}
 	return cfg, r.warnings, nil
 }
 
-// sortIssues orders by line; issues about the whole file go last.
-func sortIssues(l []Issue) {
+// sortIssues orders by file, in the order the files were first read
+// (files), then by line; issues about the whole file go last. An issue
+// found twice (a template's bad line, copied into two sections) is listed
+// once.
+func sortIssues(l []Issue, files map[string]int) []Issue {
+	rank := func(f string) int {
+		if n, ok := files[f]; ok {
+			return n
+		}
+		return len(files)
+	}
 	sort.SliceStable(l, func(i, j int) bool {
 		a, b := l[i].Line, l[j].Line
 		if a == 0 || b == 0 {
 			return a != 0 && b == 0
 		}
+		if fa, fb := rank(l[i].File), rank(l[j].File); fa != fb {
+			return fa < fb
+		}
 		return a < b
 	})
+	out := l[:0]
+	seen := map[Issue]bool{}
+	for _, is := range l {
+		if !seen[is] {
+			seen[is] = true
+			out = append(out, is)
+		}
+	}
+	return out
 }
 
 // value is one key's occurrence.
 type value struct {
 	key string
 	pos
-	value string
+	value     string
+	seq       int  // keyPos.seq
+	inherited bool // copied from a template
 }
 
 // read is the one place where the file becomes a Config.
-func read(file string, src []byte, r *report) *Config {
+func read(file string, src []byte, r *report, so *sources) *Config {
 	cfg := DefaultConfig()
 	cfg.File = file
-	s := scan(src, r)
+	s := scan(src, r, so)
 	cfg.src = s
 
 	// Asterisk applies [general] before the clients, wherever it stands.
@@ -373,14 +404,15 @@ func values(sec *sectionPos) []value {
 	var out []value
 	for _, k := range sec.order {
 		for _, o := range sec.keys[k] {
-			out = append(out, value{key: k, pos: o.pos, value: o.value})
+			out = append(out, value{key: k, pos: o.pos, value: o.value, seq: o.seq, inherited: o.inherited})
 		}
 	}
 	return out
 }
 
 // last keeps the last occurrence of every key except those in multi, as
-// Asterisk's last assignment wins, and warns about each repeat.
+// Asterisk's last assignment wins, and warns about each repeat (but not
+// about a line that overrides a template's).
 func last(vals []value, multi string, r *report) []value {
 	seen := map[string]int{}
 	var out []value
@@ -390,7 +422,9 @@ func last(vals []value, multi string, r *report) []value {
 			continue
 		}
 		if i, ok := seen[v.key]; ok {
-			r.warnf(v.pos, v.key, "repeated (also on line %d); the last one is used", out[i].line)
+			if !v.inherited && !out[i].inherited {
+				r.warnf(v.pos, v.key, "repeated (also on %s); the last one is used", where(out[i].pos, v.pos))
+			}
 			out[i] = v
 			continue
 		}
@@ -470,7 +504,7 @@ func readClient(sec *sectionPos, vals []value, g General, r *report) *clientSect
 	c.Name = sec.name
 	var debug bool
 	var setPrune, setRegister, setPolicy bool
-	seenBuddy := map[string]int{} // canonical JID → line
+	seenBuddy := map[string]pos{} // canonical JID → where
 	var buddies []buddyLine
 	for _, v := range last(vals, "buddy", r) {
 		if note, ok := asteriskOnly[v.key]; ok {
@@ -541,10 +575,10 @@ func readClient(sec *sectionPos, vals []value, g General, r *report) *clientSect
 			// Compared in canonical form, so that one account is not
 			// bound twice under two spellings (NODE2@example.org.).
 			if first, dup := seenBuddy[j.String()]; dup {
-				r.warnf(v.pos, v.key, "buddy %q repeated (first on line %d); listed once", v.value, first)
+				r.warnf(v.pos, v.key, "buddy %q repeated (first on %s); listed once", v.value, where(first, v.pos))
 				break
 			}
-			seenBuddy[j.String()] = v.line
+			seenBuddy[j.String()] = v.pos
 			buddies = append(buddies, buddyLine{v, j})
 		case "status":
 			if st, ok := parseStatus(v.value); ok {
@@ -808,7 +842,7 @@ func readManager(m *Manager, vals []value, r *report) {
 		for j := i + 1; j < len(m.ACL); j++ {
 			b := m.ACL[j]
 			if a.Permit && !b.Permit && b.Net.Bits() <= a.Net.Bits() && b.Net.Contains(a.Net.Addr()) {
-				r.warnf(aclAt[j], "deny", "undoes permit=%s on line %d: the last matching line decides, so put deny lines first", a.Net, aclAt[i].line)
+				r.warnf(aclAt[j], "deny", "undoes permit=%s on %s: the last matching line decides, so put deny lines first", a.Net, where(aclAt[i], aclAt[j]))
 				break
 			}
 		}
@@ -833,7 +867,7 @@ func lastACL(vals []value, r *report) []value {
 			other = append(other, v)
 		}
 	}
-	sort.SliceStable(acl, func(i, j int) bool { return acl[i].line < acl[j].line })
+	sort.SliceStable(acl, func(i, j int) bool { return acl[i].seq < acl[j].seq })
 	return append(last(other, "", r), acl...)
 }
 

@@ -24,7 +24,11 @@ func (c *Config) Validate() error {
 	v.agent()
 	v.manager()
 	v.cluster()
-	sortIssues(r.errs)
+	var files map[string]int
+	if c.src != nil {
+		files = c.src.files
+	}
+	r.errs = sortIssues(r.errs, files)
 	return r.err()
 }
 
