@@ -45,6 +45,8 @@ type Config struct {
 	Client  Client // the client section with distribute_events=yes
 	Agent   Agent
 	Manager Manager
+	Metrics Metrics
+	HTTP    HTTP
 	Cluster Cluster
 
 	src *scanned // where each section and key stands, for Validate
@@ -58,7 +60,17 @@ type General struct {
 	CollectionNodes  bool // XEP-0248 collection nodes
 	PubSubAutoCreate bool
 	AuthPolicy       AuthPolicy
+	// ExecIncludes is whether #exec ran commands: execincludes = yes in
+	// [general] of the top-level file itself (include.go).
+	ExecIncludes bool
+	LogFormat    string // LogText or LogJSON
 }
+
+// The log_format values.
+const (
+	LogText = "text"
+	LogJSON = "json"
+)
 
 // AuthPolicy says what to do with a subscription request from a stranger.
 type AuthPolicy string
@@ -116,6 +128,14 @@ type Agent struct {
 	MWIMerge   MWIMerge
 	MaxDevices int    // own room, remote room, twice an account's share; the same for mailboxes (agent/core/room.go)
 	StateDir   string // this node's own states, kept across crashes (an absolute path)
+	// The filters are res_pjsip_publish_asterisk's: a device or mailbox
+	// this node publishes must match the *Filter pattern, one another
+	// server published must match the *Accept pattern to be taken in. A
+	// nil Pattern lets everything pass.
+	DeviceStateFilter  *Pattern
+	MailboxStateFilter *Pattern
+	DeviceStateAccept  *Pattern
+	MailboxStateAccept *Pattern
 }
 
 // Stale says what happens to a server's states when it leaves.
@@ -180,6 +200,24 @@ func (m Manager) CAFile() string {
 // Addr is bindaddr:port.
 func (m Manager) Addr() string { return net.JoinHostPort(m.BindAddr, strconv.Itoa(m.Port)) }
 
+// Metrics is busylamp's [metrics] section: Prometheus metrics over HTTP.
+type Metrics struct {
+	Bind string // IP:port; "" (the default) turns metrics off
+}
+
+// Enabled reports whether metrics are served.
+func (m Metrics) Enabled() bool { return m.Bind != "" }
+
+// HTTP is busylamp's [http] section: the live lamp field page.
+type HTTP struct {
+	// Bind is IP:port; "" (the default) turns the page off. Off
+	// loopback the page asks for the [manager] login.
+	Bind string
+}
+
+// Enabled reports whether the page is served.
+func (h HTTP) Enabled() bool { return h.Bind != "" }
+
 // Cluster is busylamp's [cluster] section: gossip membership.
 type Cluster struct {
 	Bind      string   // IP:port; "" turns gossip off
@@ -215,6 +253,8 @@ const (
 	maxSecretLen       = 1024 // an AMI line is 8 KiB; a secret is far shorter
 	maxACLLines        = 256
 	DefaultClusterPort = 7946
+	DefaultMetricsPort = 9638
+	DefaultHTTPPort    = 8088
 	DefaultXMPPPort    = 5222
 
 	maxFileSize    = 1 << 20
@@ -228,7 +268,7 @@ const (
 // Asterisk's defaults for its keys, busylamp's for its own.
 func DefaultConfig() *Config {
 	return &Config{
-		General: General{AutoRegister: true, AuthPolicy: AuthAccept},
+		General: General{AutoRegister: true, AuthPolicy: AuthAccept, LogFormat: LogText},
 		Client:  defaultClient(),
 		Agent: Agent{
 			Stale:      StaleExpire,
@@ -369,15 +409,20 @@ func read(file string, src []byte, r *report, so *sources) *Config {
 			readGeneral(&cfg.General, values(sec), r)
 		}
 	}
+	cfg.General.ExecIncludes = s.execOK
 	var clients []*clientSection
 	for _, sec := range s.sections {
 		vals := values(sec)
-		switch strings.ToLower(sec.name) {
+		switch sectionKind(sec.name) {
 		case "general":
 		case "agent":
 			readAgent(&cfg.Agent, vals, r)
 		case "manager":
 			readManager(&cfg.Manager, vals, r)
+		case "metrics":
+			readBind(&cfg.Metrics.Bind, "metrics", DefaultMetricsPort, vals, r)
+		case "http":
+			readBind(&cfg.HTTP.Bind, "http", DefaultHTTPPort, vals, r)
 		case "cluster":
 			readCluster(&cfg.Cluster, vals, r)
 		default:
@@ -458,6 +503,9 @@ func authPolicy(v value, dst *AuthPolicy, r *report) bool {
 // they override [general] for that client) except the two PubSub ones.
 func readGeneral(g *General, vals []value, r *report) {
 	for _, v := range last(vals, "", r) {
+		if _, ok := accept("general", "[general]", v, r); !ok {
+			continue
+		}
 		switch v.key {
 		case "debug":
 			boolKey(v, &g.Debug, r)
@@ -471,25 +519,22 @@ func readGeneral(g *General, vals []value, r *report) {
 			boolKey(v, &g.PubSubAutoCreate, r)
 		case "auth_policy":
 			authPolicy(v, &g.AuthPolicy, r)
-		case "type", "serverhost", "port", "username", "secret", "pubsub_node", "buddy",
-			"status", "statusmessage", "priority", "usetls", "usesasl", "distribute_events":
-			r.errorf(v.pos, v.key, "belongs in a client section, not in [general]")
+		case "execincludes":
+			// Only checked here: scan has read it from the top-level
+			// file already (read sets General.ExecIncludes).
+			var on bool
+			boolKey(v, &on, r)
+		case "log_format":
+			switch f := strings.ToLower(v.value); f {
+			case LogText, LogJSON:
+				g.LogFormat = f
+			default:
+				r.errorf(v.pos, v.key, "bad value %q: want text or json", v.value)
+			}
 		default:
-			r.errorf(v.pos, v.key, "unknown key in [general]")
+			unread(v, r)
 		}
 	}
-}
-
-// asteriskOnly are client keys that Asterisk uses and busylamp does not.
-var asteriskOnly = map[string]string{
-	"timeout":        "Asterisk's JABBER_RECEIVE message timeout; busylamp does not use it",
-	"sendtodialplan": "Asterisk's dialplan messaging; busylamp does not use it",
-	"context":        "Asterisk's dialplan messaging; busylamp does not use it",
-	"keepalive":      "busylamp sends its own XMPP pings; ignored",
-	"forceoldssl":    "old-style SSL (direct TLS) is not supported; busylamp uses STARTTLS (usetls); ignored",
-	"refresh_token":  "Google OAuth is not supported; ignored",
-	"oauth_clientid": "Google OAuth is not supported; ignored",
-	"oauth_secret":   "Google OAuth is not supported; ignored",
 }
 
 // clientSection is one client (or component) section as read.
@@ -506,9 +551,14 @@ func readClient(sec *sectionPos, vals []value, g General, r *report) *clientSect
 	var setPrune, setRegister, setPolicy bool
 	seenBuddy := map[string]pos{} // canonical JID → where
 	var buddies []buddyLine
+	label := fmt.Sprintf("client section [%s]", c.Name)
 	for _, v := range last(vals, "buddy", r) {
-		if note, ok := asteriskOnly[v.key]; ok {
-			r.warnf(v.pos, v.key, "%s", note)
+		d, ok := accept(ClientSection, label, v, r)
+		if !ok {
+			continue
+		}
+		if d.Ignored {
+			r.warnf(v.pos, v.key, "%s", d.Doc)
 			continue
 		}
 		switch v.key {
@@ -601,10 +651,8 @@ func readClient(sec *sectionPos, vals []value, g General, r *report) *clientSect
 			setRegister = boolKey(v, &c.AutoRegister, r)
 		case "auth_policy":
 			setPolicy = authPolicy(v, &c.AuthPolicy, r)
-		case "collection_nodes", "pubsub_autocreate":
-			r.errorf(v.pos, v.key, "belongs in [general], not in client section [%s]", c.Name)
 		default:
-			r.errorf(v.pos, v.key, "unknown key in client section [%s]", c.Name)
+			unread(v, r)
 		}
 	}
 	c.Buddies = otherBuddies(buddies, c.Username, r)
@@ -702,6 +750,9 @@ func chooseClient(cs []*clientSection, r *report) *clientSection {
 
 func readAgent(a *Agent, vals []value, r *report) {
 	for _, v := range last(vals, "", r) {
+		if _, ok := accept("agent", "[agent]", v, r); !ok {
+			continue
+		}
 		switch v.key {
 		case "eid":
 			e, err := ParseEID(v.value)
@@ -748,8 +799,24 @@ func readAgent(a *Agent, vals []value, r *report) {
 			} else {
 				a.StateDir = filepath.Clean(v.value)
 			}
+		case "device_state_filter", "mailbox_state_filter", "device_state_accept", "mailbox_state_accept":
+			p, err := ParsePattern(v.value)
+			if err != nil {
+				r.errorf(v.pos, v.key, "%v", err)
+				break
+			}
+			switch v.key {
+			case "device_state_filter":
+				a.DeviceStateFilter = p
+			case "mailbox_state_filter":
+				a.MailboxStateFilter = p
+			case "device_state_accept":
+				a.DeviceStateAccept = p
+			default:
+				a.MailboxStateAccept = p
+			}
 		default:
-			r.errorf(v.pos, v.key, "unknown key in [agent]")
+			unread(v, r)
 		}
 	}
 }
@@ -759,6 +826,9 @@ func readManager(m *Manager, vals []value, r *report) {
 	var aclAt []pos // where each ACL line stands
 	var tlsAt, bindAt pos
 	for _, v := range lastACL(vals, r) {
+		if _, ok := accept("manager", "[manager]", v, r); !ok {
+			continue
+		}
 		switch v.key {
 		case "bindaddr":
 			if net.ParseIP(v.value) == nil {
@@ -829,7 +899,7 @@ func readManager(m *Manager, vals []value, r *report) {
 				m.AuthLimit = n
 			}
 		default:
-			r.errorf(v.pos, v.key, "unknown key in [manager]")
+			unread(v, r)
 		}
 	}
 	if permits > 0 && denies == 0 {
@@ -924,8 +994,35 @@ func checkSecret(v value, r *report) bool {
 	return true
 }
 
+// readBind reads a section whose one key is bind = IP[:port] (port def);
+// an empty value, like no line, leaves it off.
+func readBind(dst *string, sec string, def int, vals []value, r *report) {
+	for _, v := range last(vals, "", r) {
+		if _, ok := accept(sec, "["+sec+"]", v, r); !ok {
+			continue
+		}
+		switch v.key {
+		case "bind":
+			if v.value == "" {
+				*dst = ""
+				break
+			}
+			if hp, err := hostPort(v.value, def, true); err != nil {
+				r.errorf(v.pos, v.key, "%v", err)
+			} else {
+				*dst = hp
+			}
+		default:
+			unread(v, r)
+		}
+	}
+}
+
 func readCluster(c *Cluster, vals []value, r *report) {
 	for _, v := range last(vals, "", r) {
+		if _, ok := accept("cluster", "[cluster]", v, r); !ok {
+			continue
+		}
 		switch v.key {
 		case "bind", "advertise":
 			if v.value == "" {
@@ -970,7 +1067,7 @@ func readCluster(c *Cluster, vals []value, r *report) {
 				r.errorf(v.pos, v.key, "bad profile %q: want lan or wan", v.value)
 			}
 		default:
-			r.errorf(v.pos, v.key, "unknown key in [cluster]")
+			unread(v, r)
 		}
 	}
 }

@@ -71,7 +71,7 @@ func TestExamplesLoad(t *testing.T) {
 			if !reflect.DeepEqual(cfg.Client, want) {
 				t.Errorf("Client =\n%+v\nwant\n%+v", cfg.Client, want)
 			}
-			if cfg.General != (General{Debug: tc.debug, AutoRegister: true, AuthPolicy: AuthAccept}) {
+			if cfg.General != (General{Debug: tc.debug, AutoRegister: true, AuthPolicy: AuthAccept, LogFormat: LogText}) {
 				t.Errorf("General = %+v", cfg.General)
 			}
 			def := DefaultConfig()

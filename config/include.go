@@ -214,9 +214,13 @@ func (sc *scanner) loop(it item, what, id string) bool {
 
 // take counts n more bytes read, and reports whether they fit.
 func (sc *scanner) take(it item, what string, n int) bool {
+	if sc.full {
+		return false // reported once, at the directive that went past
+	}
 	sc.total += n
 	sc.includes++
 	if sc.total > maxTotalSize {
+		sc.full = true
 		sc.r.errorf(it.pos, "", "#%s %q: the files read come to more than %d bytes", it.name, what, maxTotalSize)
 		return false
 	}

@@ -268,6 +268,8 @@ type scanned struct {
 	// files ranks every file read (and every #exec) in the order it was
 	// first read, so that issues list in reading order.
 	files map[string]int
+	// execOK is execincludes = yes in the top-level file's [general].
+	execOK bool
 }
 
 // lookup returns the section named name, or nil.
@@ -304,6 +306,7 @@ func scan(src []byte, r *report, so *sources) *scanned {
 		execOK: execIncludes(r.file, src),
 	}
 	sc.total = len(src)
+	sc.s.execOK = sc.execOK
 	sc.read(frame{file: r.file, id: fileID(r.file), dir: filepath.Dir(r.file)}, src)
 	for _, t := range sortedTemplates(sc.s.templates) {
 		if !t.used {
@@ -336,6 +339,7 @@ type scanner struct {
 	stack     []frame // the files being read, the top-level file first
 	total     int     // bytes read so far, over every file
 	includes  int     // files and commands included so far
+	full      bool    // total went past maxTotalSize: nothing more is read
 	seq       int
 }
 
