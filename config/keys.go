@@ -79,7 +79,7 @@ var catalog = []KeyDoc{
 	{Section: ClientSection, Key: "usesasl", Default: "yes", Doc: "busylamp always uses SASL; no is ignored with a warning"},
 	{Section: ClientSection, Key: "tls_ca", Example: "/etc/ssl/certs/xmpp-ca.pem", Doc: "busylamp: the CA file to verify the server with; default the system's"},
 	{Section: ClientSection, Key: "tls_insecure", Default: "no", Doc: "busylamp: do not verify the server's certificate"},
-	{Section: ClientSection, Key: "buddy", Example: "node2@example.org/node2", Repeat: true, Doc: "another node's account; one line each"},
+	{Section: ClientSection, Key: "buddy", Example: "node2@example.org/node2", Repeat: true, Doc: "another node's account"},
 	{Section: ClientSection, Key: "status", Default: defaultStatus, Doc: "presence: available, chat, away, xaway, dnd or unavailable"},
 	{Section: ClientSection, Key: "statusmessage", Default: defaultMessage, Doc: "presence status text"},
 	{Section: ClientSection, Key: "distribute_events", Default: "no", Example: "yes", Doc: "busylamp connects with the one client that has yes"},
