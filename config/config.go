@@ -1,21 +1,26 @@
 // Package config owns busylamp's configuration file: an Asterisk xmpp.conf
 // or jabber.conf (which must load unchanged) plus busylamp's own [agent],
-// [manager] and [cluster] sections. One reader takes the file apart by
-// Asterisk's own syntax (scan.go: every line with its file and line), the
-// values become typed structs in one place (Parse), then the whole is
-// checked (Validate), and every problem is reported at once as FILE:LINE
-// errors.
+// [manager], [metrics], [http] and [cluster] sections. One reader takes the
+// file apart by Asterisk's own syntax (scan.go: every line with its file
+// and line, through #include, #tryinclude, #exec and templates, whose
+// rules include.go and scan.go give), the values become typed structs in
+// one place (Parse), then the whole is checked (Validate), and every
+// problem is reported at once as FILE:LINE errors. Keys lists every key of
+// every section with its default; the readers accept exactly those.
 // Secrets never appear in any message or printed form.
 //
 // Which section is what follows Asterisk's res_xmpp: [general] holds the
 // global keys, and every other section is a client (or, with
 // type=component, a component); busylamp reserves the names [agent],
-// [manager] and [cluster]. busylamp uses the one client with
+// [manager], [metrics], [http] and [cluster], and a template ([name](!))
+// is no section at all. busylamp uses the one client with
 // distribute_events=yes. Keys Asterisk knows but busylamp does not use are
 // warnings; a key nobody knows is an error.
 //
-// Apart from Load and Locate, which read the file system, the package does
-// no I/O.
+// The package does no network I/O. Load and Locate read the file system,
+// and so do Load and Parse for the files a config #includes; #exec runs a
+// command, and only when the top-level file's [general] has
+// execincludes = yes.
 package config
 
 import (

@@ -395,7 +395,7 @@ func (sc *scanner) header(it item) {
 	if it.name == "" {
 		return
 	}
-	var template bool
+	var template, add bool
 	var bases []*sectionPos
 	if opts := strings.TrimSpace(it.text); opts != "" {
 		if !strings.HasSuffix(opts, ")") || strings.Count(opts, "(") != 1 || strings.Count(opts, ")") != 1 {
@@ -407,6 +407,7 @@ func (sc *scanner) header(it item) {
 			case "!":
 				template = true
 			case "+":
+				add = true
 			case "":
 				sc.r.errorf(it.pos, "", "section [%s]: empty name in options %s", it.name, opts)
 				return
@@ -425,7 +426,9 @@ func (sc *scanner) header(it item) {
 		}
 	}
 	own, other := sc.s.byName, sc.s.templates
-	if template {
+	if template || add && own[it.name] == nil && other[it.name] != nil {
+		// "[t](+)" adds to template t.
+		template = true
 		own, other = other, own
 	}
 	if o := other[it.name]; o != nil {

@@ -115,3 +115,11 @@ func TestGeneratedBuddies(t *testing.T) {
 		t.Errorf("buddies = %v (exec %v), want %v", cfg.Client.Buddies, cfg.General.ExecIncludes, want)
 	}
 }
+
+func TestTemplateAdd(t *testing.T) {
+	cfg, warns := mustParse(t, "f.conf", "[t](!)\nport=5223\n[t](+)\nbuddy=b@example.org\n"+
+		strings.Replace(client, "[asterisk]", "[asterisk](t)", 1))
+	if len(warns) != 0 || cfg.Client.Port != 5223 || len(cfg.Client.Buddies) != 1 {
+		t.Errorf("Client %+v, warnings %v", cfg.Client, warns)
+	}
+}

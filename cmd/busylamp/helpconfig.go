@@ -77,12 +77,16 @@ func writeConfigHelp(w io.Writer) error {
 			if k.Section != sec {
 				continue
 			}
-			doc, val := k.Doc+". Default "+k.Default+".", k.Default
-			if k.Default == "" {
-				doc, val = k.Doc+". Example:", k.Example
-			}
+			doc := k.Doc
 			if k.Repeat {
 				doc += " (one line each)"
+			}
+			val := k.Default
+			if val != "" {
+				doc += ". Default " + val + "."
+			} else {
+				doc += ". Example:"
+				val = k.Example
 			}
 			fmt.Fprintf(&b, "; %s: %s\n", k.Key, doc)
 			fmt.Fprintf(&b, ";%s = %s\n", k.Key, val)
