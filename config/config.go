@@ -324,6 +324,10 @@ func readFile(path string) ([]byte, error) {
 	defer f.Close()
 	src, err := io.ReadAll(io.LimitReader(f, maxFileSize+1))
 	if err != nil {
+		var pe *fs.PathError
+		if errors.As(err, &pe) {
+			err = pe.Err // the caller names the file
+		}
 		return nil, fmt.Errorf("cannot read: %w", err)
 	}
 	if len(src) > maxFileSize {

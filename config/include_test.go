@@ -115,7 +115,7 @@ func TestInclude(t *testing.T) {
 		{"a directory", map[string]string{
 			"main.conf": clientHead + "#include d\n",
 			"d/x":       "",
-		}, nil, []string{`main.conf:8: #include "d": d: cannot read`}},
+		}, nil, []string{`main.conf:8: #include "d": d: cannot read: is a directory`}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := writeTree(t, tc.files)

@@ -82,7 +82,7 @@ var catalog = []KeyDoc{
 	{Section: ClientSection, Key: "buddy", Example: "node2@example.org/node2", Repeat: true, Doc: "another node's account"},
 	{Section: ClientSection, Key: "status", Default: defaultStatus, Doc: "presence: available, chat, away, xaway, dnd or unavailable"},
 	{Section: ClientSection, Key: "statusmessage", Default: defaultMessage, Doc: "presence status text"},
-	{Section: ClientSection, Key: "distribute_events", Default: "no", Example: "yes", Doc: "busylamp connects with the one client that has yes"},
+	{Section: ClientSection, Key: "distribute_events", Default: "no", Doc: "busylamp connects with the one client that has yes"},
 	{Section: ClientSection, Key: "debug", Example: "no", Doc: "as [general]'s; either one on turns tracing on"},
 	{Section: ClientSection, Key: "autoprune", Example: "no", Doc: "as [general]'s, which is the default"},
 	{Section: ClientSection, Key: "autoregister", Example: "yes", Doc: "as [general]'s, which is the default"},
