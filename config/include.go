@@ -23,7 +23,8 @@ import (
 //     its config directory, which is where an xmpp.conf stands, so the
 //     same files are found). A FILE that is missing, or a pattern that
 //     matches nothing, is an error for #include and nothing for
-//     #tryinclude.
+//     #tryinclude; one that is there but cannot be read is an error for
+//     both.
 //   - "#exec COMMAND" runs COMMAND with /bin/sh -c, in the directory of the
 //     file that holds the directive, and reads its standard output as
 //     lines of the file (named "exec:COMMAND" in issues). As Asterisk

@@ -234,3 +234,19 @@ func TestRunCommandBounds(t *testing.T) {
 		})
 	}
 }
+
+// A repeat across files names the other file.
+func TestIncludeRepeatNamesTheFile(t *testing.T) {
+	dir := writeTree(t, map[string]string{
+		"main.conf": clientHead + "port=5222\n#include a.conf\n",
+		"a.conf":    "\nport=5223\n",
+	})
+	cfg, warns, err := Load(filepath.Join(dir, "main.conf"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := filepath.Join(dir, "a.conf") + `:2: key "port": repeated (also on ` + filepath.Join(dir, "main.conf") + `:8); the last one is used`
+	if len(warns) != 1 || warns[0].Error() != want || cfg.Client.Port != 5223 {
+		t.Errorf("port %d, warnings %v\nwant %s", cfg.Client.Port, warns, want)
+	}
+}
