@@ -85,7 +85,6 @@ func runCommand(dir, command string, timeout time.Duration, limit int) ([]byte, 
 	defer cancel()
 	cmd := exec.CommandContext(ctx, "/bin/sh", "-c", command)
 	cmd.Dir = dir
-	cmd.Stdin = nil
 	// A child the shell left behind may hold the pipes open; do not wait
 	// for it past the kill.
 	cmd.WaitDelay = time.Second
