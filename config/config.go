@@ -1,21 +1,26 @@
 // Package config owns busylamp's configuration file: an Asterisk xmpp.conf
 // or jabber.conf (which must load unchanged) plus busylamp's own [agent],
-// [manager] and [cluster] sections. One reader takes the file apart by
-// Asterisk's own syntax (scan.go: every line with its file and line), the
-// values become typed structs in one place (Parse), then the whole is
-// checked (Validate), and every problem is reported at once as FILE:LINE
-// errors.
+// [manager], [metrics], [http] and [cluster] sections. One reader takes the
+// file apart by Asterisk's own syntax (scan.go: every line with its file
+// and line, through #include, #tryinclude, #exec and templates, whose
+// rules include.go and scan.go give), the values become typed structs in
+// one place (Parse), then the whole is checked (Validate), and every
+// problem is reported at once as FILE:LINE errors. Keys lists every key of
+// every section with its default; the readers accept exactly those.
 // Secrets never appear in any message or printed form.
 //
 // Which section is what follows Asterisk's res_xmpp: [general] holds the
 // global keys, and every other section is a client (or, with
 // type=component, a component); busylamp reserves the names [agent],
-// [manager] and [cluster]. busylamp uses the one client with
+// [manager], [metrics], [http] and [cluster], and a template ([name](!))
+// is no section at all. busylamp uses the one client with
 // distribute_events=yes. Keys Asterisk knows but busylamp does not use are
 // warnings; a key nobody knows is an error.
 //
-// Apart from Load and Locate, which read the file system, the package does
-// no I/O.
+// The package does no network I/O. Load and Locate read the file system,
+// and so do Load and Parse for the files a config #includes; #exec runs a
+// command, and only when the top-level file's [general] has
+// execincludes = yes.
 package config
 
 import (
@@ -45,6 +50,8 @@ type Config struct {
 	Client  Client // the client section with distribute_events=yes
 	Agent   Agent
 	Manager Manager
+	Metrics Metrics
+	HTTP    HTTP
 	Cluster Cluster
 
 	src *scanned // where each section and key stands, for Validate
@@ -58,7 +65,17 @@ type General struct {
 	CollectionNodes  bool // XEP-0248 collection nodes
 	PubSubAutoCreate bool
 	AuthPolicy       AuthPolicy
+	// ExecIncludes is whether #exec ran commands: execincludes = yes in
+	// [general] of the top-level file itself (include.go).
+	ExecIncludes bool
+	LogFormat    string // LogText or LogJSON
 }
+
+// The log_format values.
+const (
+	LogText = "text"
+	LogJSON = "json"
+)
 
 // AuthPolicy says what to do with a subscription request from a stranger.
 type AuthPolicy string
@@ -116,6 +133,14 @@ type Agent struct {
 	MWIMerge   MWIMerge
 	MaxDevices int    // own room, remote room, twice an account's share; the same for mailboxes (agent/core/room.go)
 	StateDir   string // this node's own states, kept across crashes (an absolute path)
+	// The filters are res_pjsip_publish_asterisk's: a device or mailbox
+	// this node publishes must match the *Filter pattern, one another
+	// server published must match the *Accept pattern to be taken in. A
+	// nil Pattern lets everything pass.
+	DeviceStateFilter  *Pattern
+	MailboxStateFilter *Pattern
+	DeviceStateAccept  *Pattern
+	MailboxStateAccept *Pattern
 }
 
 // Stale says what happens to a server's states when it leaves.
@@ -180,6 +205,24 @@ func (m Manager) CAFile() string {
 // Addr is bindaddr:port.
 func (m Manager) Addr() string { return net.JoinHostPort(m.BindAddr, strconv.Itoa(m.Port)) }
 
+// Metrics is busylamp's [metrics] section: Prometheus metrics over HTTP.
+type Metrics struct {
+	Bind string // IP:port; "" (the default) turns metrics off
+}
+
+// Enabled reports whether metrics are served.
+func (m Metrics) Enabled() bool { return m.Bind != "" }
+
+// HTTP is busylamp's [http] section: the live lamp field page.
+type HTTP struct {
+	// Bind is IP:port; "" (the default) turns the page off. Off
+	// loopback the page asks for the [manager] login.
+	Bind string
+}
+
+// Enabled reports whether the page is served.
+func (h HTTP) Enabled() bool { return h.Bind != "" }
+
 // Cluster is busylamp's [cluster] section: gossip membership.
 type Cluster struct {
 	Bind      string   // IP:port; "" turns gossip off
@@ -215,6 +258,8 @@ const (
 	maxSecretLen       = 1024 // an AMI line is 8 KiB; a secret is far shorter
 	maxACLLines        = 256
 	DefaultClusterPort = 7946
+	DefaultMetricsPort = 9638
+	DefaultHTTPPort    = 8088
 	DefaultXMPPPort    = 5222
 
 	maxFileSize    = 1 << 20
@@ -228,7 +273,7 @@ const (
 // Asterisk's defaults for its keys, busylamp's for its own.
 func DefaultConfig() *Config {
 	return &Config{
-		General: General{AutoRegister: true, AuthPolicy: AuthAccept},
+		General: General{AutoRegister: true, AuthPolicy: AuthAccept, LogFormat: LogText},
 		Client:  defaultClient(),
 		Agent: Agent{
 			Stale:      StaleExpire,
@@ -279,6 +324,10 @@ func readFile(path string) ([]byte, error) {
 	defer f.Close()
 	src, err := io.ReadAll(io.LimitReader(f, maxFileSize+1))
 	if err != nil {
+		var pe *fs.PathError
+		if errors.As(err, &pe) {
+			err = pe.Err // the caller names the file
+		}
 		return nil, fmt.Errorf("cannot read: %w", err)
 	}
 	if len(src) > maxFileSize {
@@ -290,46 +339,77 @@ func readFile(path string) ([]byte, error) {
 // Parse reads a config from src, then validates it; file names it in
 // messages. The warnings come back even when err is non-nil; cfg is nil
 // when err is.
+//
+// The file's #include, #tryinclude and #exec directives read the files
+// they name (relative to file's directory) and run the commands (only with
+// execincludes = yes); include.go has the rules.
 func Parse(file string, src []byte) (cfg *Config, warnings []Issue, err error) {
+	return parse(file, src, osSources(execTimeout))
+}
+
+func parse(file string, src []byte, so *sources) (cfg *Config, warnings []Issue, err error) {
 	r := &report{file: file}
-	cfg = read(file, src, r)
+	cfg = read(file, src, r, so)
 	if verr := cfg.Validate(); verr != nil {
 		var list Errors
 		if errors.As(verr, &list) {
 			r.errs = append(r.errs, list...)
 		}
 	}
-	sortIssues(r.errs)
-	sortIssues(r.warnings)
+	r.errs = sortIssues(r.errs, cfg.src.files)
+	r.warnings = sortIssues(r.warnings, cfg.src.files)
 	if r.err() != nil {
 		return nil, r.warnings, r.err()
 	}
 	return cfg, r.warnings, nil
 }
 
-// sortIssues orders by line; issues about the whole file go last.
-func sortIssues(l []Issue) {
+// sortIssues orders by file, in the order the files were first read
+// (files), then by line; issues about the whole file go last. An issue
+// found twice (a template's bad line, copied into two sections) is listed
+// once.
+func sortIssues(l []Issue, files map[string]int) []Issue {
+	rank := func(f string) int {
+		if n, ok := files[f]; ok {
+			return n
+		}
+		return len(files)
+	}
 	sort.SliceStable(l, func(i, j int) bool {
 		a, b := l[i].Line, l[j].Line
 		if a == 0 || b == 0 {
 			return a != 0 && b == 0
 		}
+		if fa, fb := rank(l[i].File), rank(l[j].File); fa != fb {
+			return fa < fb
+		}
 		return a < b
 	})
+	out := l[:0]
+	seen := map[Issue]bool{}
+	for _, is := range l {
+		if !seen[is] {
+			seen[is] = true
+			out = append(out, is)
+		}
+	}
+	return out
 }
 
 // value is one key's occurrence.
 type value struct {
 	key string
 	pos
-	value string
+	value     string
+	seq       int  // keyPos.seq
+	inherited bool // copied from a template
 }
 
 // read is the one place where the file becomes a Config.
-func read(file string, src []byte, r *report) *Config {
+func read(file string, src []byte, r *report, so *sources) *Config {
 	cfg := DefaultConfig()
 	cfg.File = file
-	s := scan(src, r)
+	s := scan(src, r, so)
 	cfg.src = s
 
 	// Asterisk applies [general] before the clients, wherever it stands.
@@ -338,15 +418,20 @@ func read(file string, src []byte, r *report) *Config {
 			readGeneral(&cfg.General, values(sec), r)
 		}
 	}
+	cfg.General.ExecIncludes = s.execOK
 	var clients []*clientSection
 	for _, sec := range s.sections {
 		vals := values(sec)
-		switch strings.ToLower(sec.name) {
+		switch sectionKind(sec.name) {
 		case "general":
 		case "agent":
 			readAgent(&cfg.Agent, vals, r)
 		case "manager":
 			readManager(&cfg.Manager, vals, r)
+		case "metrics":
+			readBind(&cfg.Metrics.Bind, "metrics", DefaultMetricsPort, vals, r)
+		case "http":
+			readBind(&cfg.HTTP.Bind, "http", DefaultHTTPPort, vals, r)
 		case "cluster":
 			readCluster(&cfg.Cluster, vals, r)
 		default:
@@ -373,14 +458,15 @@ func values(sec *sectionPos) []value {
 	var out []value
 	for _, k := range sec.order {
 		for _, o := range sec.keys[k] {
-			out = append(out, value{key: k, pos: o.pos, value: o.value})
+			out = append(out, value{key: k, pos: o.pos, value: o.value, seq: o.seq, inherited: o.inherited})
 		}
 	}
 	return out
 }
 
 // last keeps the last occurrence of every key except those in multi, as
-// Asterisk's last assignment wins, and warns about each repeat.
+// Asterisk's last assignment wins, and warns about each repeat (but not
+// about a line that overrides a template's).
 func last(vals []value, multi string, r *report) []value {
 	seen := map[string]int{}
 	var out []value
@@ -390,7 +476,9 @@ func last(vals []value, multi string, r *report) []value {
 			continue
 		}
 		if i, ok := seen[v.key]; ok {
-			r.warnf(v.pos, v.key, "repeated (also on line %d); the last one is used", out[i].line)
+			if !v.inherited && !out[i].inherited {
+				r.warnf(v.pos, v.key, "repeated (also on %s); the last one is used", where(out[i].pos, v.pos))
+			}
 			out[i] = v
 			continue
 		}
@@ -424,6 +512,9 @@ func authPolicy(v value, dst *AuthPolicy, r *report) bool {
 // they override [general] for that client) except the two PubSub ones.
 func readGeneral(g *General, vals []value, r *report) {
 	for _, v := range last(vals, "", r) {
+		if _, ok := accept("general", "[general]", v, r); !ok {
+			continue
+		}
 		switch v.key {
 		case "debug":
 			boolKey(v, &g.Debug, r)
@@ -437,25 +528,22 @@ func readGeneral(g *General, vals []value, r *report) {
 			boolKey(v, &g.PubSubAutoCreate, r)
 		case "auth_policy":
 			authPolicy(v, &g.AuthPolicy, r)
-		case "type", "serverhost", "port", "username", "secret", "pubsub_node", "buddy",
-			"status", "statusmessage", "priority", "usetls", "usesasl", "distribute_events":
-			r.errorf(v.pos, v.key, "belongs in a client section, not in [general]")
+		case "execincludes":
+			// Only checked here: scan has read it from the top-level
+			// file already (read sets General.ExecIncludes).
+			var on bool
+			boolKey(v, &on, r)
+		case "log_format":
+			switch f := strings.ToLower(v.value); f {
+			case LogText, LogJSON:
+				g.LogFormat = f
+			default:
+				r.errorf(v.pos, v.key, "bad value %q: want text or json", v.value)
+			}
 		default:
-			r.errorf(v.pos, v.key, "unknown key in [general]")
+			unread(v, r)
 		}
 	}
-}
-
-// asteriskOnly are client keys that Asterisk uses and busylamp does not.
-var asteriskOnly = map[string]string{
-	"timeout":        "Asterisk's JABBER_RECEIVE message timeout; busylamp does not use it",
-	"sendtodialplan": "Asterisk's dialplan messaging; busylamp does not use it",
-	"context":        "Asterisk's dialplan messaging; busylamp does not use it",
-	"keepalive":      "busylamp sends its own XMPP pings; ignored",
-	"forceoldssl":    "old-style SSL (direct TLS) is not supported; busylamp uses STARTTLS (usetls); ignored",
-	"refresh_token":  "Google OAuth is not supported; ignored",
-	"oauth_clientid": "Google OAuth is not supported; ignored",
-	"oauth_secret":   "Google OAuth is not supported; ignored",
 }
 
 // clientSection is one client (or component) section as read.
@@ -470,11 +558,16 @@ func readClient(sec *sectionPos, vals []value, g General, r *report) *clientSect
 	c.Name = sec.name
 	var debug bool
 	var setPrune, setRegister, setPolicy bool
-	seenBuddy := map[string]int{} // canonical JID → line
+	seenBuddy := map[string]pos{} // canonical JID → where
 	var buddies []buddyLine
+	label := fmt.Sprintf("client section [%s]", c.Name)
 	for _, v := range last(vals, "buddy", r) {
-		if note, ok := asteriskOnly[v.key]; ok {
-			r.warnf(v.pos, v.key, "%s", note)
+		d, ok := accept(ClientSection, label, v, r)
+		if !ok {
+			continue
+		}
+		if d.Ignored {
+			r.warnf(v.pos, v.key, "%s", d.Doc)
 			continue
 		}
 		switch v.key {
@@ -541,10 +634,10 @@ func readClient(sec *sectionPos, vals []value, g General, r *report) *clientSect
 			// Compared in canonical form, so that one account is not
 			// bound twice under two spellings (NODE2@example.org.).
 			if first, dup := seenBuddy[j.String()]; dup {
-				r.warnf(v.pos, v.key, "buddy %q repeated (first on line %d); listed once", v.value, first)
+				r.warnf(v.pos, v.key, "buddy %q repeated (first on %s); listed once", v.value, where(first, v.pos))
 				break
 			}
-			seenBuddy[j.String()] = v.line
+			seenBuddy[j.String()] = v.pos
 			buddies = append(buddies, buddyLine{v, j})
 		case "status":
 			if st, ok := parseStatus(v.value); ok {
@@ -567,10 +660,8 @@ func readClient(sec *sectionPos, vals []value, g General, r *report) *clientSect
 			setRegister = boolKey(v, &c.AutoRegister, r)
 		case "auth_policy":
 			setPolicy = authPolicy(v, &c.AuthPolicy, r)
-		case "collection_nodes", "pubsub_autocreate":
-			r.errorf(v.pos, v.key, "belongs in [general], not in client section [%s]", c.Name)
 		default:
-			r.errorf(v.pos, v.key, "unknown key in client section [%s]", c.Name)
+			unread(v, r)
 		}
 	}
 	c.Buddies = otherBuddies(buddies, c.Username, r)
@@ -668,6 +759,9 @@ func chooseClient(cs []*clientSection, r *report) *clientSection {
 
 func readAgent(a *Agent, vals []value, r *report) {
 	for _, v := range last(vals, "", r) {
+		if _, ok := accept("agent", "[agent]", v, r); !ok {
+			continue
+		}
 		switch v.key {
 		case "eid":
 			e, err := ParseEID(v.value)
@@ -714,8 +808,24 @@ func readAgent(a *Agent, vals []value, r *report) {
 			} else {
 				a.StateDir = filepath.Clean(v.value)
 			}
+		case "device_state_filter", "mailbox_state_filter", "device_state_accept", "mailbox_state_accept":
+			p, err := ParsePattern(v.value)
+			if err != nil {
+				r.errorf(v.pos, v.key, "%v", err)
+				break
+			}
+			switch v.key {
+			case "device_state_filter":
+				a.DeviceStateFilter = p
+			case "mailbox_state_filter":
+				a.MailboxStateFilter = p
+			case "device_state_accept":
+				a.DeviceStateAccept = p
+			default:
+				a.MailboxStateAccept = p
+			}
 		default:
-			r.errorf(v.pos, v.key, "unknown key in [agent]")
+			unread(v, r)
 		}
 	}
 }
@@ -725,6 +835,9 @@ func readManager(m *Manager, vals []value, r *report) {
 	var aclAt []pos // where each ACL line stands
 	var tlsAt, bindAt pos
 	for _, v := range lastACL(vals, r) {
+		if _, ok := accept("manager", "[manager]", v, r); !ok {
+			continue
+		}
 		switch v.key {
 		case "bindaddr":
 			if net.ParseIP(v.value) == nil {
@@ -795,7 +908,7 @@ func readManager(m *Manager, vals []value, r *report) {
 				m.AuthLimit = n
 			}
 		default:
-			r.errorf(v.pos, v.key, "unknown key in [manager]")
+			unread(v, r)
 		}
 	}
 	if permits > 0 && denies == 0 {
@@ -808,7 +921,7 @@ func readManager(m *Manager, vals []value, r *report) {
 		for j := i + 1; j < len(m.ACL); j++ {
 			b := m.ACL[j]
 			if a.Permit && !b.Permit && b.Net.Bits() <= a.Net.Bits() && b.Net.Contains(a.Net.Addr()) {
-				r.warnf(aclAt[j], "deny", "undoes permit=%s on line %d: the last matching line decides, so put deny lines first", a.Net, aclAt[i].line)
+				r.warnf(aclAt[j], "deny", "undoes permit=%s on %s: the last matching line decides, so put deny lines first", a.Net, where(aclAt[i], aclAt[j]))
 				break
 			}
 		}
@@ -833,7 +946,7 @@ func lastACL(vals []value, r *report) []value {
 			other = append(other, v)
 		}
 	}
-	sort.SliceStable(acl, func(i, j int) bool { return acl[i].line < acl[j].line })
+	sort.SliceStable(acl, func(i, j int) bool { return acl[i].seq < acl[j].seq })
 	return append(last(other, "", r), acl...)
 }
 
@@ -890,8 +1003,35 @@ func checkSecret(v value, r *report) bool {
 	return true
 }
 
+// readBind reads a section whose one key is bind = IP[:port] (port def);
+// an empty value, like no line, leaves it off.
+func readBind(dst *string, sec string, def int, vals []value, r *report) {
+	for _, v := range last(vals, "", r) {
+		if _, ok := accept(sec, "["+sec+"]", v, r); !ok {
+			continue
+		}
+		switch v.key {
+		case "bind":
+			if v.value == "" {
+				*dst = ""
+				break
+			}
+			if hp, err := hostPort(v.value, def, true); err != nil {
+				r.errorf(v.pos, v.key, "%v", err)
+			} else {
+				*dst = hp
+			}
+		default:
+			unread(v, r)
+		}
+	}
+}
+
 func readCluster(c *Cluster, vals []value, r *report) {
 	for _, v := range last(vals, "", r) {
+		if _, ok := accept("cluster", "[cluster]", v, r); !ok {
+			continue
+		}
 		switch v.key {
 		case "bind", "advertise":
 			if v.value == "" {
@@ -936,7 +1076,7 @@ func readCluster(c *Cluster, vals []value, r *report) {
 				r.errorf(v.pos, v.key, "bad profile %q: want lan or wan", v.value)
 			}
 		default:
-			r.errorf(v.pos, v.key, "unknown key in [cluster]")
+			unread(v, r)
 		}
 	}
 }

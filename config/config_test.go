@@ -71,7 +71,7 @@ func TestExamplesLoad(t *testing.T) {
 			if !reflect.DeepEqual(cfg.Client, want) {
 				t.Errorf("Client =\n%+v\nwant\n%+v", cfg.Client, want)
 			}
-			if cfg.General != (General{Debug: tc.debug, AutoRegister: true, AuthPolicy: AuthAccept}) {
+			if cfg.General != (General{Debug: tc.debug, AutoRegister: true, AuthPolicy: AuthAccept, LogFormat: LogText}) {
 				t.Errorf("General = %+v", cfg.General)
 			}
 			def := DefaultConfig()
@@ -353,8 +353,8 @@ func TestErrors(t *testing.T) {
 		{"key before section", "debug=yes\n" + client, []string{`f.conf:1: key "debug": key before the first [section]`}},
 		{"no equals", client + "welcome\n", []string{`f.conf:8: expected "key = value"`}},
 		{"unclosed header", client + "[agent\n", []string{`f.conf:8: section header without ']'`}},
-		{"template", client + "[tpl](!)\nport=1\n", []string{`f.conf:8: section [tpl]: templates and section options (!) are not supported`}},
-		{"include", "#include other.conf\n" + client, []string{`f.conf:1: #include is not supported`}},
+		{"unknown template", client + "[a](tpl)\nport=1\n", []string{`f.conf:8: section [a]: template [tpl] is not defined above`}},
+		{"include missing", "#include other-missing.conf\n" + client, []string{`f.conf:1: #include "other-missing.conf": no such file`}},
 		{"unclosed block comment", client + ";-- start\nport=x\n", []string{`f.conf:8: block comment ";--" is not closed`}},
 		{"backquote value", client + "statusmessage=`hi`\n", []string{"f.conf:8: key \"statusmessage\": a value may not start with ` or \"\"\""}},
 		{"every error at once", client + "usetls=maybe\nport=x\nbuddy=bad\n[agent]\neid=zz\nfoo=1\n", []string{
@@ -415,7 +415,7 @@ func TestScan(t *testing.T) {
 		"buddy=b3@example.org\n" + // 21
 		"port=5269"
 	r := &report{file: "s.conf"}
-	s := scan([]byte(src), r)
+	s := scan([]byte(src), r, noSources)
 	if len(r.errs) != 0 {
 		t.Fatalf("scan errors: %v", r.errs)
 	}

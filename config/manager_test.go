@@ -150,7 +150,7 @@ func FuzzParse(f *testing.F) {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, src []byte) {
-		cfg, _, err := Parse("f.conf", src)
+		cfg, _, err := parse("f.conf", src, noSources) // no file is read, no command run
 		if (cfg == nil) == (err == nil) {
 			t.Fatalf("cfg %v and err %v", cfg != nil, err)
 		}

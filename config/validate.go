@@ -20,11 +20,17 @@ func (c *Config) Validate() error {
 		r.file = "config"
 	}
 	v := validator{c: c, r: r}
+	v.general()
 	v.client()
 	v.agent()
 	v.manager()
+	v.binds()
 	v.cluster()
-	sortIssues(r.errs)
+	var files map[string]int
+	if c.src != nil {
+		files = c.src.files
+	}
+	r.errs = sortIssues(r.errs, files)
 	return r.err()
 }
 
@@ -85,6 +91,29 @@ func (v validator) badValue(name, key string) bool {
 	}
 	occ := s.keys[key]
 	return len(occ) > 0 && occ[len(occ)-1].value != ""
+}
+
+func (v validator) general() {
+	// "" is text, for a Config built in code without DefaultConfig.
+	switch f := v.c.General.LogFormat; f {
+	case "", LogText, LogJSON:
+	default:
+		v.r.errorf(v.keyAt("general", "log_format"), "log_format", "bad value %q: want text or json", f)
+	}
+}
+
+// binds checks [metrics] and [http]: off (""), or IP:port.
+func (v validator) binds() {
+	for _, b := range []struct{ sec, val string }{{"metrics", v.c.Metrics.Bind}, {"http", v.c.HTTP.Bind}} {
+		if b.val == "" {
+			continue
+		}
+		if _, _, err := net.SplitHostPort(b.val); err != nil {
+			v.r.errorf(v.keyAt(b.sec, "bind"), "bind", "bad address %q: want IP:port", b.val)
+		} else if _, err := hostPort(b.val, 0, true); err != nil {
+			v.r.errorf(v.keyAt(b.sec, "bind"), "bind", "%v", err)
+		}
+	}
 }
 
 func (v validator) client() {

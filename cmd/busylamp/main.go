@@ -66,6 +66,7 @@ else ` + config.SystemConfig + `.`,
 	root.SetOut(c.stdout)
 	root.SetErr(c.stderr)
 	root.PersistentFlags().StringVarP(&c.configFlag, "config", "c", "", "config `FILE`")
+	root.SetHelpCommand(newHelpCmd(root, c))
 	root.AddCommand(
 		newRunCmd(c),
 		newCheckCmd(c),
