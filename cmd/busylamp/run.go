@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"os/signal"
@@ -131,8 +132,26 @@ func runConfig(cfg *config.Config, c *cli, level *slog.LevelVar) (agent.Config, 
 	}
 	ac.Level = level
 	level.Set(ac.LogLevel)
-	ac.Log = slog.New(slog.NewTextHandler(c.stderr, &slog.HandlerOptions{Level: level}))
+	ac.Log = newLogger(c.stderr, cfg.General.LogFormat, level)
 	return ac, nil
+}
+
+// newLogger is the agent's log: text (slog's key=value) or JSON lines.
+func newLogger(w io.Writer, format string, level slog.Leveler) *slog.Logger {
+	opts := &slog.HandlerOptions{Level: level}
+	if format == config.LogJSON {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+// matcher is a config pattern as the core's filter; no pattern lets
+// everything pass (a nil interface, not a nil *Pattern in one).
+func matcher(p *config.Pattern) core.Matcher {
+	if p == nil {
+		return nil
+	}
+	return p
 }
 
 // agentConfig maps the file's sections onto the agent's configuration.
@@ -141,7 +160,7 @@ func agentConfig(cfg *config.Config, c *cli) agent.Config {
 	if cfg.Client.Debug {
 		level = slog.LevelDebug
 	}
-	log := slog.New(slog.NewTextHandler(c.stderr, &slog.HandlerOptions{Level: level}))
+	log := newLogger(c.stderr, cfg.General.LogFormat, level)
 
 	cl := cfg.Client
 	eid := devstate.EID(cfg.Agent.EID)
@@ -183,6 +202,13 @@ func agentConfig(cfg *config.Config, c *cli) agent.Config {
 	if cfg.Agent.MWIMerge == config.MWISum {
 		ac.Core.MWIMerge = mwi.Sum
 	}
+	ac.Core.Filters = core.Filters{
+		PublishDevice: matcher(cfg.Agent.DeviceStateFilter), PublishMailbox: matcher(cfg.Agent.MailboxStateFilter),
+		AcceptDevice: matcher(cfg.Agent.DeviceStateAccept), AcceptMailbox: matcher(cfg.Agent.MailboxStateAccept),
+	}
+	ac.LogFormat = cfg.General.LogFormat
+	ac.MetricsAddr = cfg.Metrics.Bind
+	ac.HTTPAddr = cfg.HTTP.Bind
 	var cc *cluster.Config
 	if cfg.Cluster.Enabled() {
 		mc := cluster.DefaultConfig()
