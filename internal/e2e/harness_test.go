@@ -88,6 +88,7 @@ type nodeOpts struct {
 	noBuddies  bool   // no buddy= lines: buddies come from membership
 	xmppAddr   string // host:port to reach the XMPP server at (a relay); the server's own by default
 	maxDevices int    // [agent] max_devices; the default when 0
+	logJSON    bool   // [general] log_format = json
 }
 
 // newCluster starts a fresh Prosody and writes configs for n agents, each
@@ -170,7 +171,11 @@ func (c *cluster) writeConf(i int, o nodeOpts) {
 	_, pw := c.srv.Admin(nd.name)
 	_, amiPort, _ := net.SplitHostPort(nd.amiAddr)
 	var b strings.Builder
-	fmt.Fprintf(&b, "[general]\nautoregister=yes\n\n[pbx]\ntype=client\nserverhost=%s\nport=%s\n", host, port)
+	fmt.Fprintf(&b, "[general]\nautoregister=yes\n")
+	if o.logJSON {
+		b.WriteString("log_format=json\n")
+	}
+	fmt.Fprintf(&b, "\n[pbx]\ntype=client\nserverhost=%s\nport=%s\n", host, port)
 	fmt.Fprintf(&b, "pubsub_node=%s\nusername=%s\nsecret=%s\ndistribute_events=yes\nusetls=no\nusesasl=yes\n", c.srv.Service, nd.jid, pw)
 	if !o.noBuddies {
 		for _, other := range c.nodes {

@@ -1,7 +1,9 @@
 package e2e
 
 import (
+	"encoding/json"
 	"net"
+	"os"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -57,7 +59,7 @@ func TestSystemdNotify(t *testing.T) {
 		}
 	}
 
-	c := newCluster(t, 1)
+	c := newCluster(t, 1, nodeOpts{logJSON: true})
 	nd := c.nodes[0]
 	nd.env = []string{"NOTIFY_SOCKET=" + sock}
 	nd.start()
@@ -70,4 +72,21 @@ func TestSystemdNotify(t *testing.T) {
 	skipStatus("READY=1")
 	nd.stop()
 	skipStatus("STOPPING=1")
+
+	// log_format = json: every line the agent logged is one JSON object.
+	logText, err := os.ReadFile(nd.logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, l := range lines(string(logText)) {
+		var rec map[string]any
+		if err := json.Unmarshal([]byte(l), &rec); err != nil || rec["msg"] == nil || rec["level"] == nil {
+			t.Fatalf("log line not a JSON record (%v): %s", err, l)
+		}
+		n++
+	}
+	if n == 0 || !strings.Contains(string(logText), `"msg":"config reloaded"`) {
+		t.Fatalf("JSON log lacks the reload (%d lines):\n%s", n, logText)
+	}
 }
