@@ -78,13 +78,13 @@ func (h *Hub) serveStatic(name, ctype string) http.HandlerFunc {
 // small.
 type (
 	snapshotMsg struct {
-		Devices   [][2]string `json:"devices"`
+		Devices   [][2]string  `json:"devices"`
 		Mailboxes []mailboxRow `json:"mailboxes"`
 		Buddies   []Buddy      `json:"buddies"`
 		Members   []Member     `json:"members"`
 	}
 	changeMsg struct {
-		Devices   [][2]string `json:"devices,omitempty"`
+		Devices   [][2]string  `json:"devices,omitempty"`
 		Mailboxes []mailboxRow `json:"mailboxes,omitempty"`
 		Buddies   []Buddy      `json:"buddies,omitempty"`
 		Members   []Member     `json:"members,omitempty"`
