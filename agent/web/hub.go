@@ -139,9 +139,10 @@ func NewHub(src Source, cfg Config) *Hub {
 }
 
 // Close ends every event stream, refuses new ones and waits for their
-// handlers to return. Call it before (or from RegisterOnShutdown of) the
-// http.Server's Shutdown: a stream is never idle, so Shutdown would wait
-// for it otherwise.
+// handlers to return (at most Config.WriteTimeout, for a stream stuck in
+// a write). Call it before the http.Server's Shutdown: a stream is never
+// idle, so Shutdown would wait for it otherwise. The page itself keeps
+// being served.
 func (h *Hub) Close() {
 	h.closeOnce.Do(func() {
 		h.mu.Lock()

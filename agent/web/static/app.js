@@ -220,13 +220,21 @@
   }
 
   // The per-server detail of one device, asked of /api/device.
-  let detailSeq = 0;
+  // One request at a time: a device that flaps while shown is asked for
+  // again once the answer in flight is in, not once per change.
+  let detailSeq = 0, inFlight = false, again = "";
   function fetchDetail(name) {
+    if (inFlight) { again = name; return; }
+    inFlight = true;
     const seq = ++detailSeq;
     fetch("api/device?name=" + encodeURIComponent(name), { cache: "no-store" })
       .then((r) => (r.ok ? r.json() : Promise.reject(new Error(r.status + " " + r.statusText))))
-      .then((d) => { if (seq === detailSeq) showDetail(d); })
-      .catch((e) => { if (seq === detailSeq) showDetailError(name, e); });
+      .then((d) => { if (seq === detailSeq && name === selected) showDetail(d); })
+      .catch((e) => { if (seq === detailSeq && name === selected) showDetailError(name, e); })
+      .finally(() => {
+        inFlight = false;
+        if (again) { const n = again; again = ""; if (n === selected) fetchDetail(n); }
+      });
   }
   function showDetail(d) {
     const sec = $("detail");
