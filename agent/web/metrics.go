@@ -63,7 +63,7 @@ func NewMetrics(snapshot func() Snapshot) *Metrics {
 	m := &Metrics{
 		reg: prometheus.NewRegistry(),
 		iq: prometheus.NewHistogram(prometheus.HistogramOpts{
-			Name:    "busylamp_iq_rtt_seconds",
+			Name:    "busylamp_iq_round_trip_seconds",
 			Help:    "Round-trip time of IQ requests to the XMPP server.",
 			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16), // 0.5 ms to 16 s
 		}),

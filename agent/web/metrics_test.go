@@ -145,7 +145,7 @@ func TestMetricsScrape(t *testing.T) {
 		{"busylamp_members", []string{"state", "alive"}, 2},
 		{"busylamp_members", []string{"state", "dead"}, 0},
 		{"busylamp_last_resync_duration_seconds", nil, 1.5},
-		{"busylamp_iq_rtt_seconds", nil, 0},
+		{"busylamp_iq_round_trip_seconds", nil, 0},
 		{"busylamp_echo_lag_seconds", nil, 0},
 	}
 	for _, ch := range checks {
@@ -178,7 +178,7 @@ func TestMetricsScrape(t *testing.T) {
 		{"busylamp_reconnects_total", nil, 1},
 		{"busylamp_devices", nil, 101},
 		{"busylamp_members", []string{"state", "suspect"}, 1},
-		{"busylamp_iq_rtt_seconds", nil, 1},
+		{"busylamp_iq_round_trip_seconds", nil, 1},
 		{"busylamp_echo_lag_seconds", nil, 2},
 	} {
 		if got := value(t, second, ch.name, ch.labels...); got != ch.want {

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -552,5 +553,61 @@ func TestPageSelfContained(t *testing.T) {
 	}
 	if resp, _ := get(t, srv.URL+"/nope"); resp.StatusCode != http.StatusNotFound {
 		t.Fatalf("/nope: %s", resp.Status)
+	}
+}
+
+// A page that stops reading costs the agent nothing: the change methods
+// return at once, what is held for it stays bounded, and once its socket
+// is full the stream is dropped after WriteTimeout.
+func TestSlowPageIsBoundedAndDropped(t *testing.T) {
+	src := newFakeSource(20_000) // a snapshot of some 500 kB
+	h, srv := startHub(t, src, Config{MaxPending: 64, WriteTimeout: 200 * time.Millisecond})
+	conn, err := net.Dial("tcp", srv.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if tc, ok := conn.(*net.TCPConn); ok {
+		_ = tc.SetReadBuffer(4096) // fill up soon
+	}
+	if _, err := fmt.Fprintf(conn, "GET /events HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	// The status line: the stream is open (joined); then read no more.
+	status, err := bufio.NewReaderSize(conn, 16).ReadString('\n')
+	if err != nil || !strings.Contains(status, " 200 ") {
+		t.Fatalf("status %q, %v", status, err)
+	}
+	ended := make(chan struct{})
+	go func() {
+		h.wg.Wait()
+		close(ended)
+	}()
+	deadline := time.Now().Add(20 * time.Second)
+	for i := 0; ; i++ {
+		select {
+		case <-ended:
+			t.Logf("the stream was dropped after %d changes", i)
+			if n := h.Clients(); n != 0 {
+				t.Fatalf("%d clients after the drop", n)
+			}
+			return
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("a page that does not read was never dropped")
+		}
+		// Were it to wait on the page, this loop would stop here until go
+		// test -timeout; wall time per call is the scheduler's to say.
+		h.DeviceChanged(fmt.Sprintf("PJSIP/%05d", i%20_000), devstate.States[i%9])
+		held := 0
+		h.each(func(c *client) {
+			c.mu.Lock()
+			held = max(held, len(c.devices))
+			c.mu.Unlock()
+		})
+		if held > 64 {
+			t.Fatalf("%d devices pending for one page, bound 64", held)
+		}
 	}
 }

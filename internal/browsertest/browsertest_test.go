@@ -37,3 +37,15 @@ func TestBrowserLoadsAPage(t *testing.T) {
 		t.Fatalf("screenshot at %s", path)
 	}
 }
+
+func TestFindHonoursTheEnvironment(t *testing.T) {
+	t.Setenv("BUSYLAMP_CHROMIUM", filepath.Join(t.TempDir(), "no-such-browser"))
+	if p, err := Find(); err == nil {
+		t.Fatalf("Find found %s, want an error for a missing $BUSYLAMP_CHROMIUM", p)
+	}
+	t.Setenv("BUSYLAMP_CHROMIUM", "")
+	t.Setenv("PATH", t.TempDir())
+	if p, err := Find(); err == nil {
+		t.Fatalf("Find found %s on an empty PATH", p)
+	}
+}
