@@ -83,11 +83,12 @@ type (
 		Buddies   []Buddy      `json:"buddies"`
 		Members   []Member     `json:"members"`
 	}
+	// A nil list is left out; an empty one says "none now".
 	changeMsg struct {
-		Devices   [][2]string  `json:"devices,omitempty"`
-		Mailboxes []mailboxRow `json:"mailboxes,omitempty"`
-		Buddies   []Buddy      `json:"buddies,omitempty"`
-		Members   []Member     `json:"members,omitempty"`
+		Devices   [][2]string  `json:"devices,omitzero"`
+		Mailboxes []mailboxRow `json:"mailboxes,omitzero"`
+		Buddies   []Buddy      `json:"buddies,omitzero"`
+		Members   []Member     `json:"members,omitzero"`
 	}
 	mailboxRow [3]any // name, new, old
 
@@ -268,10 +269,11 @@ func (h *Hub) serveEvents(w http.ResponseWriter, r *http.Request) {
 		case <-tick.C:
 			err = s.comment("heartbeat")
 		case <-c.wake:
-			b := c.take()
-			if b.resync {
+			switch b := c.take(); {
+			case b.resync:
 				err = s.send("snapshot", h.snapshot(), "")
-			} else {
+			case b.empty(): // taken by the previous wake-up
+			default:
 				err = s.send("change", h.change(b), "")
 			}
 		}

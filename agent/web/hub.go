@@ -295,6 +295,10 @@ type batch struct {
 	resync    bool
 }
 
+func (b batch) empty() bool {
+	return !b.resync && !b.buddies && !b.members && len(b.devices) == 0 && len(b.mailboxes) == 0
+}
+
 // take empties the pending changes; the maps handed out are replaced, so
 // the writer reads them without the lock.
 func (c *client) take() batch {

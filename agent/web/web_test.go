@@ -611,3 +611,18 @@ func TestSlowPageIsBoundedAndDropped(t *testing.T) {
 		}
 	}
 }
+
+// Every buddy gone is news too: the change carries an empty list.
+func TestEventsEmptyListsAreSent(t *testing.T) {
+	src := newFakeSource(1)
+	h, srv := startHub(t, src, Config{})
+	es := openEvents(t, t.Context(), srv.URL)
+	es.nextEvent(t)
+	src.mu.Lock()
+	src.buddies = nil
+	src.mu.Unlock()
+	h.BuddiesChanged()
+	if f := es.nextEvent(t); f.data != `{"buddies":[]}` {
+		t.Fatalf("got %s, want an empty buddy list", f.data)
+	}
+}
