@@ -1,11 +1,13 @@
 package web
 
 import (
+	"encoding/base64"
 	"fmt"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/chromedp/cdproto/network"
 	"github.com/chromedp/chromedp"
 
 	"github.com/busylamp/busylamp/devstate"
@@ -167,4 +169,32 @@ func TestPageTenThousandDevices(t *testing.T) {
 		t.Fatalf("scroll to the end: %v", err)
 	}
 	browsertest.Screenshot(t, ctx, "ten-thousand-scrolled")
+}
+
+// Behind Basic auth the page and its stream work with the credentials the
+// browser sends (here set as a header, as a browser does once a user gave
+// them).
+func TestPageBehindBasicAuth(t *testing.T) {
+	src := newFakeSource(5)
+	h, srv := startHub(t, src, Config{Auth: func(user, secret string) bool { return user == "admin" && secret == "s3cret" }})
+	ctx := browsertest.New(t)
+	cred := base64.StdEncoding.EncodeToString([]byte("admin:s3cret"))
+	if _, err := chromedp.Call(ctx, network.Enable, network.EnableParams{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := chromedp.Call(ctx, network.SetExtraHTTPHeaders, network.SetExtraHTTPHeadersParams{Headers: network.Headers{"Authorization": "Basic " + cred}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := browsertest.Do(ctx, loadTimeout,
+		chromedp.Navigate(srv.URL),
+		chromedp.WaitVisible(chromedp.CSS(`#conn[data-state="open"]`)),
+		chromedp.WaitVisible(lamp("PJSIP/00001", "NOT_INUSE")),
+	); err != nil {
+		t.Fatalf("load behind auth: %v", err)
+	}
+	src.set("PJSIP/00001", devstate.Ringing)
+	h.DeviceChanged("PJSIP/00001", devstate.Ringing)
+	if err := browsertest.Do(ctx, changeDeadline, chromedp.WaitVisible(lamp("PJSIP/00001", "RINGING"))); err != nil {
+		t.Fatalf("change behind auth: %v", err)
+	}
 }
