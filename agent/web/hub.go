@@ -1,10 +1,10 @@
-// Package web owns busylamp's two HTTP faces: the live lamp field of the
-// [http] section (one embedded page, its Server-Sent Events stream and a
-// JSON snapshot, read-only, optionally behind HTTP Basic auth) and the
-// Prometheus exposition of the [metrics] section (Metrics, on a registry of
-// its own). It reads the agent's state through Source and hears of changes
-// through Hub's non-blocking methods; it holds no state of its own beyond
-// what each connected page has not been sent yet.
+// Package web owns busylamp's two HTTP faces: the live lamp field that the
+// config's http section binds (one embedded page, its Server-Sent Events
+// stream and a JSON snapshot, read-only, optionally behind HTTP Basic auth)
+// and the Prometheus exposition that its metrics section binds (Metrics,
+// on a registry of its own). It reads the agent's state through Source and
+// hears of changes through Hub's non-blocking methods; it holds no state
+// of its own beyond what each connected page has not been sent yet.
 package web
 
 import (
