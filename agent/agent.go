@@ -29,6 +29,7 @@ import (
 	"github.com/busylamp/busylamp/agent/core"
 	"github.com/busylamp/busylamp/agent/manager"
 	"github.com/busylamp/busylamp/agent/store"
+	"github.com/busylamp/busylamp/agent/web"
 	"github.com/busylamp/busylamp/devstate"
 	"github.com/busylamp/busylamp/internal/hop"
 	"github.com/busylamp/busylamp/mwi"
@@ -152,6 +153,8 @@ type Agent struct {
 	lastResync atomic.Int64 // how long the last complete resync took, ns
 	eventsIn   eventCounts  // notifications taken in, per buddy
 
+	web webParts // [http] and [metrics] (webpage.go)
+
 	reloadMu sync.Mutex // one Reload or SetDebug at a time; guards live
 	live     live
 
@@ -172,11 +175,28 @@ func New(cfg Config) (*Agent, error) {
 	// Own states are republished by the agent after each resync, not by
 	// the client on connect: the resync may first restore them.
 	xc.OwnStates = nil
+	// The metrics read the agent's counters when scraped; the client's
+	// two timings are observed as they happen.
+	var a *Agent
+	metrics := web.NewMetrics(func() web.Snapshot { return a.metricsSnapshot() })
+	if cfg.MetricsAddr != "" {
+		xc.ObservePublish, xc.ObserveEcho = metrics.ObserveIQ, metrics.ObserveLag
+	}
 	x, err := pubsub.New(xc, events)
 	if err != nil {
 		return nil, fmt.Errorf("%w: xmpp client: %w", ErrConfig, err)
 	}
-	return newAgent(cfg, x, events)
+	a, err = newAgent(cfg, x, events)
+	if err != nil {
+		return nil, err
+	}
+	a.web.metrics = metrics
+	if err := a.openWeb(); err != nil {
+		a.ln.Close()
+		a.closeStore()
+		return nil, err
+	}
+	return a, nil
 }
 
 // newAgent builds the agent around an XMPP client that sends its events
@@ -211,6 +231,7 @@ func newAgent(cfg Config, x XMPP, events chan pubsub.Event) (*Agent, error) {
 		live:    liveOf(cfg),
 	}
 	a.ami = manager.New(cfg.Manager, backend{a}, cfg.Log)
+	a.newHub()
 	ln, err := net.Listen("tcp", cfg.ManagerAddr)
 	if err != nil {
 		return nil, fmt.Errorf("manager socket: %w", err)
@@ -229,7 +250,7 @@ func newAgent(cfg Config, x XMPP, events chan pubsub.Event) (*Agent, error) {
 	}
 	// Restored before the core publishes anything: the core holds them as
 	// set by the PBX, and they are republished after the first resync.
-	a.core.Attach(x, amiSink{a.ami, cfg.Manager.Hops})
+	a.core.Attach(x, a.sink())
 	return a, nil
 }
 
@@ -276,8 +297,10 @@ func (a *Agent) Run(ctx context.Context) error {
 	// Membership first: the AMI socket's 'show members' reads it.
 	if err := a.startCluster(ctx); err != nil {
 		a.ln.Close()
+		a.closeWeb()
 		return err
 	}
+	a.serveWeb(ctx)
 	errc := make(chan error, 2)
 	a.goRun(func() {
 		if err := a.ami.Serve(ctx, a.ln); err != nil && ctx.Err() == nil {
@@ -410,6 +433,7 @@ func (a *Agent) handle(ctx context.Context, ev pubsub.Event) {
 				status = ev.Show
 			}
 		}
+		a.buddiesChanged()
 		a.ami.Emit(manager.BuddyStatus(
 			manager.Header{Key: "JID", Value: bareJID(ev.JID)},
 			manager.Header{Key: "Resource", Value: resourceOf(ev.JID)},
@@ -419,12 +443,14 @@ func (a *Agent) handle(ctx context.Context, ev pubsub.Event) {
 	case pubsub.Connected:
 		a.log.Info("xmpp connected", "jid", ev.JID, "devices", len(ev.Devices), "mailboxes", len(ev.Mailboxes))
 		a.core.Resync(ev.Devices, ev.Mailboxes)
+		a.buddiesChanged()
 		a.syncOnce.Do(func() { close(a.synced) })
 		a.startResync(ctx)
 	case pubsub.Disconnected:
 		a.log.Warn("xmpp disconnected", "err", ev.Err)
 		a.cancelResync()
 		a.core.Disconnected()
+		a.buddiesChanged()
 	case pubsub.OwnStatesRequest:
 		// Answered off this loop: the answer is written to the socket,
 		// and may first wait for our own states to be restored.

@@ -52,6 +52,9 @@ func (a *Agent) memberEvent(ev cluster.Event) {
 	m := ev.Member
 	status := map[cluster.EventKind]string{cluster.EventJoin: "joined", cluster.EventLeave: "left",
 		cluster.EventDead: "dead", cluster.EventUpdate: "updated"}[ev.Kind]
+	if a.web.hub != nil {
+		a.web.hub.MembersChanged()
+	}
 	a.ami.Emit(manager.ClusterMember(
 		manager.Header{Key: "Member", Value: m.Name},
 		manager.Header{Key: "Address", Value: m.Addr},

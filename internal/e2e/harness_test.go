@@ -58,16 +58,18 @@ const (
 
 // node is one agent process and its config.
 type node struct {
-	t          *testing.T
-	name       string
-	jid        string
-	conf       string
-	amiAddr    string
-	gossipAddr string
-	logPath    string
-	cmd        *exec.Cmd
-	done       chan struct{}
-	env        []string // added to the agent's environment
+	t           *testing.T
+	name        string
+	jid         string
+	conf        string
+	amiAddr     string
+	gossipAddr  string
+	logPath     string
+	cmd         *exec.Cmd
+	done        chan struct{}
+	env         []string // added to the agent's environment
+	httpAddr    string   // with nodeOpts.web: the lamp field
+	metricsAddr string   // and the Prometheus endpoint
 }
 
 // cluster is a set of agents on one XMPP server.
@@ -89,6 +91,7 @@ type nodeOpts struct {
 	xmppAddr   string // host:port to reach the XMPP server at (a relay); the server's own by default
 	maxDevices int    // [agent] max_devices; the default when 0
 	logJSON    bool   // [general] log_format = json
+	web        bool   // [http] and [metrics] on free loopback ports (node.httpAddr, node.metricsAddr)
 }
 
 // newCluster starts a fresh Prosody and writes configs for n agents, each
@@ -199,6 +202,10 @@ func (c *cluster) writeConf(i int, o nodeOpts) {
 		if len(join) > 0 {
 			fmt.Fprintf(&b, "join=%s\n", strings.Join(join, ", "))
 		}
+	}
+	if o.web {
+		nd.httpAddr, nd.metricsAddr = freeAddr(t), freeAddr(t)
+		fmt.Fprintf(&b, "\n[http]\nbind=%s\n\n[metrics]\nbind=%s\n", nd.httpAddr, nd.metricsAddr)
 	}
 	if err := os.WriteFile(nd.conf, []byte(b.String()), 0o600); err != nil {
 		t.Fatal(err)

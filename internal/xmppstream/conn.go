@@ -29,20 +29,20 @@ var errStanzaTooLarge = fmt.Errorf("incoming stanza larger than %d bytes", maxSt
 // read loop); writes are serialised by wmu and each has a deadline, so a
 // dead peer turns into an error instead of a goroutine stuck for ever.
 type conn struct {
-	raw  net.Conn
-	nc   net.Conn // raw, or the TLS connection over it
-	tls  *tls.ConnectionState
-	lim  *limitReader
-	xr   *xmlReader
-	log  *slog.Logger
+	raw net.Conn
+	nc  net.Conn // raw, or the TLS connection over it
+	tls *tls.ConnectionState
+	lim *limitReader
+	xr  *xmlReader
+	log *slog.Logger
 	// trace, when set and on, logs every stanza; sasl suppresses it
 	// while the SASL exchange runs (it carries the password).
 	trace *atomic.Bool
 	sasl  bool
-	wmu  sync.Mutex
-	wbuf []byte        // under wmu: writeWith's buffer, kept between writes
-	nw   atomic.Uint64 // writes made (syscalls, without TLS)
-	once sync.Once
+	wmu   sync.Mutex
+	wbuf  []byte        // under wmu: writeWith's buffer, kept between writes
+	nw    atomic.Uint64 // writes made (syscalls, without TLS)
+	once  sync.Once
 }
 
 // maxKeptWriteBuf bounds the buffer a conn keeps between writes; a larger
