@@ -64,9 +64,10 @@ bench: servers
 	  $(GO) tool pprof -top -cum -nodecount=25 -tagfocus=node=agent1 bin/bench-cpu.pprof; fi
 
 # Prosody and ejabberd from Debian (and chromium for the lamp field's
-# browser tests), when we may install them.
+# browser tests, prometheus for promtool), when we may install them.
 servers:
-	@if [ "$$(id -u)" = 0 ]; then sh internal/xmpptest/install.sh && sh internal/browsertest/install.sh; \
+	@if [ "$$(id -u)" = 0 ]; then sh internal/xmpptest/install.sh && sh internal/browsertest/install.sh && \
+	  sh internal/e2e/install.sh; \
 	  elif ! command -v prosody >/dev/null || ! command -v ejabberdctl >/dev/null; then \
 	  echo "integration tests need prosody and ejabberd: sudo apt-get install prosody ejabberd" >&2; exit 1; fi
 

@@ -326,8 +326,8 @@ func (c *Client) Stats() Stats {
 }
 
 // maxEchoes bounds the publishes whose echo is awaited; past it the
-// oldest are forgotten (a service that sends no echoes: ejabberd's
-// notify_sender, or a subscription lost).
+// oldest are forgotten (a service that sends a publisher no echoes, or a
+// subscription lost).
 const maxEchoes = 4096
 
 // echoWritten notes when the publishes of k were written.

@@ -1,9 +1,13 @@
 package e2e
 
 import (
+	"bytes"
 	"fmt"
 	"io"
 	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -63,20 +67,26 @@ func TestLampFieldInBrowser(t *testing.T) {
 	browsertest.Screenshot(t, ctx, "lamp-field-e2e")
 }
 
-// scrape reads the node's /metrics.
-func scrape(t *testing.T, n *node) map[string]*dto.MetricFamily {
+// scrapeText reads the node's /metrics as served.
+func scrapeText(t *testing.T, n *node) []byte {
 	t.Helper()
 	resp, err := http.Get("http://" + n.metricsAddr + "/metrics")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
-	if resp.StatusCode != 200 {
-		b, _ := io.ReadAll(resp.Body)
-		t.Fatalf("GET /metrics: %s\n%s", resp.Status, b)
+	b, err := io.ReadAll(resp.Body)
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("GET /metrics: %s %v\n%s", resp.Status, err, b)
 	}
+	return b
+}
+
+// scrape reads the node's /metrics, parsed.
+func scrape(t *testing.T, n *node) map[string]*dto.MetricFamily {
+	t.Helper()
 	p := expfmt.NewTextParser(model.UTF8Validation)
-	fams, err := p.TextToMetricFamilies(resp.Body)
+	fams, err := p.TextToMetricFamilies(bytes.NewReader(scrapeText(t, n)))
 	if err != nil {
 		t.Fatalf("parse /metrics: %v", err)
 	}
@@ -148,5 +158,28 @@ func TestMetricsScrape(t *testing.T) {
 	})
 	if value(after, "busylamp_reconnects_total") != 0 {
 		t.Fatalf("reconnects %v on a session that never dropped", value(after, "busylamp_reconnects_total"))
+	}
+
+	// The scrape as served, kept in the test's output, and clean for
+	// Prometheus's own linter (Debian's prometheus ships promtool; CI
+	// installs it: internal/e2e/install.sh).
+	text := scrapeText(t, c.nodes[0])
+	out := filepath.Join(browsertest.OutputDir(t), "metrics.txt")
+	if err := os.WriteFile(out, text, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("scrape: %s", out)
+	promtool, err := exec.LookPath("promtool")
+	if err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("promtool not found: sh internal/e2e/install.sh (as root) installs it")
+		}
+		t.Log("promtool not installed here: the scrape was not linted (sh internal/e2e/install.sh)")
+		return
+	}
+	lint := exec.Command(promtool, "check", "metrics")
+	lint.Stdin = bytes.NewReader(text)
+	if msg, err := lint.CombinedOutput(); err != nil {
+		t.Fatalf("promtool check metrics: %v\n%s", err, msg)
 	}
 }
