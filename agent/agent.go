@@ -154,6 +154,10 @@ type Agent struct {
 	eventsIn   eventCounts  // notifications taken in, per buddy
 
 	web webParts // [http] and [metrics] (webpage.go)
+	// newSession, when set, replaces the XMPP client by one with these
+	// settings (a reload that changed the client section); the agent
+	// built on a test's fake has none.
+	newSession func(pubsub.Config) error
 
 	reloadMu sync.Mutex // one Reload or SetDebug at a time; guards live
 	live     live
@@ -167,30 +171,45 @@ type Agent struct {
 // starts them.
 func New(cfg Config) (*Agent, error) {
 	events := make(chan pubsub.Event, 4096)
-	xc := cfg.XMPP
-	xc.Logger = cfg.Log
-	if xc.Logger == nil {
-		xc.Logger = slog.Default()
-	}
-	// Own states are republished by the agent after each resync, not by
-	// the client on connect: the resync may first restore them.
-	xc.OwnStates = nil
 	// The metrics read the agent's counters when scraped; the client's
 	// two timings are observed as they happen.
 	var a *Agent
 	metrics := web.NewMetrics(func() web.Snapshot { return a.metricsSnapshot() })
-	if cfg.MetricsAddr != "" {
-		xc.ObservePublish, xc.ObserveEcho = metrics.ObserveIQ, metrics.ObserveLag
+	client := func(pc pubsub.Config) (XMPP, error) {
+		pc.Logger = cfg.Log
+		if pc.Logger == nil {
+			pc.Logger = slog.Default()
+		}
+		// Own states are republished by the agent after each resync, not
+		// by the client on connect: the resync may first restore them.
+		pc.OwnStates = nil
+		if cfg.MetricsAddr != "" {
+			pc.ObservePublish, pc.ObserveEcho = metrics.ObserveIQ, metrics.ObserveLag
+		}
+		x, err := pubsub.New(pc, events)
+		if err != nil {
+			return nil, fmt.Errorf("%w: xmpp client: %w", ErrConfig, err)
+		}
+		return x, nil
 	}
-	x, err := pubsub.New(xc, events)
+	x, err := client(cfg.XMPP)
 	if err != nil {
-		return nil, fmt.Errorf("%w: xmpp client: %w", ErrConfig, err)
+		return nil, err
 	}
-	a, err = newAgent(cfg, x, events)
+	sw := newXMPPSwitch(x, events)
+	a, err = newAgent(cfg, sw, events)
 	if err != nil {
 		return nil, err
 	}
 	a.web.metrics = metrics
+	a.newSession = func(pc pubsub.Config) error {
+		nx, err := client(pc)
+		if err != nil {
+			return err
+		}
+		sw.Replace(nx)
+		return nil
+	}
 	if err := a.openWeb(); err != nil {
 		a.ln.Close()
 		a.closeStore()

@@ -12,6 +12,7 @@ import (
 	"github.com/busylamp/busylamp/agent/cluster"
 	"github.com/busylamp/busylamp/agent/core"
 	"github.com/busylamp/busylamp/internal/jid"
+	"github.com/busylamp/busylamp/pubsub"
 )
 
 // ErrNoReload is Reload's error when the agent was not told how to read
@@ -29,7 +30,8 @@ type live struct {
 	debugOn  bool // 'debug on' is in force
 	username string
 	secret   string
-	acl      string // fmt of the ACL, to tell a change
+	acl      string        // fmt of the ACL, to tell a change
+	session  pubsub.Config // the XMPP client's settings in force
 }
 
 func liveOf(c Config) live {
@@ -39,6 +41,7 @@ func liveOf(c Config) live {
 		stale:   c.Core.Stale, grace: c.Core.StaleGrace,
 		level: c.LogLevel, trace: c.XMPP.Trace,
 		username: c.Manager.Username, secret: c.Manager.Secret, acl: fmt.Sprint(c.Manager.ACL),
+		session: c.XMPP,
 	}
 }
 
@@ -75,6 +78,17 @@ func (a *Agent) Reload(ctx context.Context) (notes []string, err error) {
 	old, now := a.live, liveOf(nc)
 	if old.debugOn {
 		now.debugOn = true
+	}
+	// A changed client section takes a new XMPP session; the account
+	// (username) and the EID take a restart.
+	changed := sessionDiff(old.session, nc.XMPP)
+	sameAccount := old.session.JID == nc.XMPP.JID && old.session.EID == nc.XMPP.EID
+	if len(changed) > 0 && (a.newSession == nil || !sameAccount) {
+		for _, k := range changed {
+			notes = append(notes, "needs a restart, running value kept: "+k)
+		}
+		now.session = old.session
+		changed = nil
 	}
 
 	// Buddies: new ones are added, removed ones dropped unless gossip
@@ -122,6 +136,21 @@ func (a *Agent) Reload(ctx context.Context) (notes []string, err error) {
 	if old.username != now.username || old.secret != now.secret || old.acl != now.acl {
 		a.ami.SetUsers(nc.Manager.Username, nc.Manager.Secret, nc.Manager.ACL)
 		notes = append(notes, "manager account and permit/deny changed (at the next login)")
+	}
+	if len(changed) > 0 {
+		pc := nc.XMPP
+		pc.Hops = a.cfg.XMPP.Hops
+		pc.Trace = now.trace || now.debugOn
+		// Membership's buddies stay buddies of the new session.
+		for j := range members {
+			pc.Buddies = append(pc.Buddies, j)
+		}
+		if err := a.newSession(pc); err != nil {
+			notes = append(notes, "client section not applied, the session kept: "+err.Error())
+			now.session = old.session
+		} else {
+			notes = append(notes, "new XMPP session: "+strings.Join(changed, ", ")+" changed")
+		}
 	}
 	for _, k := range restartOnly(a.cfg, nc) {
 		notes = append(notes, "needs a restart, running value kept: "+k)
@@ -210,13 +239,6 @@ func restartOnly(run, c Config) []string {
 	x, y := run.XMPP, c.XMPP
 	diff(run.Name != c.Name, "client section name")
 	diff(x.JID != y.JID, "username")
-	diff(x.Password != y.Password, "secret")
-	diff(x.Address != y.Address, "serverhost/port")
-	diff(x.Service != y.Service, "pubsub_node")
-	diff(x.UseTLS != y.UseTLS || x.TLSCAFile != y.TLSCAFile || x.TLSInsecure != y.TLSInsecure, "usetls/tls settings")
-	diff(x.Status != y.Status || x.StatusMessage != y.StatusMessage || x.Priority != y.Priority, "status/statusmessage/priority")
-	diff(x.AutoRegister != y.AutoRegister || x.AutoPrune != y.AutoPrune || x.AuthPolicy != y.AuthPolicy, "autoregister/autoprune/auth_policy")
-	diff(x.CollectionNodes != y.CollectionNodes, "collection_nodes")
 	diff(x.EID != y.EID, "[agent] eid")
 	diff(run.Core.MaxDevices != c.Core.MaxDevices, "[agent] max_devices")
 	diff(run.Core.MWIMerge != c.Core.MWIMerge, "[agent] mwi_merge")
@@ -228,6 +250,26 @@ func restartOnly(run, c Config) []string {
 	diff(run.MetricsAddr != c.MetricsAddr, "[metrics] bind")
 	diff(run.HTTPAddr != c.HTTPAddr, "[http] bind")
 	diff(run.LogFormat != c.LogFormat, "[general] log_format")
+	return out
+}
+
+// sessionDiff names the client section's settings that differ: a new
+// XMPP session applies them (buddies and debug change on the running
+// one).
+func sessionDiff(x, y pubsub.Config) []string {
+	var out []string
+	diff := func(changed bool, key string) {
+		if changed {
+			out = append(out, key)
+		}
+	}
+	diff(x.Password != y.Password, "secret")
+	diff(x.Address != y.Address, "serverhost/port")
+	diff(x.Service != y.Service, "pubsub_node")
+	diff(x.UseTLS != y.UseTLS || x.TLSCAFile != y.TLSCAFile || x.TLSInsecure != y.TLSInsecure, "usetls/tls settings")
+	diff(x.Status != y.Status || x.StatusMessage != y.StatusMessage || x.Priority != y.Priority, "status/statusmessage/priority")
+	diff(x.AutoRegister != y.AutoRegister || x.AutoPrune != y.AutoPrune || x.AuthPolicy != y.AuthPolicy, "autoregister/autoprune/auth_policy")
+	diff(x.CollectionNodes != y.CollectionNodes || x.AutoCreate != y.AutoCreate, "collection_nodes/pubsub_autocreate")
 	return out
 }
 

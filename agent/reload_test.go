@@ -128,6 +128,22 @@ func TestReloadAppliesLiveSettings(t *testing.T) {
 	}
 }
 
+// Without a way to make a new client (the fake), a changed client section
+// is reported as needing a restart, and the running session kept.
+func TestReloadSessionNeedsClientFactory(t *testing.T) {
+	next := DefaultConfig()
+	m := startMemAgent(t, func(c *Config) { c.Load = func() (Config, error) { return next, nil } })
+	next = m.cfg
+	next.XMPP.StatusMessage = "moved"
+	notes, err := m.Reload(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Contains(notes, "needs a restart, running value kept: status/statusmessage/priority") {
+		t.Fatalf("notes %q", notes)
+	}
+}
+
 func TestReloadWithoutLoad(t *testing.T) {
 	m := startMemAgent(t, nil)
 	if _, err := m.Reload(context.Background()); !errors.Is(err, ErrNoReload) {

@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"fmt"
 	"os"
 	"strconv"
 	"strings"
@@ -101,4 +102,39 @@ func TestReloadFilterLive(t *testing.T) {
 	if !strings.Contains(c.nodes[0].log(), "config reloaded") {
 		t.Fatalf("no reload in node1's log:\n%s", c.nodes[0].log())
 	}
+}
+
+// A reload that changes the client section makes a new XMPP session with
+// the new settings (here the presence's status message, which buddies
+// see); the states held and published stay.
+func TestReloadNewSession(t *testing.T) {
+	c := newCluster(t, 2)
+	c.startAll()
+	a, b := c.nodes[0].waitBooted(), c.nodes[1].waitBooted()
+	a.setDevice("PJSIP/s1", "INUSE")
+	b.setDevice("PJSIP/s2", "BUSY")
+	eventually(t, settle, "both see both", func() (bool, string) {
+		return a.device("PJSIP/s2") == "BUSY" && b.device("PJSIP/s1") == "INUSE", ""
+	})
+	c.nodes[0].appendConf("\n[pbx](+)\nstatusmessage = moved by a reload\n")
+	out, code := c.nodes[0].cli("reload")
+	if code != 0 || !strings.Contains(out, "new XMPP session: status/statusmessage/priority changed") {
+		t.Fatalf("busylamp reload: exit %d\n%s", code, out)
+	}
+	eventually(t, settle, "node1 on its second session", func() (bool, string) {
+		out := strings.Join(a.action("Command", "Command", "show stats").Values("Output"), "\n")
+		conn := strings.Join(a.action("Command", "Command", "show connected").Values("Output"), "\n")
+		return strings.Contains(out, "Sessions:2 ") && strings.Contains(conn, "- Connected"), out + "\n" + conn
+	})
+	eventually(t, settle, "node2 sees node1's new status message", func() (bool, string) {
+		out := strings.Join(b.action("Command", "Command", "show buddies").Values("Output"), "\n")
+		return strings.Contains(out, "moved by a reload"), out
+	})
+	a.setDevice("PJSIP/s3", "RINGING")
+	b.setDevice("PJSIP/s4", "ONHOLD")
+	eventually(t, settle, "states flow both ways after the new session, none lost", func() (bool, string) {
+		da, db := a.devices(), b.devices()
+		ok := da["PJSIP/s2"] == "BUSY" && da["PJSIP/s4"] == "ONHOLD" && db["PJSIP/s1"] == "INUSE" && db["PJSIP/s3"] == "RINGING"
+		return ok, fmt.Sprint(da, db)
+	})
 }
