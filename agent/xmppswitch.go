@@ -137,7 +137,9 @@ func (s *xmppSwitch) PublishDevice(device string, st devstate.State, cachable bo
 	s.current().PublishDevice(device, st, cachable)
 }
 
-func (s *xmppSwitch) PublishMailbox(mailbox string, c mwi.Counts) { s.current().PublishMailbox(mailbox, c) }
+func (s *xmppSwitch) PublishMailbox(mailbox string, c mwi.Counts) {
+	s.current().PublishMailbox(mailbox, c)
+}
 
 // RepublishDevice and RepublishMailbox keep the republish lane
 // (core.Republisher) when the client has one.
