@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"sync"
+	"sync/atomic"
 
 	"github.com/busylamp/busylamp/devstate"
 	"github.com/busylamp/busylamp/mwi"
@@ -22,8 +23,11 @@ var errReconfigured = errors.New("the client section changed: a new XMPP session
 type xmppSwitch struct {
 	events chan<- pubsub.Event
 
+	// cur is read on every call (PublishDevice is on the latency path):
+	// an atomic load, no lock. Run writes it, under mu.
+	cur atomic.Pointer[xmppBox]
+
 	mu      sync.Mutex
-	cur     XMPP
 	next    XMPP               // set by Replace until Run takes it
 	stopCur context.CancelFunc // ends cur's Run
 	retired pubsub.Stats       // the counters of replaced clients, added in
@@ -31,15 +35,15 @@ type xmppSwitch struct {
 
 var _ XMPP = (*xmppSwitch)(nil)
 
+type xmppBox struct{ XMPP }
+
 func newXMPPSwitch(x XMPP, events chan<- pubsub.Event) *xmppSwitch {
-	return &xmppSwitch{cur: x, events: events}
+	s := &xmppSwitch{events: events}
+	s.cur.Store(&xmppBox{x})
+	return s
 }
 
-func (s *xmppSwitch) current() XMPP {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.cur
-}
+func (s *xmppSwitch) current() XMPP { return s.cur.Load().XMPP }
 
 // Replace makes x the client: the current one's Run ends, and Run goes on
 // with x. x must send its events on the switch's channel and not be
@@ -59,11 +63,11 @@ func (s *xmppSwitch) Run(ctx context.Context) error {
 	for {
 		s.mu.Lock()
 		if s.next != nil {
-			st := s.cur.Stats()
-			s.retired = addStats(s.retired, st)
-			s.cur, s.next = s.next, nil
+			s.retired = addStats(s.retired, s.current().Stats())
+			s.cur.Store(&xmppBox{s.next})
+			s.next = nil
 		}
-		x := s.cur
+		x := s.current()
 		rctx, cancel := context.WithCancel(ctx)
 		s.stopCur = cancel
 		s.mu.Unlock()
@@ -104,7 +108,7 @@ func addStats(a, b pubsub.Stats) pubsub.Stats {
 // that the counters (and the metrics read from them) never go back.
 func (s *xmppSwitch) Stats() pubsub.Stats {
 	s.mu.Lock()
-	x, base := s.cur, s.retired
+	x, base := s.current(), s.retired
 	s.mu.Unlock()
 	st := x.Stats()
 	pending, inFlight := st.Pending, st.InFlight
