@@ -1,15 +1,14 @@
 package agent
 
 import (
-	"bytes"
 	"context"
 	"fmt"
+	"github.com/busylamp/busylamp/internal/testlog"
 	"io"
 	"log"
 	"log/slog"
 	"os"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -30,25 +29,7 @@ import (
 var gossipKey = []byte("busylamp-test-gossip-key-32bytes")
 
 // logBuf collects an agent's log; BUSYLAMP_TEST_LOG=1 copies it to stderr.
-type logBuf struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *logBuf) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if os.Getenv("BUSYLAMP_TEST_LOG") != "" {
-		_, _ = os.Stderr.Write(p)
-	}
-	return b.buf.Write(p)
-}
-
-func (b *logBuf) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
+type logBuf = testlog.Buffer
 
 type realAgent struct {
 	*Agent

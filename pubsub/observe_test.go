@@ -2,6 +2,7 @@ package pubsub
 
 import (
 	"encoding/base64"
+	"github.com/busylamp/busylamp/internal/testlog"
 	"log/slog"
 	"strings"
 	"sync"
@@ -61,22 +62,7 @@ func TestObservePublishAndEcho(t *testing.T) {
 }
 
 // lockedBuffer is a log sink the client's goroutines write to.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
+type lockedBuffer = testlog.Buffer
 
 // The stanza trace ('busylamp debug on'): every stanza but SASL's, so the
 // password never reaches the log, in plain text or as PLAIN's base64; and

@@ -1,12 +1,11 @@
 package cluster
 
 import (
-	"bytes"
 	"context"
 	"fmt"
+	"github.com/busylamp/busylamp/internal/testlog"
 	"io"
 	"log/slog"
-	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -24,25 +23,7 @@ func testJID(i int) string { return fmt.Sprintf("pbx%d@example.com/busylamp", i)
 
 // logBuf collects log output for assertions; BUSYLAMP_TEST_LOG=1 also
 // copies it to stderr.
-type logBuf struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *logBuf) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if os.Getenv("BUSYLAMP_TEST_LOG") != "" {
-		_, _ = os.Stderr.Write(p)
-	}
-	return b.buf.Write(p)
-}
-
-func (b *logBuf) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
+type logBuf = testlog.Buffer
 
 // member is one running Cluster in a test, with the events it delivered.
 type member struct {

@@ -1,12 +1,11 @@
 package core
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
+	"github.com/busylamp/busylamp/internal/testlog"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -253,19 +252,19 @@ func TestRefusalsLoggedOnceAWhile(t *testing.T) {
 	}
 	flood("evil", eidFlood, 1000)
 	flood("b2", eidHonest, 6)
-	if got := buf.lines("remote states refused"); len(got) != 2 ||
+	if got := buf.Lines("remote states refused"); len(got) != 2 ||
 		!strings.Contains(got[0], "source=evil@x.test") || !strings.Contains(got[0], "refused=1 ") || !strings.Contains(got[0], "share=5") ||
 		!strings.Contains(got[1], "source=b2@x.test") {
 		t.Fatalf("log lines:\n%s", strings.Join(got, "\n"))
 	}
 	clk.Advance(refusalLogEvery - time.Millisecond)
 	flood("evil", eidFlood, 10)
-	if got := buf.lines("remote states refused"); len(got) != 2 {
+	if got := buf.Lines("remote states refused"); len(got) != 2 {
 		t.Fatalf("logged again within %v:\n%s", refusalLogEvery, strings.Join(got, "\n"))
 	}
 	clk.Advance(time.Millisecond)
 	a.RemoteDevice(DeviceItem{Device: "evil/new", State: devstate.InUse, EID: eidFlood, Publisher: "evil@x.test/r"})
-	got := buf.lines("remote states refused")
+	got := buf.Lines("remote states refused")
 	// 994 held back after the first line, 5 more (evil/5 to 9), this one.
 	if len(got) != 3 || !strings.Contains(got[2], "source=evil@x.test") || !strings.Contains(got[2], "refused=1000 ") {
 		t.Fatalf("log lines:\n%s", strings.Join(got, "\n"))
@@ -275,28 +274,7 @@ func TestRefusalsLoggedOnceAWhile(t *testing.T) {
 	}
 }
 
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) lines(with string) []string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	var out []string
-	for _, line := range strings.Split(l.b.String(), "\n") {
-		if strings.Contains(line, with) {
-			out = append(out, line)
-		}
-	}
-	return out
-}
+type lockedBuffer = testlog.Buffer
 
 // The remote room bounds what remote servers hold together, own room
 // unused or not: three accounts within their shares fill it at two.

@@ -2,12 +2,12 @@ package manager
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"crypto/md5"
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"github.com/busylamp/busylamp/internal/testlog"
 	"io"
 	"log/slog"
 	"net"
@@ -138,22 +138,7 @@ func (b *fakeBackend) Reload(ctx context.Context) ([]string, error) {
 }
 
 // logBuffer collects the server's log lines for assertions.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.String()
-}
+type logBuffer = testlog.Buffer
 
 type testServer struct {
 	*Server
