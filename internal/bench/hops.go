@@ -98,6 +98,7 @@ type hopBreakdown struct {
 	sentAt     map[string]time.Time
 	seg        [][]time.Duration
 	total      []time.Duration
+	rows       [][]time.Duration // per change: its segments, then its total (the tail's attribution)
 	incomplete int // changes a stage was missing for, or out of order
 	waited     uint64
 	changes    int
@@ -146,9 +147,13 @@ func (h *hopBreakdown) received(a, b *hopRecorder, device string, got time.Time)
 		h.incomplete++
 		return
 	}
+	row := make([]time.Duration, len(segments)+1)
 	for i := range segments {
-		h.seg[i] = append(h.seg[i], ts[i+1].Sub(ts[i]))
+		row[i] = ts[i+1].Sub(ts[i])
+		h.seg[i] = append(h.seg[i], row[i])
 	}
+	row[len(segments)] = got.Sub(sent)
+	h.rows = append(h.rows, row)
 	h.total = append(h.total, got.Sub(sent))
 }
 
@@ -163,6 +168,7 @@ func mergeBreakdowns(hs ...*hopBreakdown) *hopBreakdown {
 			out.seg[i] = append(out.seg[i], h.seg[i]...)
 		}
 		out.total = append(out.total, h.total...)
+		out.rows = append(out.rows, h.rows...)
 		out.incomplete += h.incomplete
 		out.waited += h.waited
 		out.changes += h.changes
@@ -177,16 +183,49 @@ func (h *hopBreakdown) print(w io.Writer, title string) {
 	}
 	fmt.Fprintf(w, "\n%s: %d changes × receivers measured, %d incomplete; %d of %d changes waited in A's publish window\n\n",
 		title, len(h.total), h.incomplete, h.waited, h.changes)
-	fmt.Fprintln(w, "| segment | p50 | p99 | mean | share of the mean |")
-	fmt.Fprintln(w, "|---|---|---|---|---|")
+	// The tail: the changes at or past the p999 of the total, and where
+	// their time went (the mean of each segment over them): a spike the
+	// XMPP server made shows in "A wrote → B read".
+	tail := tailRows(h.rows, 0.999)
+	fmt.Fprintln(w, "| segment | p50 | p99 | mean | share of the mean | p999 tail: mean | share of the tail |")
+	fmt.Fprintln(w, "|---|---|---|---|---|---|---|")
 	tm := mean(h.total)
+	tailTotal := column(tail, len(segments))
 	for i, name := range segments {
 		ps := percentiles(h.seg[i], 0.5, 0.99)
 		m := mean(h.seg[i])
-		fmt.Fprintf(w, "| %s | %s | %s | %s | %.0f%% |\n", name, fmtDur(ps[0]), fmtDur(ps[1]), fmtDur(m), 100*float64(m)/float64(max(tm, 1)))
+		tmi := mean(column(tail, i))
+		fmt.Fprintf(w, "| %s | %s | %s | %s | %.0f%% | %s | %.0f%% |\n", name, fmtDur(ps[0]), fmtDur(ps[1]), fmtDur(m),
+			100*float64(m)/float64(max(tm, 1)), fmtDur(tmi), 100*float64(tmi)/float64(max(mean(tailTotal), 1)))
 	}
 	ps := percentiles(h.total, 0.5, 0.99)
-	fmt.Fprintf(w, "| **total** (Setvar sent → event read) | %s | %s | %s | |\n", fmtDur(ps[0]), fmtDur(ps[1]), fmtDur(tm))
+	fmt.Fprintf(w, "| **total** (Setvar sent → event read) | %s | %s | %s | | %s (%d changes) | |\n",
+		fmtDur(ps[0]), fmtDur(ps[1]), fmtDur(tm), fmtDur(mean(tailTotal)), len(tail))
+}
+
+// tailRows are the rows whose total (the last column) is at or past the
+// q quantile of the totals.
+func tailRows(rows [][]time.Duration, q float64) [][]time.Duration {
+	if len(rows) == 0 {
+		return nil
+	}
+	totals := column(rows, len(rows[0])-1)
+	cut := percentiles(totals, q)[0]
+	var out [][]time.Duration
+	for _, r := range rows {
+		if r[len(r)-1] >= cut {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+func column(rows [][]time.Duration, i int) []time.Duration {
+	out := make([]time.Duration, len(rows))
+	for j, r := range rows {
+		out[j] = r[i]
+	}
+	return out
 }
 
 func mean(d []time.Duration) time.Duration {

@@ -99,3 +99,26 @@ func TestHopBreakdown(t *testing.T) {
 		t.Errorf("breakdown counted %d changes sent, want 50", h.changes)
 	}
 }
+
+// The p999 tail is the changes at or past the total's p999, and its
+// attribution the mean of each segment over them.
+func TestTailRows(t *testing.T) {
+	var rows [][]time.Duration
+	for i := 1; i <= 1000; i++ {
+		server := time.Duration(i) * time.Microsecond
+		if i > 998 {
+			server = 40 * time.Millisecond // the spikes are the server's
+		}
+		rows = append(rows, []time.Duration{100 * time.Microsecond, server, 100*time.Microsecond + server})
+	}
+	tail := tailRows(rows, 0.999)
+	if len(tail) != 2 {
+		t.Fatalf("tail of %d rows, want the 2 at or past p999", len(tail))
+	}
+	if m := mean(column(tail, 1)); m != 40*time.Millisecond {
+		t.Fatalf("tail's server segment %v, want 40 ms", m)
+	}
+	if tailRows(nil, 0.999) != nil {
+		t.Fatal("tail of nothing")
+	}
+}
