@@ -99,7 +99,7 @@ type hopBreakdown struct {
 	seg        [][]time.Duration
 	total      []time.Duration
 	rows       [][]time.Duration // per change: its segments, then its total (the tail's attribution)
-	incomplete int // changes a stage was missing for, or out of order
+	incomplete int               // changes a stage was missing for, or out of order
 	waited     uint64
 	changes    int
 }
