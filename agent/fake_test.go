@@ -21,8 +21,16 @@ import (
 )
 
 // The integration tests (gossip_test.go) share one Prosody per test
-// binary, started on first use; after the tests no goroutine may be left.
-func TestMain(m *testing.M) { goleak.VerifyTestMain(sharedServers{m}) }
+// binary, started on first use; after the tests no goroutine may be left
+// but memberlist's probeNode: its Shutdown does not wait for a probe in
+// flight, which ends by itself when its ack timer fires, later than
+// goleak retries (seen here about once in ten runs; agent/cluster's
+// TestMain says more, and its TestCloseLeaksNoGoroutines waits for the
+// probes and ignores nothing).
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(sharedServers{m},
+		goleak.IgnoreTopFunction("github.com/hashicorp/memberlist.(*Memberlist).probeNode"))
+}
 
 type sharedServers struct{ m *testing.M }
 
