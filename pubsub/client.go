@@ -413,6 +413,7 @@ func (c *Client) handleMessage(s *session, e *elem) {
 	if e.Attr("type") == "error" || !jid.Equal(e.Attr("from"), c.s.Service) {
 		return
 	}
+	s.heard.Store(true) // the subscriptions check may wait (checkDue)
 	for _, ev := range c.parse.parseEvent(e) {
 		switch ev := ev.(type) {
 		case DeviceEvent:

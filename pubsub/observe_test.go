@@ -98,3 +98,33 @@ func TestTraceSwitchedAndSecretRedacted(t *testing.T) {
 		t.Fatalf("stanzas traced after SetTrace(false)")
 	}
 }
+
+// The subscriptions check is put off while the service notifies us, at
+// most busyFactor ticks; a quiet session is checked at every tick.
+func TestCheckDue(t *testing.T) {
+	const every = 5 * time.Second
+	var d checkDue
+	t0 := time.Unix(1000, 0)
+	steps := []struct {
+		after time.Duration
+		heard bool
+		want  bool
+	}{
+		{0, true, true},             // the first check is made
+		{every, true, false},        // busy: put off
+		{2 * every, true, false},    //
+		{3 * every, false, true},    // quiet: checked
+		{4 * every, true, false},    // busy again
+		{15 * every, true, true},    // busy for 12 ticks since the last check: checked anyway
+		{16 * every, true, false},   //
+		{16*every + 1, false, true}, // quiet
+		{16*every + 2, false, true}, // and again
+		{30 * every, true, true},    // a long gap: due
+		{30*every + 1, true, false}, //
+	}
+	for i, s := range steps {
+		if got := d.now(t0.Add(s.after), s.heard, every); got != s.want {
+			t.Fatalf("step %d (after %v, heard %v): due %v, want %v", i, s.after, s.heard, got, s.want)
+		}
+	}
+}

@@ -29,6 +29,9 @@ type session struct {
 	noPublishOptions atomic.Bool // the server refuses Asterisk's publish-options
 	overwriteNoted   atomic.Bool // logged once: items of others must be retracted first
 	unpagedNoted     atomic.Bool // logged once: the service answered items unpaged, bounded by max_items
+	// heard: a notification came from the service since the last
+	// subscriptions check (checkDue).
+	heard atomic.Bool
 }
 
 func newSession(cl *Client, st *xmppstream.Stream) *session {
@@ -94,6 +97,26 @@ func (s *session) replyError(req *elem, typ, cond, code string) {
 	s.st.ReplyError(req, typ, cond, code)
 }
 
+// checkDue decides when the subscriptions are asked for. While the
+// service keeps notifying us, the session and its subscriptions are
+// evidently there, and the query is put off: on Prosody each check held
+// up the notifications in flight by about 40 ms (the p999 spikes of
+// BENCHMARKS.md's issue 12 runs went away with the check off). It is
+// still made at least every busyFactor checks, so that a subscription
+// lost on one node while the other is busy is found within a minute; a
+// quiet session is checked at every tick, which costs nobody anything.
+type checkDue struct{ last time.Time }
+
+const busyFactor = 12 // 5 s ticks: a busy session is checked every minute
+
+func (d *checkDue) now(now time.Time, heard bool, every time.Duration) bool {
+	if heard && !d.last.IsZero() && now.Sub(d.last) < busyFactor*every {
+		return false
+	}
+	d.last = now
+	return true
+}
+
 // checkLoop checks every subCheck that both subscriptions still exist
 // (see checkSubscriptions), and ends the session when not. A missing
 // subscription is looked at again a moment later before the session is
@@ -111,11 +134,15 @@ func (s *session) checkLoop() {
 	t := time.NewTicker(every)
 	defer t.Stop()
 	missed := false
+	var due checkDue
 	for {
 		select {
 		case <-t.C:
 		case <-s.ctx.Done():
 			return
+		}
+		if !missed && !due.now(time.Now(), s.heard.Swap(false), every) {
+			continue
 		}
 		err := s.cl.checkSubscriptions(s.ctx, s)
 		if h := s.cl.s.onCheck; h != nil {
