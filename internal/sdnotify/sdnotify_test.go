@@ -90,8 +90,10 @@ func TestMonotonicAdvancesWithTime(t *testing.T) {
 	if runtime.GOOS != "linux" {
 		t.Skip("CLOCK_MONOTONIC is read on Linux only")
 	}
-	a, ok := monotonicUsec()
+	// start before a and b before elapsed: b-a can only be shorter than
+	// elapsed, however the test is preempted.
 	start := time.Now()
+	a, ok := monotonicUsec()
 	time.Sleep(20 * time.Millisecond)
 	b, ok2 := monotonicUsec()
 	elapsed := time.Since(start)
