@@ -4,19 +4,15 @@ import (
 	"context"
 	"errors"
 	"log/slog"
-	"regexp"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/busylamp/busylamp/agent/core"
+	"github.com/busylamp/busylamp/config"
 	"github.com/busylamp/busylamp/devstate"
 )
-
-type rePattern struct{ *regexp.Regexp }
-
-func (p rePattern) Match(s string) bool { return p.MatchString(s) }
 
 func TestReloadAppliesLiveSettings(t *testing.T) {
 	var level slog.LevelVar
@@ -34,7 +30,11 @@ func TestReloadAppliesLiveSettings(t *testing.T) {
 	})
 	next = m.cfg
 	next.XMPP.Buddies = []string{"b@x.test", "d@x.test"}
-	next.Core.Filters = core.Filters{PublishDevice: rePattern{regexp.MustCompile("(?i)^pjsip/")}}
+	pjsipOnly, err := config.ParsePattern("^pjsip/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	next.Core.Filters = core.Filters{PublishDevice: pjsipOnly}
 	next.Core.Stale, next.Core.StaleGrace = core.StaleKeep, 30*time.Second
 	next.LogLevel = slog.LevelWarn
 	next.XMPP.Trace = true
@@ -46,7 +46,7 @@ func TestReloadAppliesLiveSettings(t *testing.T) {
 		t.Fatal(err)
 	}
 	text := strings.Join(notes, "\n")
-	for _, want := range []string{"buddy added: d@x.test", "buddy removed: c@x.test", "filters: device_state_filter=(?i)^pjsip/",
+	for _, want := range []string{"buddy added: d@x.test", "buddy removed: c@x.test", "filters: device_state_filter=^pjsip/",
 		"stale policy: keep, grace 30s", "log level: WARN", "stanza trace (debug): true", "manager account",
 		"needs a restart, running value kept: [manager] bindaddr/port"} {
 		if !strings.Contains(text, want) {
