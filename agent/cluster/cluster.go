@@ -62,6 +62,11 @@ type Config struct {
 	// Direct receives the bodies of other members' direct messages
 	// (direct.go); its capacity bounds how many wait. Nil refuses them.
 	Direct chan<- []byte
+
+	// wrapTransport, when set, stands between memberlist and the sockets:
+	// the WAN timing tests put delay and loss there (impair_test.go). It
+	// is no config key; production never sets it.
+	wrapTransport func(memberlist.NodeAwareTransport) memberlist.NodeAwareTransport
 }
 
 // DefaultConfig is membership's configuration when nothing else is said:
@@ -259,11 +264,15 @@ func Start(cfg Config, events chan<- Event) (*Cluster, error) {
 			mc.AdvertisePort = mc.BindPort
 		}
 	}
-	mc.Transport = t
+	var nt memberlist.NodeAwareTransport = t
+	if cfg.wrapTransport != nil {
+		nt = cfg.wrapTransport(t)
+	}
+	mc.Transport = nt
 	ml, err := memberlist.Create(mc)
 	if err != nil {
 		cancel()
-		_ = t.Shutdown()
+		_ = nt.Shutdown()
 		return nil, fmt.Errorf("cluster: start memberlist: %w", err)
 	}
 	c.ml = ml
