@@ -63,10 +63,10 @@ type Config struct {
 	// (direct.go); its capacity bounds how many wait. Nil refuses them.
 	Direct chan<- []byte
 
-	// wrapTransport, when set, stands between memberlist and the sockets:
-	// the WAN timing tests put delay and loss there (impair_test.go). It
-	// is no config key; production never sets it.
-	wrapTransport func(memberlist.NodeAwareTransport) memberlist.NodeAwareTransport
+	// WrapTransport, when set, stands between memberlist and the sockets:
+	// the WAN timing tests put delay and loss there (internal/wanpath).
+	// For tests only: no config key sets it.
+	WrapTransport func(memberlist.NodeAwareTransport) memberlist.NodeAwareTransport
 }
 
 // DefaultConfig is membership's configuration when nothing else is said:
@@ -265,8 +265,8 @@ func Start(cfg Config, events chan<- Event) (*Cluster, error) {
 		}
 	}
 	var nt memberlist.NodeAwareTransport = t
-	if cfg.wrapTransport != nil {
-		nt = cfg.wrapTransport(t)
+	if cfg.WrapTransport != nil {
+		nt = cfg.WrapTransport(t)
 	}
 	mc.Transport = nt
 	ml, err := memberlist.Create(mc)

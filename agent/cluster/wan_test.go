@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/memberlist"
+
+	"github.com/busylamp/busylamp/internal/wanpath"
 )
 
 // The path: 100 ms round trip, 1% loss each way, five members.
@@ -20,9 +22,9 @@ import (
 // BUSYLAMP_WAN_MEMBERS (3 to 9) try others; the bounds are then reported,
 // not asserted. BUSYLAMP_WAN_WINDOW (a duration, default 30 s) lengthens
 // the window over which live members' suspicions are counted.
-var wanPath = impairment{rtt: 100 * time.Millisecond, jitter: 10 * time.Millisecond, loss: 0.01, seed: 14}
+var wanPath = wanpath.Path{RTT: 100 * time.Millisecond, Jitter: 10 * time.Millisecond, Loss: 0.01, Seed: 14}
 
-// TestWANTiming runs five members over an impaired path (impair_test.go)
+// TestWANTiming runs five members over an impaired path (internal/wanpath)
 // with the wan profile and, beside it, the lan one: four start, a fifth
 // joins, one is killed. It measures how long the members take to see each
 // other alive after the start and after the join, how long until they all
@@ -45,14 +47,14 @@ func TestWANTiming(t *testing.T) {
 		if err != nil {
 			t.Fatalf("BUSYLAMP_WAN_RTT: %v", err)
 		}
-		path.rtt, custom = d, true
+		path.RTT, custom = d, true
 	}
 	if s := os.Getenv("BUSYLAMP_WAN_LOSS"); s != "" {
 		p, err := strconv.ParseFloat(s, 64)
 		if err != nil || p < 0 || p >= 1 {
 			t.Fatalf("BUSYLAMP_WAN_LOSS %q: want a fraction in [0, 1)", s)
 		}
-		path.loss, custom = p, true
+		path.Loss, custom = p, true
 	}
 	if s := os.Getenv("BUSYLAMP_WAN_MEMBERS"); s != "" {
 		n, err := strconv.Atoi(s)
@@ -65,17 +67,17 @@ func TestWANTiming(t *testing.T) {
 		t.Run(profile, func(t *testing.T) {
 			t.Parallel()
 			r := measureTiming(t, profile, path, size, window)
-			t.Logf("%s profile, %d members, rtt %v ±%v, loss %.1f%%: %s", profile, size, path.rtt, path.jitter/2, 100*path.loss, r)
+			t.Logf("%s profile, %d members, rtt %v ±%v, loss %.1f%%: %s", profile, size, path.RTT, path.Jitter/2, 100*path.Loss, r)
 			if custom {
 				return
 			}
 			// The impaired path is in effect: the measured round trip
 			// and the loss counted are the ones asked for.
-			if r.pingRTT < path.rtt-path.jitter || r.pingRTT > 4*path.rtt {
-				t.Errorf("median ping round trip %v, want about %v", r.pingRTT, path.rtt)
+			if r.pingRTT < path.RTT-path.Jitter || r.pingRTT > 4*path.RTT {
+				t.Errorf("median ping round trip %v, want about %v", r.pingRTT, path.RTT)
 			}
-			if r.packets < 100 || r.dropped == 0 {
-				t.Errorf("%d datagrams sent, %d dropped: want some lost", r.packets, r.dropped)
+			if r.Packets < 100 || r.Dropped == 0 {
+				t.Errorf("%d datagrams sent, %d dropped: want some lost", r.Packets, r.Dropped)
 			}
 			mc := profileConfig(profile)
 			if profile == ProfileWAN {
@@ -142,7 +144,7 @@ type timingResult struct {
 	refutes     int // live members refuting a suspicion of themselves
 	falseDead   int // live members declared dead: memberlist's "Marking X as failed", or a dead event
 
-	packets, dropped, overflow, writes, retransmits, dials, synLost int64
+	wanpath.Counts // of all the members' paths
 }
 
 func (r timingResult) String() string {
@@ -152,23 +154,27 @@ func (r timingResult) String() string {
 		r.startConverged.Round(time.Millisecond), r.joinConverged.Round(time.Millisecond),
 		r.deadFirst.Round(time.Millisecond), r.deadAll.Round(time.Millisecond), r.pingRTT.Round(time.Millisecond),
 		r.window.Round(time.Second), r.suspects, r.ownSuspects, r.refutes, r.falseDead,
-		r.packets, r.dropped, r.overflow, r.writes, r.retransmits, r.dials, r.synLost)
+		r.Packets, r.Dropped, r.Overflow, r.Writes, r.Retransmits, r.Dials, r.SynLost)
 }
 
 // measureTiming runs one cluster of size members over path, counting
 // live members' suspicions over window at least.
-func measureTiming(t *testing.T, profile string, path impairment, size int, window time.Duration) timingResult {
+func measureTiming(t *testing.T, profile string, path wanpath.Path, size int, window time.Duration) timingResult {
 	var (
 		r    timingResult
 		mu   sync.Mutex
-		made []*impairedTransport
+		made []*wanpath.Transport
 	)
 	mod := func(i int) func(*Config) {
 		return func(c *Config) {
 			c.Profile = profile
 			p := path
-			p.seed = path.seed*1000 + uint64(i)
-			c.wrapTransport = p.wrap(&made, &mu)
+			p.Seed = path.Seed*1000 + uint64(i)
+			c.WrapTransport = p.Wrap(func(t *wanpath.Transport) {
+				mu.Lock()
+				made = append(made, t)
+				mu.Unlock()
+			})
 		}
 	}
 	names := func(ms []*member) []string {
@@ -250,14 +256,7 @@ func measureTiming(t *testing.T, profile string, path impairment, size int, wind
 	}
 	mu.Lock()
 	for _, tr := range made {
-		c := &tr.counts
-		r.packets += c.packets.Load()
-		r.dropped += c.dropped.Load()
-		r.overflow += c.overflow.Load()
-		r.writes += c.writes.Load()
-		r.retransmits += c.retransmits.Load()
-		r.dials += c.dials.Load()
-		r.synLost += c.synLost.Load()
+		r.Add(tr.Counts())
 	}
 	mu.Unlock()
 	return r

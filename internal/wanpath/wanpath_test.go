@@ -1,7 +1,6 @@
-package cluster
+package wanpath
 
 import (
-	"context"
 	"fmt"
 	"io"
 	"log"
@@ -10,26 +9,31 @@ import (
 	"time"
 
 	"github.com/hashicorp/memberlist"
+	"go.uber.org/goleak"
 )
 
-func startImpaired(t *testing.T, imp impairment) (*impairedTransport, string) {
+// TestMain fails the tests if a goroutine of a Transport outlives them.
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+func startImpaired(t *testing.T, p Path) (*Transport, string) {
 	t.Helper()
-	inner, err := newTransport(context.Background(), "127.0.0.1", 0, log.New(io.Discard, "", 0))
+	inner, err := memberlist.NewNetTransport(&memberlist.NetTransportConfig{
+		BindAddrs: []string{"127.0.0.1"}, Logger: log.New(io.Discard, "", 0)})
 	if err != nil {
 		t.Fatal(err)
 	}
-	tr := newImpairedTransport(inner, imp)
+	tr := New(inner, p)
 	t.Cleanup(func() { _ = tr.Shutdown() })
 	return tr, fmt.Sprintf("127.0.0.1:%d", inner.GetAutoBindPort())
 }
 
-// TestImpairedPath checks the test path itself: datagrams arrive a one-way
+// TestPath checks the path: datagrams arrive a one-way
 // delay late or not at all, at about the loss asked for; a stream
 // connects in a round trip and delivers its writes in order, a one-way
 // delay late; Shutdown stops it (goleak, in TestMain, checks its
 // goroutines end).
-func TestImpairedPath(t *testing.T) {
-	imp := impairment{rtt: 80 * time.Millisecond, jitter: 10 * time.Millisecond, loss: 0.05, seed: 1}
+func TestPath(t *testing.T) {
+	imp := Path{RTT: 80 * time.Millisecond, Jitter: 10 * time.Millisecond, Loss: 0.05, Seed: 1}
 	a, _ := startImpaired(t, imp)
 	b, bAddr := startImpaired(t, imp)
 
@@ -38,7 +42,7 @@ func TestImpairedPath(t *testing.T) {
 	const n, batch = 1000, 50
 	sent := make(map[string]time.Time, n)
 	got := 0
-	minDelay := imp.rtt/2 - imp.jitter/2
+	minDelay := imp.RTT/2 - imp.Jitter/2
 	timeout := time.NewTimer(20 * time.Second)
 	defer timeout.Stop()
 	for i := 0; i < n; {
@@ -50,7 +54,7 @@ func TestImpairedPath(t *testing.T) {
 			}
 			sent[msg] = at
 		}
-		for got < i-int(a.counts.dropped.Load()) {
+		for got < i-int(a.Counts().Dropped) {
 			select {
 			case p := <-b.PacketCh():
 				at, ok := sent[string(p.Buf)]
@@ -62,14 +66,14 @@ func TestImpairedPath(t *testing.T) {
 				}
 				got++
 			case <-timeout.C:
-				t.Fatalf("%d of %d datagrams arrived, %d dropped", got, i, a.counts.dropped.Load())
+				t.Fatalf("%d of %d datagrams arrived, %d dropped", got, i, a.Counts().Dropped)
 			}
 		}
 	}
-	if lost := float64(n-got) / n; lost < imp.loss/2 || lost > 2*imp.loss {
-		t.Errorf("%.1f%% of datagrams lost, want about %.0f%%", 100*lost, 100*imp.loss)
+	if lost := float64(n-got) / n; lost < imp.Loss/2 || lost > 2*imp.Loss {
+		t.Errorf("%.1f%% of datagrams lost, want about %.0f%%", 100*lost, 100*imp.Loss)
 	}
-	if o := a.counts.overflow.Load(); o != 0 {
+	if o := a.Counts().Overflow; o != 0 {
 		t.Errorf("%d datagrams over the queue's limit", o)
 	}
 
@@ -78,7 +82,7 @@ func TestImpairedPath(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if d := time.Since(start); d < imp.rtt-imp.jitter {
+	if d := time.Since(start); d < imp.RTT-imp.Jitter {
 		t.Errorf("connected in %v, under a round trip", d)
 	}
 	var server net.Conn
@@ -93,7 +97,7 @@ func TestImpairedPath(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if d := time.Since(written); d > imp.rtt/2 {
+	if d := time.Since(written); d > imp.RTT/2 {
 		t.Errorf("100 writes took %v: a write should return once queued", d)
 	}
 	buf := make([]byte, 300)
@@ -121,8 +125,8 @@ func TestImpairedPath(t *testing.T) {
 		t.Errorf("after close read %q, %v; want \"end\", EOF", rest, err)
 	}
 	_ = server.Close()
-	t.Logf("%d datagrams, %d lost; %d stream writes, %d retransmitted", a.counts.packets.Load(),
-		a.counts.dropped.Load(), a.counts.writes.Load(), a.counts.retransmits.Load())
+	t.Logf("%d datagrams, %d lost; %d stream writes, %d retransmitted", a.Counts().Packets,
+		a.Counts().Dropped, a.Counts().Writes, a.Counts().Retransmits)
 
 	if err := a.Shutdown(); err != nil {
 		t.Fatal(err)

@@ -1,4 +1,4 @@
-package cluster
+package wanpath
 
 import (
 	"container/heap"
@@ -12,27 +12,32 @@ import (
 	"github.com/hashicorp/memberlist"
 )
 
-// A WAN path, in userspace. The issue asked for tc netem in a network
-// namespace; this machine's kernel is built without sch_netem
-// (CONFIG_NET_SCH_NETEM is not set, no modules), so the path is modelled
-// where memberlist meets its sockets instead: an impairedTransport wraps
-// the real NetTransport, over real UDP and TCP on 127.0.0.1.
+// Package wanpath puts a wide-area path between memberlist members in a
+// test: a memberlist transport that delays and drops what it sends.
+// Tests of agent/cluster and agent use it (through cluster.Config's
+// WrapTransport); nothing in the program imports it.
+//
+// Why in userspace: issue 14 asked for tc netem in a network namespace,
+// and this machine's kernel is built without sch_netem
+// (CONFIG_NET_SCH_NETEM is not set, no modules). So the path is modelled
+// where memberlist meets its sockets: a Transport wraps the real
+// NetTransport, over real UDP and TCP on 127.0.0.1.
 //
 // Every member's transport delays what it sends, so a round trip between
-// two impaired members takes rtt, as `netem delay rtt/2` on lo would:
-//   - a datagram leaves after the one-way delay (rtt/2, spread uniformly
-//     over ±jitter/2), or, with probability loss, never: loss is per
+// two impaired members takes RTT, as `netem delay RTT/2` on lo would:
+//   - a datagram leaves after the one-way delay (RTT/2, spread uniformly
+//     over ±Jitter/2), or, with probability Loss, never: loss is per
 //     datagram and per direction, so a ping and its ack are lost with
-//     about 2·loss, as with `netem loss` on lo. At most maxDelayedPackets
+//     about 2·Loss, as with `netem loss` on lo. At most maxDelayedPackets
 //     wait (netem's default limit is 1000); past that a datagram is
 //     dropped and counted.
 //   - a stream (memberlist's TCP: joins, push-pull, the TCP fallback
 //     ping, direct messages) is what TCP makes of such a path. Connecting
-//     takes one rtt (SYN, SYN-ACK), plus Linux's initial retransmission
+//     takes one RTT (SYN, SYN-ACK), plus Linux's initial retransmission
 //     timeout of 1 s if either is lost. TCP loses no data, it resends it:
 //     each write is delivered the one-way delay later, or, with probability
-//     loss, a retransmission timeout later still (Linux's RTO: srtt plus at
-//     least 200 ms, so rtt+200ms), and what is written after it waits
+//     Loss, a retransmission timeout later still (Linux's RTO: srtt plus at
+//     least 200 ms, so RTT+200ms), and what is written after it waits
 //     behind it (head-of-line blocking). Per write, not per segment:
 //     memberlist's writes are a few KiB, one or two segments. A write
 //     returns once queued, as into a socket buffer; past maxStreamQueued
@@ -40,11 +45,12 @@ import (
 //
 // The random draws come from one seeded generator per transport, so a run
 // is repeatable up to the scheduling of goroutines.
-type impairment struct {
-	rtt    time.Duration
-	jitter time.Duration
-	loss   float64
-	seed   uint64
+// Path is what the path does to each member's traffic.
+type Path struct {
+	RTT    time.Duration // round trip: each datagram and stream write waits RTT/2
+	Jitter time.Duration // the one-way delay varies uniformly over ±Jitter/2
+	Loss   float64       // a datagram's chance to be lost; a stream write's to wait an RTO
+	Seed   uint64        // of the transport's random draws
 }
 
 const (
@@ -54,34 +60,65 @@ const (
 	minRTO            = 200 * time.Millisecond // Linux's tcp_rto_min
 )
 
-var errImpairedClosed = errors.New("impaired transport shut down")
+var errClosed = errors.New("wanpath: transport shut down")
 
-// wrap returns the transport hook for Config.wrapTransport. The transports
-// it makes are appended to *made, for the test's counts.
-func (imp impairment) wrap(made *[]*impairedTransport, mu *sync.Mutex) func(memberlist.NodeAwareTransport) memberlist.NodeAwareTransport {
+// Wrap returns a hook for cluster.Config's WrapTransport: each transport
+// it makes (one per member) is the path's, seeded with Seed plus how many
+// it made before, and is handed to made, if not nil, for its counts.
+func (p Path) Wrap(made func(*Transport)) func(memberlist.NodeAwareTransport) memberlist.NodeAwareTransport {
+	var n atomic.Uint64
 	return func(inner memberlist.NodeAwareTransport) memberlist.NodeAwareTransport {
-		t := newImpairedTransport(inner, imp)
-		mu.Lock()
-		*made = append(*made, t)
-		mu.Unlock()
+		q := p
+		q.Seed += n.Add(1) - 1
+		t := New(inner, q)
+		if made != nil {
+			made(t)
+		}
 		return t
 	}
 }
 
-// impairCounts are what an impairedTransport did.
-type impairCounts struct {
-	packets, dropped, overflow atomic.Int64 // datagrams sent, lost, over the limit
-	writes, retransmits        atomic.Int64 // stream writes, and those that waited an RTO
+// Counts are what a Transport did.
+type Counts struct {
+	Packets, Dropped, Overflow int64 // datagrams sent, lost, over the limit
+	Writes, Retransmits        int64 // stream writes, and those that waited an RTO
+	Dials, SynLost             int64 // streams dialed, and those whose handshake lost a packet
+}
+
+// Add adds o to c.
+func (c *Counts) Add(o Counts) {
+	c.Packets += o.Packets
+	c.Dropped += o.Dropped
+	c.Overflow += o.Overflow
+	c.Writes += o.Writes
+	c.Retransmits += o.Retransmits
+	c.Dials += o.Dials
+	c.SynLost += o.SynLost
+}
+
+type counters struct {
+	packets, dropped, overflow atomic.Int64
+	writes, retransmits        atomic.Int64
 	dials, synLost             atomic.Int64
 }
 
-type impairedTransport struct {
+// Counts are what t did so far.
+func (t *Transport) Counts() Counts {
+	c := &t.counts
+	return Counts{Packets: c.packets.Load(), Dropped: c.dropped.Load(), Overflow: c.overflow.Load(),
+		Writes: c.writes.Load(), Retransmits: c.retransmits.Load(), Dials: c.dials.Load(), SynLost: c.synLost.Load()}
+}
+
+// Transport is one member's end of the path: it delays and drops what the
+// member sends (see the package comment). Its Shutdown, which memberlist
+// calls at its own, stops its goroutines.
+type Transport struct {
 	memberlist.NodeAwareTransport
-	imp      impairment
+	path     Path
 	streamCh chan net.Conn
 	done     chan struct{}
 	wake     chan struct{}
-	counts   impairCounts
+	counts   counters
 
 	mu      sync.Mutex // guards rng, pending, closed and wg.Add
 	rng     *rand.Rand
@@ -91,16 +128,17 @@ type impairedTransport struct {
 	once    sync.Once
 }
 
-var _ memberlist.NodeAwareTransport = (*impairedTransport)(nil)
+var _ memberlist.NodeAwareTransport = (*Transport)(nil)
 
-func newImpairedTransport(inner memberlist.NodeAwareTransport, imp impairment) *impairedTransport {
-	t := &impairedTransport{
+// New puts path p between inner and memberlist.
+func New(inner memberlist.NodeAwareTransport, p Path) *Transport {
+	t := &Transport{
 		NodeAwareTransport: inner,
-		imp:                imp,
+		path:               p,
 		streamCh:           make(chan net.Conn),
 		done:               make(chan struct{}),
 		wake:               make(chan struct{}, 1),
-		rng:                rand.New(rand.NewPCG(imp.seed, imp.seed^0x9e3779b97f4a7c15)),
+		rng:                rand.New(rand.NewPCG(p.Seed, p.Seed^0x9e3779b97f4a7c15)),
 	}
 	t.wg.Add(2)
 	go t.sendLoop()
@@ -109,32 +147,32 @@ func newImpairedTransport(inner memberlist.NodeAwareTransport, imp impairment) *
 }
 
 // draw draws a one-way delay, and whether the loss draw hit.
-func (t *impairedTransport) draw() (delay time.Duration, lost bool) {
+func (t *Transport) draw() (delay time.Duration, lost bool) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	return t.drawLocked()
 }
 
-func (t *impairedTransport) drawLocked() (time.Duration, bool) {
-	d := t.imp.rtt / 2
-	if t.imp.jitter > 0 {
-		d += time.Duration(t.rng.Int64N(int64(t.imp.jitter))) - t.imp.jitter/2
+func (t *Transport) drawLocked() (time.Duration, bool) {
+	d := t.path.RTT / 2
+	if t.path.Jitter > 0 {
+		d += time.Duration(t.rng.Int64N(int64(t.path.Jitter))) - t.path.Jitter/2
 	}
-	return max(d, 0), t.imp.loss > 0 && t.rng.Float64() < t.imp.loss
+	return max(d, 0), t.path.Loss > 0 && t.rng.Float64() < t.path.Loss
 }
 
-func (t *impairedTransport) WriteTo(b []byte, addr string) (time.Time, error) {
+func (t *Transport) WriteTo(b []byte, addr string) (time.Time, error) {
 	return t.WriteToAddress(b, memberlist.Address{Addr: addr})
 }
 
 // WriteToAddress queues b to leave after the one-way delay, or drops it.
 // memberlist reuses b, so it is copied.
-func (t *impairedTransport) WriteToAddress(b []byte, addr memberlist.Address) (time.Time, error) {
+func (t *Transport) WriteToAddress(b []byte, addr memberlist.Address) (time.Time, error) {
 	now := time.Now()
 	t.mu.Lock()
 	if t.closed {
 		t.mu.Unlock()
-		return time.Time{}, errImpairedClosed
+		return time.Time{}, errClosed
 	}
 	d, lost := t.drawLocked()
 	t.counts.packets.Add(1)
@@ -155,7 +193,7 @@ func (t *impairedTransport) WriteToAddress(b []byte, addr memberlist.Address) (t
 }
 
 // sendLoop sends each queued datagram when it is due.
-func (t *impairedTransport) sendLoop() {
+func (t *Transport) sendLoop() {
 	defer t.wg.Done()
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
@@ -188,7 +226,7 @@ func (t *impairedTransport) sendLoop() {
 
 // acceptLoop hands memberlist the accepted streams, delayed like dialed
 // ones: the answers a member writes on them cross the path too.
-func (t *impairedTransport) acceptLoop() {
+func (t *Transport) acceptLoop() {
 	defer t.wg.Done()
 	for {
 		var c net.Conn
@@ -211,16 +249,16 @@ func (t *impairedTransport) acceptLoop() {
 	}
 }
 
-func (t *impairedTransport) StreamCh() <-chan net.Conn { return t.streamCh }
+func (t *Transport) StreamCh() <-chan net.Conn { return t.streamCh }
 
-func (t *impairedTransport) DialTimeout(addr string, timeout time.Duration) (net.Conn, error) {
+func (t *Transport) DialTimeout(addr string, timeout time.Duration) (net.Conn, error) {
 	return t.DialAddressTimeout(memberlist.Address{Addr: addr}, timeout)
 }
 
 // DialAddressTimeout takes the handshake's round trip (and a SYN
 // retransmission when the draw loses the SYN or the SYN-ACK) before
 // connecting.
-func (t *impairedTransport) DialAddressTimeout(a memberlist.Address, timeout time.Duration) (net.Conn, error) {
+func (t *Transport) DialAddressTimeout(a memberlist.Address, timeout time.Duration) (net.Conn, error) {
 	start := time.Now()
 	t.mu.Lock()
 	d1, lost1 := t.drawLocked()
@@ -237,7 +275,7 @@ func (t *impairedTransport) DialAddressTimeout(a memberlist.Address, timeout tim
 		return nil, &net.OpError{Op: "dial", Net: "tcp", Err: errDialTimeout}
 	}
 	if !t.sleep(wait) {
-		return nil, errImpairedClosed
+		return nil, errClosed
 	}
 	c, err := t.NodeAwareTransport.DialAddressTimeout(a, timeout-time.Since(start))
 	if err != nil {
@@ -254,7 +292,7 @@ func (t *impairedTransport) DialAddressTimeout(a memberlist.Address, timeout tim
 var errDialTimeout = errors.New("i/o timeout (impaired path)")
 
 // sleep waits d, or until Shutdown; it reports whether d passed.
-func (t *impairedTransport) sleep(d time.Duration) bool {
+func (t *Transport) sleep(d time.Duration) bool {
 	timer := time.NewTimer(d)
 	defer timer.Stop()
 	select {
@@ -267,7 +305,7 @@ func (t *impairedTransport) sleep(d time.Duration) bool {
 
 // Shutdown stops the delay lines, dropping what waits in them, then the
 // real transport.
-func (t *impairedTransport) Shutdown() error {
+func (t *Transport) Shutdown() error {
 	var err error
 	t.once.Do(func() {
 		t.mu.Lock()
@@ -308,7 +346,7 @@ func (q *packetQueue) Pop() any {
 // transport's Shutdown.
 type delayedConn struct {
 	net.Conn
-	t *impairedTransport
+	t *Transport
 
 	mu      sync.Mutex
 	chunks  []delayedChunk
@@ -326,12 +364,12 @@ type delayedChunk struct {
 	b   []byte
 }
 
-func (t *impairedTransport) newDelayedConn(c net.Conn) (*delayedConn, error) {
+func (t *Transport) newDelayedConn(c net.Conn) (*delayedConn, error) {
 	dc := &delayedConn{Conn: c, t: t, wake: make(chan struct{}, 1), space: make(chan struct{}, 1), ended: make(chan struct{})}
 	t.mu.Lock()
 	if t.closed {
 		t.mu.Unlock()
-		return nil, errImpairedClosed
+		return nil, errClosed
 	}
 	t.wg.Add(1)
 	t.mu.Unlock()
@@ -344,7 +382,7 @@ func (c *delayedConn) Write(b []byte) (int, error) {
 	c.t.counts.writes.Add(1)
 	if lost {
 		c.t.counts.retransmits.Add(1)
-		d += c.t.imp.rtt + minRTO
+		d += c.t.path.RTT + minRTO
 	}
 	for {
 		c.mu.Lock()
