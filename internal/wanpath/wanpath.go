@@ -1,17 +1,3 @@
-package wanpath
-
-import (
-	"container/heap"
-	"errors"
-	"math/rand/v2"
-	"net"
-	"sync"
-	"sync/atomic"
-	"time"
-
-	"github.com/hashicorp/memberlist"
-)
-
 // Package wanpath puts a wide-area path between memberlist members in a
 // test: a memberlist transport that delays and drops what it sends.
 // Tests of agent/cluster and agent use it (through cluster.Config's
@@ -45,6 +31,20 @@ import (
 //
 // The random draws come from one seeded generator per transport, so a run
 // is repeatable up to the scheduling of goroutines.
+package wanpath
+
+import (
+	"container/heap"
+	"errors"
+	"math/rand/v2"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/memberlist"
+)
+
 // Path is what the path does to each member's traffic.
 type Path struct {
 	RTT    time.Duration // round trip: each datagram and stream write waits RTT/2
