@@ -93,7 +93,7 @@ type Client struct {
 	Name             string // the section name, e.g. "asterisk"
 	ServerHost       string // one server or a list, "host1:port1, host2" (see Addr)
 	Port             int
-	PortSet          bool // port was given: no SRV lookup
+	PortSet          bool   // port was given: no SRV lookup
 	Username         string // user@domain[/resource], as written; see FullJID
 	Secret           Secret
 	PubSubNode       string // the PubSub service, e.g. pubsub.example.org
