@@ -183,7 +183,12 @@ func orderSRV(recs []srvRecord, intn func(int) int) []srvRecord {
 		if c := cmp.Compare(a.Priority, b.Priority); c != 0 {
 			return c
 		}
-		return cmp.Compare(min(a.Weight, 1), min(b.Weight, 1)) // weight 0 first
+		if c := cmp.Compare(min(a.Weight, 1), min(b.Weight, 1)); c != 0 {
+			return c // weight 0 first
+		}
+		// Else any order (the draw decides); a fixed one, as the
+		// resolver shuffles.
+		return cmp.Or(cmp.Compare(a.Target, b.Target), cmp.Compare(a.Port, b.Port), cmp.Compare(b.Weight, a.Weight))
 	})
 	out := make([]srvRecord, 0, len(recs))
 	for len(recs) > 0 {
