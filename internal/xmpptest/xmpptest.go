@@ -76,7 +76,7 @@ type Server struct {
 	CAFile  string // PEM of the CA that signed the server certificate ("" without TLS)
 	// DirectTLSAddr is 127.0.0.1:port of direct TLS c2s (Options.DirectTLS).
 	DirectTLSAddr string
-	Dir     string // temp dir holding config, data and logs
+	Dir           string // temp dir holding config, data and logs
 
 	impl *instance
 }
