@@ -227,6 +227,7 @@ func (c *Client) runSession(ctx context.Context, fo *failover) (time.Duration, e
 	c.mu.Unlock()
 	st, err := xmppstream.DialTarget(ctx, c.s.streamConfig(), target)
 	if err != nil {
+		fo.failed(time.Now())
 		c.setStatus("disconnected", err, "")
 		return 0, err
 	}
@@ -239,6 +240,7 @@ func (c *Client) runSession(ctx context.Context, fo *failover) (time.Duration, e
 		s.stop(err)
 		st.Wait()
 		c.q.dropHeld()
+		fo.failed(time.Now())
 		c.setStatus("disconnected", err, "")
 		return 0, err
 	}
@@ -261,7 +263,7 @@ func (c *Client) runSession(ctx context.Context, fo *failover) (time.Duration, e
 	s.wg.Add(2)
 	if i > 0 {
 		s.wg.Add(1)
-		go c.probeLoop(s, target)
+		go c.probeLoop(s, target, fo.held(time.Now()))
 	}
 	go s.checkLoop()
 	go func() {

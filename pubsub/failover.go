@@ -24,7 +24,17 @@ type failover struct {
 	prefer string          // key of the target to try first (a failback)
 	tried  map[string]bool // targets tried since the last wait or session
 	next   string          // key of the target after last, in the last resolution
+	// back is set while the target picked is a failback's; refused
+	// notes, for each target a failback to failed, when: the probes pass
+	// it over for failbackHold, so that a server that answers the probe
+	// but not the login does not pull its clients off a good one every
+	// probeEvery.
+	back    bool
+	refused map[string]time.Time
 }
+
+// failbackHold is how long a target a failback failed on is not probed.
+const failbackHold = 5 * time.Minute
 
 func targetKey(t xmppstream.Target) string {
 	if t.DirectTLS {
@@ -36,8 +46,9 @@ func targetKey(t xmppstream.Target) string {
 // pick chooses among freshly resolved targets and notes the choice.
 func (f *failover) pick(ts []xmppstream.Target) int {
 	i := 0
+	f.back = false
 	if k := indexOf(ts, f.prefer); f.prefer != "" && k >= 0 {
-		i = k
+		i, f.back = k, true
 	} else if k := indexOf(ts, f.last); f.last != "" && k >= 0 {
 		i = (k + 1) % len(ts)
 	}
@@ -49,6 +60,38 @@ func (f *failover) pick(ts []xmppstream.Target) int {
 	}
 	f.tried[f.last] = true
 	return i
+}
+
+// failed notes that the attempt on the target last picked failed.
+func (f *failover) failed(now time.Time) {
+	if !f.back {
+		return
+	}
+	if f.refused == nil {
+		f.refused = map[string]time.Time{}
+	}
+	for k, at := range f.refused { // bounded: at most a resolution's targets stay
+		if now.Sub(at) > failbackHold {
+			delete(f.refused, k)
+		}
+	}
+	if len(f.refused) < maxRefusedKept {
+		f.refused[f.last] = now
+	}
+}
+
+// maxRefusedKept bounds failover's memory of refused failbacks.
+const maxRefusedKept = xmppstream.MaxTargets
+
+// held lists the targets the probes pass over now.
+func (f *failover) held(now time.Time) map[string]bool {
+	out := map[string]bool{}
+	for k, at := range f.refused {
+		if now.Sub(at) <= failbackHold {
+			out[k] = true
+		}
+	}
+	return out
 }
 
 // connected notes that a session came up on the target last picked: the
@@ -92,7 +135,7 @@ func (e errFailback) Error() string {
 // every probeEvery it resolves the targets again and probes, in order,
 // those preferred to the current one; the first that serves ends the
 // session with errFailback, which Run follows.
-func (c *Client) probeLoop(s *session, cur xmppstream.Target) {
+func (c *Client) probeLoop(s *session, cur xmppstream.Target, held map[string]bool) {
 	defer s.wg.Done()
 	t := time.NewTicker(c.s.probeEvery)
 	defer t.Stop()
@@ -112,6 +155,9 @@ func (c *Client) probeLoop(s *session, cur xmppstream.Target) {
 			k = len(ts) // gone from DNS: every target is preferred to it
 		}
 		for _, p := range ts[:k] {
+			if held[targetKey(p)] {
+				continue
+			}
 			err := xmppstream.Probe(s.ctx, cfg, p)
 			if s.ctx.Err() != nil {
 				return
