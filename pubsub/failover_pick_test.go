@@ -39,7 +39,7 @@ func TestFailoverPicks(t *testing.T) {
 	step(0, true) // the failback to a; next (b) was tried
 	now := time.Now()
 	f.failed(now) // a served the probe but not the login
-	if !f.held(now)[targetKey(ts[0])] || f.held(now.Add(failbackHold+time.Second))[targetKey(ts[0])] {
+	if !f.held(now)[targetKey(ts[0])] || f.held(now.Add(failbackHold + time.Second))[targetKey(ts[0])] {
 		t.Errorf("held %v", f.held(now))
 	}
 	step(1, false)
