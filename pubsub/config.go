@@ -28,13 +28,8 @@ const (
 type Config struct {
 	JID      string // username: full JID user@domain/resource (a missing resource becomes "busylamp")
 	Password string // secret
-	// Address is serverhost[:port], or a list "host1:port1, host2" of
-	// servers tried in order (a missing port is 5222). A single host
-	// name without a port is looked up in DNS: its _xmpp-client._tcp
-	// (and, with UseTLS, _xmpps-client._tcp) SRV records, else the name
-	// at port 5222. Empty: the JID's domain, so looked up.
-	Address string
-	Service string // pubsub_node, e.g. pubsub.example.org
+	Address  string // serverhost[:port], or "host1:port1, host2" tried in order; one name without a port: DNS SRV (xmppstream.Resolve); empty: the JID's domain
+	Service  string // pubsub_node, e.g. pubsub.example.org
 
 	UseTLS      bool   // usetls: STARTTLS, verified against the system roots and TLSCAFile
 	UseSASL     bool   // usesasl: always true in effect (legacy XEP-0078 auth is not spoken)

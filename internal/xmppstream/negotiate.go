@@ -66,6 +66,7 @@ type negotiation struct {
 	Config
 	j             jid.JID
 	addr          string // the target's host:port
+	probe         bool   // a Probe: no warnings logged (they come at every connect)
 	authenticated bool   // SASL succeeded: the server is serving this account
 }
 
@@ -221,7 +222,9 @@ func negotiationIQ(c *conn, iq *stanza.IQ) (*Element, error) {
 func (s *negotiation) tlsConfig() (*tls.Config, error) {
 	cfg := &tls.Config{ServerName: s.j.Domain, MinVersion: tls.VersionTLS12}
 	if s.TLSInsecure {
-		s.Logger.Warn("TLS certificate of the XMPP server is NOT verified (TLSInsecure)", "server", s.addr)
+		if !s.probe {
+			s.Logger.Warn("TLS certificate of the XMPP server is NOT verified (TLSInsecure)", "server", s.addr)
+		}
 		cfg.InsecureSkipVerify = true
 		return cfg, nil
 	}

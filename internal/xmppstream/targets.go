@@ -241,7 +241,7 @@ func Probe(ctx context.Context, cfg Config, t Target) error {
 	_ = c.raw.SetDeadline(dl)
 	stop := context.AfterFunc(ctx, c.close)
 	defer stop()
-	n := &negotiation{Config: cfg, j: j, addr: t.Addr}
+	n := &negotiation{Config: cfg, j: j, addr: t.Addr, probe: true}
 	if t.DirectTLS {
 		if err := n.directTLS(c); err != nil {
 			return err
