@@ -173,11 +173,12 @@ func (c *Client) Run(ctx context.Context) error {
 		}
 		if to, ok := failbackTarget(err); ok {
 			fo.prefer = targetKey(to)
+			c.s.log.Info("XMPP session closed to move back to the preferred server", "to", to.String())
+			continue
 		}
 		if !fo.waitFirst() {
-			// Another target (the next one, or the preferred one back):
-			// at once, so that a switch costs the lamps nothing (the
-			// agent's stale grace spans it).
+			// The next target at once, so that a switch costs the lamps
+			// nothing (the agent's stale grace spans it).
 			c.s.log.Warn("XMPP session ended; trying the next server", "err", err)
 			continue
 		}
