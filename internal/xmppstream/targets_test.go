@@ -109,6 +109,15 @@ func TestResolveFallbackAndNoService(t *testing.T) {
 	if ts, err := resolveTest(t, d, true, func(int) int { return 0 }); err != nil || addrs(ts) != "a.example.com:5222" {
 		t.Errorf("xmpps \".\": %v %s", err, addrs(ts))
 	}
+	// No STARTTLS service, but direct TLS: the direct TLS records only.
+	d.Set(t, srvName+" 60 IN SRV 0 0 0 .", srvsName+" 60 IN SRV 0 0 5223 t.example.com.")
+	if ts, err := resolveTest(t, d, true, func(int) int { return 0 }); err != nil || addrs(ts) != "t.example.com:5223 (direct TLS)" {
+		t.Errorf(`xmpp ".", xmpps records: %v %s`, err, addrs(ts))
+	}
+	if _, err := resolveTest(t, d, false, nil); !errors.Is(err, ErrNoService) {
+		t.Errorf(`xmpp ".", usetls=no: %v, want ErrNoService`, err)
+	}
+	d.Set(t, srvsName+" 60 IN SRV 0 0 0 .")
 	// Both ".": no service, and no A/AAAA fallback (XEP-0368 §5).
 	d.Set(t, srvName+" 60 IN SRV 0 0 0 .")
 	if _, err := resolveTest(t, d, true, nil); !errors.Is(err, ErrNoService) {
