@@ -135,6 +135,9 @@ func (a *Agent) showConnected(b *strings.Builder) {
 		tls = "yes (" + st.TLSName + ")"
 	}
 	fmt.Fprintf(b, "           Server: %s  PubSub: %s  TLS: %s\n", st.Server, st.Service, tls)
+	if st.Targets > 0 {
+		fmt.Fprintf(b, "           Target: %s\n", targetLine(st))
+	}
 	if !st.Since.IsZero() {
 		fmt.Fprintf(b, "           Since: %s (%s)\n", st.Since.Format(time.RFC3339), time.Since(st.Since).Round(time.Second))
 	}
@@ -143,6 +146,16 @@ func (a *Agent) showConnected(b *strings.Builder) {
 	}
 	fmt.Fprintf(b, "----\n")
 	fmt.Fprintf(b, "   Number of clients: 1\n")
+}
+
+// targetLine says which of the resolved servers the client uses, and how
+// it was found: "2 of 3, via SRV _xmpp-client._tcp.example.org".
+func targetLine(st pubsub.ConnStatus) string {
+	s := fmt.Sprintf("%d of %d, via %s", st.Target, st.Targets, st.Via)
+	if st.DirectTLS {
+		s += ", direct TLS"
+	}
+	return s
 }
 
 func (a *Agent) showBuddies(b *strings.Builder) {

@@ -91,8 +91,9 @@ const (
 // else [general]'s, as Asterisk merges them (Debug is on if either says so).
 type Client struct {
 	Name             string // the section name, e.g. "asterisk"
-	ServerHost       string
+	ServerHost       string // one server or a list, "host1:port1, host2" (see Addr)
 	Port             int
+	PortSet          bool   // port was given: no SRV lookup
 	Username         string // user@domain[/resource], as written; see FullJID
 	Secret           Secret
 	PubSubNode       string // the PubSub service, e.g. pubsub.example.org
@@ -120,9 +121,35 @@ func (c Client) FullJID() string {
 	return c.Username + "/" + defaultResource
 }
 
-// Addr is serverhost:port.
+// Addr is where busylamp connects, in pubsub.Config.Address's form:
+// serverhost's servers, each with port's value when it names no port of
+// its own. A single host name without a port, and no port key, stays
+// alone: its SRV records are looked up at every connect (SRV reports
+// this), else the name is tried at the default port.
 func (c Client) Addr() string {
-	return net.JoinHostPort(strings.Trim(c.ServerHost, "[]"), strconv.Itoa(c.Port))
+	hs, err := jid.SplitServers(c.ServerHost)
+	if err != nil {
+		return net.JoinHostPort(strings.Trim(c.ServerHost, "[]"), strconv.Itoa(c.Port))
+	}
+	if c.SRV() {
+		return hs[0].Host
+	}
+	parts := make([]string, len(hs))
+	for i, h := range hs {
+		if h.Port == 0 {
+			h.Port = c.Port
+		}
+		parts[i] = h.String()
+	}
+	return strings.Join(parts, ", ")
+}
+
+// SRV reports whether the server is found through DNS SRV records:
+// serverhost is one host name (not an address) without a port, and port
+// is not set.
+func (c Client) SRV() bool {
+	hs, err := jid.SplitServers(c.ServerHost)
+	return err == nil && len(hs) == 1 && hs[0].Port == 0 && !hs[0].IsIP() && !c.PortSet
 }
 
 // Agent is busylamp's [agent] section.
@@ -580,7 +607,7 @@ func readClient(sec *sectionPos, vals []value, g General, r *report) *clientSect
 				r.errorf(v.pos, v.key, "bad type %q: want client", v.value)
 			}
 		case "serverhost":
-			if err := jid.CheckHost(v.value); err != nil {
+			if _, err := jid.SplitServers(v.value); err != nil {
 				r.errorf(v.pos, v.key, "bad server host %q: %v", v.value, err)
 			} else {
 				c.ServerHost = v.value
@@ -589,7 +616,7 @@ func readClient(sec *sectionPos, vals []value, g General, r *report) *clientSect
 			if p, err := parsePort(v.value); err != nil {
 				r.errorf(v.pos, v.key, "%v", err)
 			} else {
-				c.Port = p
+				c.Port, c.PortSet = p, true
 			}
 		case "username":
 			if _, err := jid.ParseAccount(v.value); err != nil {

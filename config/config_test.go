@@ -78,7 +78,8 @@ func TestExamplesLoad(t *testing.T) {
 			if cfg.Agent != def.Agent || !reflect.DeepEqual(cfg.Manager, def.Manager) || cfg.Cluster.Enabled() {
 				t.Errorf("busylamp sections not at defaults: %+v %+v %+v", cfg.Agent, cfg.Manager, cfg.Cluster)
 			}
-			if cfg.File != path || cfg.Client.Addr() != "asterisk.mydomain.tld:5222" || cfg.Client.FullJID() != tc.user {
+			// No port key: the name's SRV records are looked up at connect.
+			if cfg.File != path || cfg.Client.Addr() != "asterisk.mydomain.tld" || !cfg.Client.SRV() || cfg.Client.FullJID() != tc.user {
 				t.Errorf("File %q Addr %q FullJID %q", cfg.File, cfg.Client.Addr(), cfg.Client.FullJID())
 			}
 		})
@@ -333,7 +334,10 @@ func TestErrors(t *testing.T) {
 		{"bad auth_policy", "[general]\nauth_policy=maybe\n" + client, []string{`f.conf:2: key "auth_policy": bad auth_policy "maybe"`}},
 		{"bad status", client + "status=busy\n", []string{`f.conf:8: key "status": bad status "busy"`}},
 		{"bad priority", client + "priority=high\n", []string{`f.conf:8: key "priority": bad priority "high"`}},
-		{"bad serverhost", client + "serverhost=xmpp.example.org:5222\n", []string{`f.conf:8: key "serverhost": bad server host`}},
+		{"bad serverhost", client + "serverhost=xmpp..example.org\n", []string{`f.conf:8: key "serverhost": bad server host`}},
+		{"bad serverhost port", client + "serverhost=xmpp.example.org:99999\n", []string{`f.conf:8: key "serverhost": bad server host "xmpp.example.org:99999": bad port "99999": want 1-65535`}},
+		{"bad serverhost list", client + "serverhost=a.example.org:5222, b..example.org\n", []string{`f.conf:8: key "serverhost": bad server host "a.example.org:5222, b..example.org": "b..example.org": bad host name`}},
+		{"empty serverhost entry", client + "serverhost=a.example.org,,b.example.org\n", []string{`f.conf:8: key "serverhost": bad server host "a.example.org,,b.example.org": empty entry in the server list`}},
 		{"bad stale", client + "[agent]\nstale=forget\n", []string{`f.conf:9: key "stale": bad value "forget": want expire or keep`}},
 		{"bad stale_grace", client + "[agent]\nstale_grace=-1\n", []string{`f.conf:9: key "stale_grace": bad value "-1"`}},
 		{"bad mwi_merge", client + "[agent]\nmwi_merge=max\n", []string{`f.conf:9: key "mwi_merge": bad value "max"`}},

@@ -69,8 +69,8 @@ var catalog = []KeyDoc{
 
 	// A client section, as Asterisk's res_xmpp reads it.
 	{Section: ClientSection, Key: "type", Default: "client", Doc: "client (component sections are not supported and are ignored)"},
-	{Section: ClientSection, Key: "serverhost", Example: "xmpp.example.org", Doc: "the XMPP server to connect to (required)"},
-	{Section: ClientSection, Key: "port", Default: strconv.Itoa(DefaultXMPPPort), Doc: "the XMPP server's port"},
+	{Section: ClientSection, Key: "serverhost", Example: "xmpp.example.org", Doc: "the XMPP server to connect to, or a list tried in order: host1:5222, host2 (a host without a port gets port's); a single host name without a port, and no port key, is looked up in DNS: _xmpp-client._tcp SRV records (and _xmpps-client._tcp, direct TLS, with usetls=yes), else the name at 5222 (required)"},
+	{Section: ClientSection, Key: "port", Example: strconv.Itoa(DefaultXMPPPort), Doc: "the XMPP server's port, for serverhost's hosts that name none (unset: " + strconv.Itoa(DefaultXMPPPort) + ", or what SRV records say); setting it, even to " + strconv.Itoa(DefaultXMPPPort) + ", turns the SRV lookup off"},
 	{Section: ClientSection, Key: "username", Example: "node1@example.org/node1", Doc: "the account, user@domain[/resource]; the resource defaults to " + defaultResource + " (required)"},
 	{Section: ClientSection, Key: "secret", Example: "password", Doc: "the account's password (required)"},
 	{Section: ClientSection, Key: "pubsub_node", Example: "pubsub.example.org", Doc: "the PubSub service; default pubsub.<username's domain>"},

@@ -130,7 +130,7 @@ func (v validator) client() {
 	}
 	if cl.ServerHost == "" {
 		missing("serverhost")
-	} else if err := jid.CheckHost(cl.ServerHost); err != nil {
+	} else if _, err := jid.SplitServers(cl.ServerHost); err != nil {
 		v.r.errorf(v.keyAt(cl.Name, "serverhost"), "serverhost", "bad server host %q: %v", cl.ServerHost, err)
 	}
 	jidOK := false

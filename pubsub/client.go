@@ -94,7 +94,11 @@ type Client struct {
 // ConnStatus is what 'show connected' prints.
 type ConnStatus struct {
 	JID       string // bound full JID, or the configured one while not connected
-	Server    string // host:port
+	Server    string // host:port of the target in use (or last tried); the configured servers before the first try
+	Target    int    // the target's place in the resolved list, from 1 (0: none yet)
+	Targets   int    // the targets resolved
+	Via       string // how the target was found: "serverhost", "SRV _xmpp-client._tcp.example.org", ...
+	DirectTLS bool   // the target is direct TLS (XEP-0368)
 	Service   string // PubSub service
 	State     string // "connecting", "connected", "disconnected"
 	Since     time.Time
@@ -161,10 +165,22 @@ func (c *Client) Run(ctx context.Context) error {
 	}()
 
 	var b backoff
+	var fo failover
 	for {
-		lasted, err := c.runSession(ctx)
+		lasted, err := c.runSession(ctx, &fo)
 		if ctx.Err() != nil {
 			return nil
+		}
+		if to, ok := failbackTarget(err); ok {
+			fo.prefer = targetKey(to)
+			c.s.log.Info("XMPP session closed to move back to the preferred server", "to", to.String())
+			continue
+		}
+		if !fo.waitFirst() {
+			// The next target at once, so that a switch costs the lamps
+			// nothing (the agent's stale grace spans it).
+			c.s.log.Warn("XMPP session ended; trying the next server", "err", err)
+			continue
 		}
 		wait := b.next(lasted, errors.Is(err, xmppstream.ErrUnavailable))
 		c.s.log.Warn("XMPP session ended; reconnecting", "err", err, "in", wait.Round(time.Millisecond))
@@ -175,6 +191,7 @@ func (c *Client) Run(ctx context.Context) error {
 			t.Stop()
 			return nil
 		}
+		fo.waited()
 	}
 }
 
@@ -193,12 +210,25 @@ func (c *Client) setStatus(state string, err error, tlsName string) {
 	}
 }
 
-// runSession makes one connection and returns when it ends, with how long
-// it was connected (0 when it never was).
-func (c *Client) runSession(ctx context.Context) (time.Duration, error) {
+// runSession resolves the targets, makes one connection to the one fo
+// picks, and returns when it ends, with how long it was connected (0 when
+// it never was).
+func (c *Client) runSession(ctx context.Context, fo *failover) (time.Duration, error) {
 	c.setStatus("connecting", nil, "")
-	st, err := xmppstream.Dial(ctx, c.s.streamConfig())
+	ts, err := c.resolveTargets(ctx)
 	if err != nil {
+		fo.next = ""
+		c.setStatus("disconnected", err, "")
+		return 0, err
+	}
+	i := fo.pick(ts)
+	target := ts[i]
+	c.mu.Lock()
+	c.status.Server, c.status.Target, c.status.Targets, c.status.Via, c.status.DirectTLS = target.Addr, i+1, len(ts), target.Via, target.DirectTLS
+	c.mu.Unlock()
+	st, err := xmppstream.DialTarget(ctx, c.s.streamConfig(), target)
+	if err != nil {
+		fo.failed(time.Now())
 		c.setStatus("disconnected", err, "")
 		return 0, err
 	}
@@ -211,10 +241,12 @@ func (c *Client) runSession(ctx context.Context) (time.Duration, error) {
 		s.stop(err)
 		st.Wait()
 		c.q.dropHeld()
+		fo.failed(time.Now())
 		c.setStatus("disconnected", err, "")
 		return 0, err
 	}
 	connectedAt := time.Now()
+	fo.connected()
 	c.mu.Lock()
 	c.sess = s
 	c.status.JID = s.jid
@@ -225,11 +257,15 @@ func (c *Client) runSession(ctx context.Context) (time.Duration, error) {
 	}
 	c.sessions.Add(1)
 	c.setStatus("connected", nil, tlsName)
-	c.s.log.Info("XMPP connected", "bound", s.jid, "server", c.s.addr, "tls", tlsName != "",
+	c.s.log.Info("XMPP connected", "bound", s.jid, "server", target.String(), "target", i+1, "of", len(ts), "via", target.Via, "tls", tlsName != "",
 		"devices", len(conn.Devices), "mailboxes", len(conn.Mailboxes))
 	c.q.release(conn)
 
 	s.wg.Add(2)
+	if i > 0 {
+		s.wg.Add(1)
+		go c.probeLoop(s, target, fo.held(time.Now()))
+	}
 	go s.checkLoop()
 	go func() {
 		defer s.wg.Done()

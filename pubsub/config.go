@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -29,7 +28,7 @@ const (
 type Config struct {
 	JID      string // username: full JID user@domain/resource (a missing resource becomes "busylamp")
 	Password string // secret
-	Address  string // serverhost[:port]; empty: the JID's domain; port 5222 when missing
+	Address  string // serverhost[:port], or "host1:port1, host2" tried in order; one name without a port: DNS SRV (xmppstream.Resolve); empty: the JID's domain
 	Service  string // pubsub_node, e.g. pubsub.example.org
 
 	UseTLS      bool   // usetls: STARTTLS, verified against the system roots and TLSCAFile
@@ -60,6 +59,9 @@ type Config struct {
 	// PublishWindow is the number of unanswered publishes after which
 	// further publishes are coalesced per device or mailbox (default 32).
 	PublishWindow int
+	// Resolver looks up the SRV records and host names of Address; nil
+	// is the system's (tests point it at a DNS server of their own).
+	Resolver *net.Resolver
 
 	Logger *slog.Logger // default slog.Default()
 	Trace  bool         // log every stanza at debug level ("xmpp set debug on")
@@ -121,6 +123,7 @@ type settings struct {
 	subCheck               time.Duration // how often the subscriptions are checked
 	onlyMech               string        // tests: use this SASL mechanism only
 	onCheck                func(error)   // tests: called with each subscription check's result
+	probeEvery             time.Duration // how often more preferred targets are probed while on another
 	trace                  atomic.Bool   // Trace, switched at run time by SetTrace
 }
 
@@ -129,7 +132,7 @@ func (s *settings) streamConfig() xmppstream.Config {
 	return xmppstream.Config{
 		Addr: s.addr, JID: s.JID, Password: s.Password,
 		UseTLS: s.UseTLS, TLSCAFile: s.TLSCAFile, TLSInsecure: s.TLSInsecure, Mechanism: s.onlyMech,
-		IQTimeout: s.IQTimeout, PingInterval: s.PingInterval,
+		IQTimeout: s.IQTimeout, PingInterval: s.PingInterval, Resolver: s.Resolver,
 		Logger: s.log, Trace: &s.trace,
 	}
 }
@@ -155,17 +158,12 @@ func (cfg Config) validate() (*settings, error) {
 	if _, err := jid.Parse(cfg.Service); err != nil {
 		return nil, fmt.Errorf("pubsub_node %q: %w", cfg.Service, err)
 	}
-	s.addr = cfg.Address
+	s.addr = strings.TrimSpace(cfg.Address)
 	if s.addr == "" {
 		s.addr = j.Domain
 	}
-	if _, _, err := net.SplitHostPort(s.addr); err != nil {
-		s.addr = net.JoinHostPort(strings.Trim(s.addr, "[]"), "5222")
-	}
-	if _, p, _ := net.SplitHostPort(s.addr); p != "" {
-		if n, err := strconv.Atoi(p); err != nil || n <= 0 || n > 65535 {
-			return nil, fmt.Errorf("serverhost/port %q: bad port", cfg.Address)
-		}
+	if _, err := jid.SplitServers(s.addr); err != nil {
+		return nil, fmt.Errorf("serverhost/port %q: %w", cfg.Address, err)
 	}
 	switch strings.ToLower(cfg.Status) {
 	case "", "available":
@@ -211,6 +209,7 @@ func (cfg Config) validate() (*settings, error) {
 		s.PublishWindow = 32
 	}
 	s.subCheck = 5 * time.Second
+	s.probeEvery = probeEvery
 	s.log = cfg.Logger
 	if s.log == nil {
 		s.log = slog.Default()

@@ -31,8 +31,12 @@ busylamp ignores, repeated keys, ...) do not fail the check.`,
 				}
 				return &exitError{code: exitUsage}
 			}
+			at := cfg.Client.Addr()
+			if cfg.Client.SRV() {
+				at += " (DNS SRV records, looked up at connect; else port 5222)"
+			}
 			fmt.Fprintf(c.stdout, "%s: OK: client [%s] %s at %s, buddies: %d\n",
-				path, cfg.Client.Name, cfg.Client.FullJID(), cfg.Client.Addr(), len(cfg.Client.Buddies))
+				path, cfg.Client.Name, cfg.Client.FullJID(), at, len(cfg.Client.Buddies))
 			return nil
 		},
 	}

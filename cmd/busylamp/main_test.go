@@ -124,7 +124,7 @@ func TestCheckInProcess(t *testing.T) {
 	code := execute([]string{"check", "-c", warn}, &out, &errOut)
 	wantErr := warn + ":7: warning: key \"keepalive\": busylamp sends its own XMPP pings; ignored\n"
 	if code != 0 || errOut.String() != wantErr ||
-		out.String() != warn+": OK: client [asterisk] a@example.org/asterisk-xmpp at h.example.org:5222, buddies: 0\n" {
+		out.String() != warn+": OK: client [asterisk] a@example.org/asterisk-xmpp at h.example.org (DNS SRV records, looked up at connect; else port 5222), buddies: 0\n" {
 		t.Errorf("exit %d\nstdout: %s\nstderr: %s", code, out.String(), errOut.String())
 	}
 

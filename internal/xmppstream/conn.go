@@ -70,8 +70,10 @@ func (l *limitReader) Read(p []byte) (int, error) {
 	return n, err
 }
 
-func dial(ctx context.Context, addr string, log *slog.Logger, trace *atomic.Bool) (*conn, error) {
-	var d net.Dialer
+// dial makes the TCP connection to addr, within connectTimeout, names
+// resolved by r (nil: the default resolver).
+func dial(ctx context.Context, addr string, connectTimeout time.Duration, r *net.Resolver, log *slog.Logger, trace *atomic.Bool) (*conn, error) {
+	d := net.Dialer{Timeout: connectTimeout, Resolver: r}
 	nc, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
 		return nil, err

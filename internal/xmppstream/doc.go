@@ -1,6 +1,9 @@
 // Package xmppstream owns one XMPP client-to-server stream (RFC 6120):
-// the TCP connection, STARTTLS (verified against the system roots and
-// Config.TLSCAFile), SASL (SCRAM-SHA-256, SCRAM-SHA-1 by
+// where to connect (Resolve: a list of servers, or the domain's
+// _xmpp-client and _xmpps-client SRV records, RFC 6120 §3.2.1 and
+// XEP-0368, ordered as RFC 2782 says), the TCP connection, STARTTLS or
+// direct TLS (verified against the system roots and Config.TLSCAFile,
+// always for the XMPP domain, never an SRV target's name), SASL (SCRAM-SHA-256, SCRAM-SHA-1 by
 // github.com/xdg-go/scram, PLAIN), resource binding, the bounded stanza
 // reader, the single ordered read loop, IQ correlation, the XEP-0199
 // keepalive and stream errors. It hands every stanza to a Handler and

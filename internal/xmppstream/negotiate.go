@@ -25,22 +25,28 @@ import (
 // negotiateTimeout bounds the whole of connecting: TCP, TLS, SASL, bind.
 const negotiateTimeout = 30 * time.Second
 
-// negotiate connects and runs the stream negotiation of RFC 6120: stream
-// header, STARTTLS, SASL, resource binding, and the RFC 3921 session when
-// the server still requires it.
-func negotiate(ctx context.Context, cfg Config, j jid.JID) (*conn, string, error) {
+// negotiate connects to t and runs the stream negotiation of RFC 6120:
+// (direct TLS,) stream header, STARTTLS, SASL, resource binding, and the
+// RFC 3921 session when the server still requires it.
+func negotiate(ctx context.Context, cfg Config, j jid.JID, t Target) (*conn, string, error) {
 	ctx, cancel := context.WithTimeout(ctx, negotiateTimeout)
 	defer cancel()
-	c, err := dial(ctx, cfg.Addr, cfg.Logger, cfg.Trace)
+	c, err := dial(ctx, t.Addr, cfg.ConnectTimeout, cfg.Resolver, cfg.Logger, cfg.Trace)
 	if err != nil {
-		return nil, "", unavailable{fmt.Errorf("connect %s: %w", cfg.Addr, err)}
+		return nil, "", unavailable{fmt.Errorf("connect %s: %w", t.Addr, err)}
 	}
 	// The deadline and the context both bound the reads and writes below.
 	dl, _ := ctx.Deadline()
 	_ = c.raw.SetDeadline(dl)
 	stop := context.AfterFunc(ctx, c.close)
-	n := &negotiation{Config: cfg, j: j}
-	bound, err := n.run(c)
+	n := &negotiation{Config: cfg, j: j, addr: t.Addr}
+	var bound string
+	if t.DirectTLS {
+		err = n.directTLS(c)
+	}
+	if err == nil {
+		bound, err = n.run(c)
+	}
 	if !stop() || err != nil {
 		c.close()
 		if err == nil || ctx.Err() != nil {
@@ -59,7 +65,27 @@ func negotiate(ctx context.Context, cfg Config, j jid.JID) (*conn, string, error
 type negotiation struct {
 	Config
 	j             jid.JID
-	authenticated bool // SASL succeeded: the server is serving this account
+	addr          string // the target's host:port
+	probe         bool   // a Probe: no warnings logged (they come at every connect)
+	authenticated bool   // SASL succeeded: the server is serving this account
+}
+
+// directTLS is XEP-0368: the TLS handshake at once, SNI and the
+// certificate's name the XMPP domain (never the SRV target: RFC 6125),
+// ALPN xmpp-client.
+func (s *negotiation) directTLS(c *conn) error {
+	if !s.UseTLS {
+		return fmt.Errorf("%s is a direct TLS target but usetls=no", s.addr)
+	}
+	cfg, err := s.tlsConfig()
+	if err != nil {
+		return err
+	}
+	cfg.NextProtos = []string{"xmpp-client"}
+	if err := c.startTLS(cfg); err != nil {
+		return fmt.Errorf("direct TLS with %s (name %s): %w", s.addr, s.j.Domain, err)
+	}
+	return nil
 }
 
 // ErrUnavailable is in the chain of a Dial error when the server did not
@@ -94,8 +120,9 @@ func (s *negotiation) run(c *conn) (string, error) {
 	}
 	starttls := feats.Child(nsTLS, "starttls")
 	switch {
+	case c.tls != nil: // direct TLS: STARTTLS must not be used (XEP-0368)
 	case s.UseTLS && starttls == nil:
-		return "", fmt.Errorf("usetls=yes but %s does not offer STARTTLS", s.Addr)
+		return "", fmt.Errorf("usetls=yes but %s does not offer STARTTLS", s.addr)
 	case s.UseTLS:
 		if err := c.writeRaw([]byte("<starttls xmlns='" + nsTLS + "'/>")); err != nil {
 			return "", err
@@ -112,13 +139,13 @@ func (s *negotiation) run(c *conn) (string, error) {
 			return "", err
 		}
 		if err := c.startTLS(cfg); err != nil {
-			return "", fmt.Errorf("TLS with %s (name %s): %w", s.Addr, s.j.Domain, err)
+			return "", fmt.Errorf("TLS with %s (name %s): %w", s.addr, s.j.Domain, err)
 		}
 		if feats, err = s.restart(c); err != nil {
 			return "", err
 		}
 	case starttls.Child("", "required") != nil:
-		return "", fmt.Errorf("%s requires TLS: set usetls=yes", s.Addr)
+		return "", fmt.Errorf("%s requires TLS: set usetls=yes", s.addr)
 	}
 
 	if err := s.authenticate(c, feats); err != nil {
@@ -195,7 +222,9 @@ func negotiationIQ(c *conn, iq *stanza.IQ) (*Element, error) {
 func (s *negotiation) tlsConfig() (*tls.Config, error) {
 	cfg := &tls.Config{ServerName: s.j.Domain, MinVersion: tls.VersionTLS12}
 	if s.TLSInsecure {
-		s.Logger.Warn("TLS certificate of the XMPP server is NOT verified (TLSInsecure)", "server", s.Addr)
+		if !s.probe {
+			s.Logger.Warn("TLS certificate of the XMPP server is NOT verified (TLSInsecure)", "server", s.addr)
+		}
 		cfg.InsecureSkipVerify = true
 		return cfg, nil
 	}
@@ -240,7 +269,7 @@ func (s *negotiation) authenticate(c *conn, feats *Element) error {
 		return s.scram(c, "SCRAM-SHA-1", scram.SHA1, user)
 	case offered["PLAIN"]:
 		if c.tls == nil {
-			s.Logger.Warn("SASL PLAIN without TLS: the password crosses the network in clear", "server", s.Addr)
+			s.Logger.Warn("SASL PLAIN without TLS: the password crosses the network in clear", "server", s.addr)
 		}
 		msg := "\x00" + user + "\x00" + s.Password
 		if err := c.send(stanza.SASLAuth{Mechanism: "PLAIN", Value: base64.StdEncoding.EncodeToString([]byte(msg))}); err != nil {

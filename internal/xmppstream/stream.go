@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"strconv"
 	"strings"
 	"sync"
@@ -41,11 +42,16 @@ var skippedAnswer = &Element{}
 // Config is one account's stream: where to connect, how to authenticate,
 // and how to keep the stream alive.
 type Config struct {
-	Addr     string // host:port to dial
+	// Addr is where to connect (Resolve): "host", "host:port", or a
+	// list "host1:port1, host2" tried in order; a single host name
+	// without a port is looked up in DNS (SRV records).
+	Addr     string
 	JID      string // the account, user@domain/resource; the resource is asked for at bind
 	Password string
 
-	UseTLS      bool   // STARTTLS, verified against the system roots and TLSCAFile
+	// UseTLS asks for STARTTLS, or direct TLS on an _xmpps-client
+	// target, verified against the system roots and TLSCAFile.
+	UseTLS      bool
 	TLSCAFile   string // PEM file of extra trusted CAs
 	TLSInsecure bool   // skip certificate verification (logged at every connect)
 	// Mechanism restricts SASL to one mechanism (tests); "" picks the best
@@ -54,6 +60,12 @@ type Config struct {
 
 	IQTimeout    time.Duration // every IQ (default 10 s)
 	PingInterval time.Duration // XEP-0199 ping to the server (default 10 s)
+	// ConnectTimeout bounds one TCP connect (default 5 s): a dead target
+	// must not hold up the next one.
+	ConnectTimeout time.Duration
+	// Resolver looks up SRV records and host names; nil is
+	// net.DefaultResolver.
+	Resolver *net.Resolver
 
 	Logger *slog.Logger // default slog.Default()
 	// Trace, when set and true, logs every stanza but SASL's at debug
@@ -87,6 +99,7 @@ type Stream struct {
 	bare   string // our account, canonical
 	domain string
 	c      *conn
+	target Target // where c goes
 	jid    string // bound full JID
 	ctx    context.Context
 	cancel context.CancelCauseFunc
@@ -114,19 +127,52 @@ type pendingIQ struct {
 	ch chan *Element
 }
 
-// Dial connects to cfg.Addr and negotiates the stream (STARTTLS, SASL,
-// resource binding), within 30 s. The stream lasts until ctx is done or it
-// is closed; nothing is read until Start.
+// Dial resolves cfg.Addr (Resolve) and connects to the first target that
+// serves, negotiating the stream (TLS, SASL, resource binding) within
+// 30 s a target. A target that does not serve (ErrUnavailable) is passed
+// over for the next; any other failure is the answer. The stream lasts
+// until ctx is done or it is closed; nothing is read until Start.
 func Dial(ctx context.Context, cfg Config) (*Stream, error) {
+	cfg, _, err := cfg.check()
+	if err != nil {
+		return nil, err
+	}
+	ts, err := Resolve(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	var errs []error
+	for _, t := range ts {
+		st, err := DialTarget(ctx, cfg, t)
+		if err == nil {
+			return st, nil
+		}
+		errs = append(errs, err)
+		if !errors.Is(err, ErrUnavailable) || ctx.Err() != nil {
+			break
+		}
+	}
+	last := errs[len(errs)-1]
+	if len(errs) == 1 || !errors.Is(last, ErrUnavailable) {
+		return nil, last
+	}
+	return nil, unavailable{errors.Join(errs...)}
+}
+
+// DialTarget connects to one target (of Resolve) and negotiates the
+// stream, as Dial does.
+func DialTarget(ctx context.Context, cfg Config, t Target) (*Stream, error) {
 	cfg, j, err := cfg.check()
 	if err != nil {
 		return nil, err
 	}
-	c, bound, err := negotiate(ctx, cfg, j)
+	c, bound, err := negotiate(ctx, cfg, j, t)
 	if err != nil {
 		return nil, err
 	}
-	return newStream(ctx, cfg, j, c, bound), nil
+	s := newStream(ctx, cfg, j, c, bound)
+	s.target = t
+	return s, nil
 }
 
 func (cfg Config) check() (Config, jid.JID, error) {
@@ -139,6 +185,9 @@ func (cfg Config) check() (Config, jid.JID, error) {
 	}
 	if cfg.PingInterval <= 0 {
 		cfg.PingInterval = 10 * time.Second
+	}
+	if cfg.ConnectTimeout <= 0 {
+		cfg.ConnectTimeout = 5 * time.Second
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
@@ -170,6 +219,9 @@ func (s *Stream) Start(h Handler) {
 
 // JID is the full JID the server bound.
 func (s *Stream) JID() string { return s.jid }
+
+// Target is where the stream is connected.
+func (s *Stream) Target() Target { return s.target }
 
 // TLS is the state of the TLS connection, nil without TLS.
 func (s *Stream) TLS() *tls.ConnectionState { return s.c.tls }

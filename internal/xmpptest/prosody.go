@@ -24,6 +24,7 @@ var configTemplates = template.Must(template.New("").Funcs(template.FuncMap{
 type configData struct {
 	Dir, Domain, Service string
 	Port, DistPort       int
+	DirectTLSPort        int
 	Node                 string
 	Admins               []string
 	Memory, TLS          bool
@@ -34,7 +35,7 @@ func (s *Server) configData() configData {
 	in := s.impl
 	return configData{
 		Dir: s.Dir, Domain: s.Domain, Service: s.Service,
-		Port: in.port, Node: in.node, Admins: s.admins(),
+		Port: in.port, DirectTLSPort: in.tlsPort, Node: in.node, Admins: s.admins(),
 		Memory: in.opts.Memory, TLS: in.opts.TLS,
 		Cert: in.cert.Cert, Key: in.cert.Key, CertKey: in.cert.Both,
 	}

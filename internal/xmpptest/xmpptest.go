@@ -51,6 +51,9 @@ type Options struct {
 	// (Server.CAFile). Without TLS, SASL PLAIN is allowed in the clear and
 	// STARTTLS is not offered.
 	TLS bool
+	// DirectTLS also listens for direct TLS client connections (XEP-0368)
+	// on a port of its own, Server.DirectTLSAddr (Prosody only; needs TLS).
+	DirectTLS bool
 }
 
 // Domain and Service are the names every server serves.
@@ -71,7 +74,9 @@ type Server struct {
 	Service string // pubsub.busylamp.test
 	Addr    string // 127.0.0.1:port of c2s, the same across Stop/Start
 	CAFile  string // PEM of the CA that signed the server certificate ("" without TLS)
-	Dir     string // temp dir holding config, data and logs
+	// DirectTLSAddr is 127.0.0.1:port of direct TLS c2s (Options.DirectTLS).
+	DirectTLSAddr string
+	Dir           string // temp dir holding config, data and logs
 
 	impl *instance
 }
@@ -81,6 +86,7 @@ type instance struct {
 	opts     Options
 	as       runAs
 	port     int
+	tlsPort  int    // direct TLS c2s port (Options.DirectTLS), 0 without
 	node     string // ejabberd's Erlang node name, fixed for the mnesia data
 	distPort int    // ejabberd: Erlang distribution port of the current run
 	cert     certFiles
@@ -164,6 +170,11 @@ func Start(kind Kind, opts Options) (*Server, error) {
 		if err == nil {
 			s.impl.port = port
 			s.Addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+			if opts.DirectTLS {
+				err = s.pickDirectTLSPort(kind, opts)
+			}
+		}
+		if err == nil {
 			err = s.Start()
 		}
 		if err == nil {
