@@ -92,6 +92,7 @@ type nodeOpts struct {
 	maxDevices int    // [agent] max_devices; the default when 0
 	logJSON    bool   // [general] log_format = json
 	web        bool   // [http] and [metrics] on free loopback ports (node.httpAddr, node.metricsAddr)
+	serverhost string // the serverhost= value as written (a list of host:port), no port= line; xmppAddr's otherwise
 }
 
 // newCluster starts a fresh Prosody and writes configs for n agents, each
@@ -178,7 +179,11 @@ func (c *cluster) writeConf(i int, o nodeOpts) {
 	if o.logJSON {
 		b.WriteString("log_format=json\n")
 	}
-	fmt.Fprintf(&b, "\n[pbx]\ntype=client\nserverhost=%s\nport=%s\n", host, port)
+	if o.serverhost != "" {
+		fmt.Fprintf(&b, "\n[pbx]\ntype=client\nserverhost=%s\n", o.serverhost)
+	} else {
+		fmt.Fprintf(&b, "\n[pbx]\ntype=client\nserverhost=%s\nport=%s\n", host, port)
+	}
 	fmt.Fprintf(&b, "pubsub_node=%s\nusername=%s\nsecret=%s\ndistribute_events=yes\nusetls=no\nusesasl=yes\n", c.srv.Service, nd.jid, pw)
 	if !o.noBuddies {
 		for _, other := range c.nodes {

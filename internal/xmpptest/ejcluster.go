@@ -1,6 +1,8 @@
 package xmpptest
 
 import (
+	"bytes"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -51,7 +53,17 @@ type clusterConfigData struct {
 
 func (e ejabberdNode) writeConfig(s *Server) error {
 	d := clusterConfigData{configData: s.configData(), Cookie: e.c.cookie}
-	if err := writeTemplate("ejabberd.yml", filepath.Join(s.Dir, "ejabberd.yml"), d.configData); err != nil {
+	// The single server's config, plus mod_admin_extra for the ctl
+	// commands that say which node a session is on.
+	var yml bytes.Buffer
+	if err := configTemplates.ExecuteTemplate(&yml, "ejabberd.yml", d.configData); err != nil {
+		return err
+	}
+	withAdmin := bytes.Replace(yml.Bytes(), []byte("\nmodules:\n"), []byte("\nmodules:\n  mod_admin_extra: {}\n"), 1)
+	if bytes.Equal(withAdmin, yml.Bytes()) {
+		return errors.New("ejabberd.yml template: no modules: section to add mod_admin_extra to")
+	}
+	if err := os.WriteFile(filepath.Join(s.Dir, "ejabberd.yml"), withAdmin, 0o644); err != nil {
 		return err
 	}
 	if err := writeTemplate("ejabberdctl-cluster.cfg", filepath.Join(s.Dir, "ejabberdctl.cfg"), d); err != nil {
@@ -267,6 +279,31 @@ func (c *EjabberdCluster) Members(i int) ([]string, error) {
 		}
 	}
 	return names, nil
+}
+
+// Sessions lists the cluster's client sessions as node i sees them
+// (`ejabberdctl connected_users_info`): each full JID and the Erlang node
+// its session is on.
+func (c *EjabberdCluster) Sessions(i int) (map[string]string, error) {
+	s := c.Nodes[i]
+	out, err := s.impl.drv.(ejabberdNode).ctlOut(s, "connected_users_info")
+	if err != nil {
+		return nil, err
+	}
+	names := map[string]bool{}
+	for _, n := range c.Nodes {
+		names[n.ErlangNode()] = true
+	}
+	sessions := map[string]string{}
+	for _, line := range strings.Split(out, "\n") {
+		f := strings.Split(strings.TrimSpace(line), "\t")
+		for _, x := range f[1:] {
+			if names[x] {
+				sessions[f[0]] = x
+			}
+		}
+	}
+	return sessions, nil
 }
 
 // running reports whether node i's server process runs.
