@@ -274,6 +274,9 @@ func (c *Client) setup(s *session) (Connected, error) {
 
 	conn := Connected{JID: s.jid}
 	for _, node := range []string{NodeDevices, NodeMailboxes} {
+		if c.s.NoItems {
+			break // nodes that keep no items: nothing to read (Prosody refuses to try)
+		}
 		d, m, err := c.fetchAll(ctx, s, node)
 		if err != nil {
 			if ctx.Err() != nil || errors.Is(err, ErrNotConnected) {

@@ -50,7 +50,11 @@ func (c *Client) createShared(ctx context.Context, s *session, node, coll string
 // create sends PROTOCOL.md's create + configure and then makes every
 // buddy an owner.
 func (c *Client) create(ctx context.Context, s *session, node string, kind nodeKind, coll string) error {
-	_, err := s.iq(ctx, "set", c.s.Service, createRequest(node, kind, coll))
+	req := createRequest(node, kind, coll)
+	if c.s.NoItems {
+		req = keepNoItems(req)
+	}
+	_, err := s.iq(ctx, "set", c.s.Service, req)
 	if err != nil {
 		if IsCondition(err, "forbidden") || IsCondition(err, "not-allowed") || IsCondition(err, "not-authorized") {
 			return &CreateForbiddenError{Node: node, Account: c.s.bare, Service: c.s.Service, Err: err}

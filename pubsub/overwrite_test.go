@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/busylamp/busylamp/devstate"
+
 	"github.com/busylamp/busylamp/internal/xmppstream"
 	"github.com/busylamp/busylamp/internal/xmpptest"
 )
@@ -32,6 +34,8 @@ type overwriteCase struct {
 	fields map[string]string
 	// bAff is B's affiliation, set by the creator after the create.
 	bAff string
+	// noItems applies Config.NoItems's form (keepNoItems).
+	noItems bool
 	// ok per server kind: the overwrite answers a result.
 	ok map[xmpptest.Kind]bool
 }
@@ -50,9 +54,9 @@ var overwriteCases = []overwriteCase{
 	// notifications still go out; nothing is stored to refuse against.
 	{name: "max_items 0", bAff: "owner", fields: map[string]string{"pubsub#max_items": "0"},
 		ok: map[xmpptest.Kind]bool{xmpptest.Ejabberd: true}},
-	{name: "persist_items 0, send_last_published_item never", bAff: "owner",
-		fields: map[string]string{"pubsub#persist_items": "0", "pubsub#send_last_published_item": "never"},
-		ok:     map[xmpptest.Kind]bool{xmpptest.Ejabberd: true}},
+	// busylamp's node with pubsub_persist_items = no (keepNoItems).
+	{name: "busylamp node keeping no items", bAff: "owner", noItems: true,
+		ok: map[xmpptest.Kind]bool{xmpptest.Prosody: true, xmpptest.Ejabberd: true}},
 }
 
 // notes is a stream handler that passes the item ids and publishers of
@@ -99,6 +103,9 @@ func overwriteNode(t *testing.T, creator *xmppstream.Stream, service, node strin
 	t.Helper()
 	ctx := context.Background()
 	req := createRequest(node, flatNode, "")
+	if c.noItems {
+		req = keepNoItems(req)
+	}
 	fields := req.Configure.Form.Fields
 	for v, val := range c.fields {
 		found := false
@@ -204,4 +211,70 @@ func waitNote(t *testing.T, ch <-chan string, want string) {
 			t.Fatalf("no notification %q", want)
 		}
 	}
+}
+
+// The crash's sequence on nodes busylamp created with NoItems: an
+// Asterisk node publishes a device, a busylamp agent publishes it too,
+// and another Asterisk node, connecting, republishes it (cachable, and
+// non-cachable with Asterisk's publish-options): every publish answers a
+// result, the agent hears each and never has to retract, and the nodes
+// hold no items.
+func TestNoItemsNodesTakeEveryPublisher(t *testing.T) {
+	forKinds(t, func(t *testing.T, srv *xsrv) {
+		aj, apw := srv.User("ast1")
+		cj, cpw := srv.User("ast2")
+		bj, bpw := srv.Admin("a")
+		freshNodes(t, srv, false)
+		cleaner := startPeer(t, "cleaner", peerConfig(srv, bj, bpw, "cleaner"), func(s *settings) { s.subCheck = 0 })
+		cleaner.connected(connectWait)
+		unsubscribeAll(t, cleaner)
+		for _, n := range []string{NodeDevices, NodeMailboxes} {
+			if err := cleaner.c.DeleteNode(context.Background(), n); err != nil {
+				t.Fatalf("delete %s: %v", n, err)
+			}
+		}
+		cleaner.stop()
+		cfg := peerConfig(srv, bj, bpw, "astvoip0")
+		cfg.NoItems = true
+		cfg.Buddies = []string{aj, cj}
+		b := startPeer(t, "B", cfg)
+		b.connected(connectWait) // creates both nodes, keeping no items
+		ast1 := plainStream(t, srv, aj, apw, "astvoip1", ignoreAll{})
+		ast2 := plainStream(t, srv, cj, cpw, "astvoip2", ignoreAll{})
+		ctx := context.Background()
+		dev := uniq(t, "Custom:x")
+		if _, err := ast1.IQ(ctx, "set", srv.Service, asteriskPublish(NodeDevices, dev, "00:11:22:33:44:01", "INUSE")); err != nil {
+			t.Fatalf("Asterisk 1's publish: %v", err)
+		}
+		b.device(eventWait, dev, devstate.InUse)
+		b.c.PublishDevice(dev, devstate.Ringing, true)
+		waitIdle(t, b.c)
+		if _, err := ast2.IQ(ctx, "set", srv.Service, asteriskPublish(NodeDevices, dev, "00:11:22:33:44:02", "BUSY")); err != nil {
+			t.Fatalf("Asterisk 2 republishing at connect: %v", err)
+		}
+		b.device(eventWait, dev, devstate.Busy)
+		nonCachable := &rawPubSub{Inner: fmt.Sprintf(`<publish node='%s'><item id='%s'>`+
+			`<state xmlns='http://asterisk.org' eid='00:11:22:33:44:02' cachable='0'>NOT_INUSE</state></item></publish>`+
+			`<publish-options><x xmlns='jabber:x:data' type='submit'>`+
+			`<field var='FORM_TYPE' type='hidden'><value>http://jabber.org/protocol/pubsub#publish-options</value></field>`+
+			`<field var='pubsub#persist_items'><value>0</value></field></x></publish-options>`, NodeDevices, dev)}
+		if _, err := ast2.IQ(ctx, "set", srv.Service, nonCachable); err != nil {
+			t.Fatalf("Asterisk 2's non-cachable publish: %v", err)
+		}
+		b.device(eventWait, dev, devstate.NotInUse)
+		if st := b.c.Stats(); st.Errors != 0 {
+			t.Fatalf("B's publishes failed: %+v", st)
+		}
+		if sessionOf(t, b).overwriteNoted.Load() {
+			t.Fatal("B had to retract an item to publish over it")
+		}
+		devs, _, err := b.c.FetchItems(ctx, NodeDevices)
+		t.Logf("%s: every publisher's publish of %s taken; the node holds %d items (err %v)", srv.Kind, dev, len(devs), err)
+		if srv.Kind == xmpptest.Ejabberd && len(devs) != 0 {
+			t.Errorf("ejabberd kept items on a node that keeps none: %+v", devs)
+		}
+		// Leave the shared server's nodes as the other tests expect.
+		b.stop()
+		freshNodes(t, srv, false)
+	})
 }

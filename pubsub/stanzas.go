@@ -187,6 +187,20 @@ func createRequest(node string, kind nodeKind, collection string) *psRequest {
 	}
 }
 
+// keepNoItems makes a create request's node keep no items
+// (Config.NoItems): persist_items 0, and no last item sent on subscribe,
+// without which ejabberd keeps one anyway.
+func keepNoItems(r *psRequest) *psRequest {
+	f := r.Configure.Form
+	for _, x := range f.Fields {
+		if x.Var == "pubsub#persist_items" {
+			x.ValuesList = []string{"0"}
+		}
+	}
+	f.Fields = append(f.Fields, field("pubsub#send_last_published_item", "never"))
+	return r
+}
+
 // ownersRequest makes every JID an owner of node.
 func ownersRequest(node string, jids []string) *psOwner {
 	a := &affiliations{Node: node}
