@@ -3,9 +3,11 @@ package e2e
 import (
 	"fmt"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/busylamp/busylamp/agent/manager"
 	"github.com/busylamp/busylamp/internal/xmpptest"
 )
 
@@ -106,4 +108,198 @@ func TestEjabberdClusterShares(t *testing.T) {
 	if code != 0 || !strings.Contains(out, "02:00:00:00:00:01") || !strings.Contains(out, "02:00:00:00:00:02") {
 		t.Fatalf("devstate get on node 3: exit %d\n%s", code, out)
 	}
+}
+
+// failoverWait is what the issue allows for an agent to move to the other
+// ejabberd node once its own stops.
+const failoverWait = 10 * time.Second
+
+// recorder keeps every DeviceStateChange and MessageWaiting event one AMI
+// session sees, as a watching PBX would.
+type recorder struct {
+	name string
+	mu   sync.Mutex
+	evs  []manager.Message
+	stop chan struct{}
+	done chan struct{}
+}
+
+func record(nd *node) *recorder {
+	a := nd.ami()
+	r := &recorder{name: nd.name, stop: make(chan struct{}), done: make(chan struct{})}
+	go func() {
+		defer close(r.done)
+		for {
+			select {
+			case m, ok := <-a.c.Events():
+				if !ok {
+					return
+				}
+				if ev := m.Get("Event"); ev == "DeviceStateChange" || ev == "MessageWaiting" {
+					r.mu.Lock()
+					r.evs = append(r.evs, m)
+					r.mu.Unlock()
+				}
+			case <-r.stop:
+				return
+			}
+		}
+	}()
+	nd.t.Cleanup(r.close)
+	return r
+}
+
+func (r *recorder) close() {
+	select {
+	case <-r.stop:
+	default:
+		close(r.stop)
+	}
+	<-r.done
+}
+
+// wrong lists the events that show a device or mailbox other than want
+// says (a lamp blinking wrong), and counts the events seen.
+func (r *recorder) wrong(devs map[string]string, mboxes map[string][2]string) ([]string, int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var bad []string
+	for _, m := range r.evs {
+		switch m.Get("Event") {
+		case "DeviceStateChange":
+			if w, ok := devs[m.Get("Device")]; ok && m.Get("State") != w {
+				bad = append(bad, fmt.Sprintf("%s: %s %s (want %s)", r.name, m.Get("Device"), m.Get("State"), w))
+			}
+		case "MessageWaiting":
+			if w, ok := mboxes[m.Get("Mailbox")]; ok && (m.Get("New") != w[0] || m.Get("Old") != w[1]) {
+				bad = append(bad, fmt.Sprintf("%s: %s %s/%s (want %s/%s)", r.name, m.Get("Mailbox"), m.Get("New"), m.Get("Old"), w[0], w[1]))
+			}
+		}
+	}
+	return bad, len(r.evs)
+}
+
+// runFailover drives four agents, 1 and 2 on ejabberd node 1, 3 and 4 on
+// node 2: their states set and converged, stop takes node 1 away (its
+// agents must be on node 2 within failoverWait, no state lost), start
+// brings it back (agents 1 and 2 on it again). Every agent's AMI is
+// watched throughout: no device or mailbox may show another state.
+func runFailover(t *testing.T, c *cluster, ej *xmpptest.EjabberdCluster, stop, start func() error) {
+	t.Helper()
+	begin := time.Now()
+	c.startAll()
+	nd := c.nodes
+	sessionsOn(t, ej, settle, map[*node]int{nd[0]: 0, nd[1]: 0, nd[2]: 1, nd[3]: 1})
+	var a []*amiConn
+	for _, n := range nd {
+		a = append(a, n.ami())
+	}
+	devs := map[string]string{"Custom:shared": "RINGINUSE"}
+	for i, ac := range a {
+		dev := fmt.Sprintf("Custom:a%d", i+1)
+		ac.setDevice(dev, "INUSE")
+		devs[dev] = "INUSE"
+	}
+	a[0].setDevice("Custom:shared", "INUSE")   // node 1's agent
+	a[2].setDevice("Custom:shared", "RINGING") // node 2's
+	a[1].action("MWIUpdate", "Mailbox", "1000@default", "NewMessages", "3", "OldMessages", "0")
+	mboxes := map[string][2]string{"1000@default": {"3", "0"}}
+	converged := func(what string) {
+		t.Helper()
+		for _, ac := range a {
+			eventually(t, settle, ac.n.name+" "+what, func() (bool, string) {
+				got := ac.devices()
+				for d, w := range devs {
+					if got[d] != w {
+						return false, fmt.Sprintf("%s = %q, want %s", d, got[d], w)
+					}
+				}
+				n, o := ac.mailbox("1000@default")
+				return n == "3" && o == "0", fmt.Sprintf("mwi %s/%s", n, o)
+			})
+		}
+	}
+	converged("has every state")
+	var recs []*recorder
+	for _, n := range nd {
+		recs = append(recs, record(n))
+	}
+	t.Logf("cluster, 4 agents and their states up in %v", time.Since(begin).Round(time.Millisecond))
+
+	// Node 1 stops: agents 1 and 2 move to node 2.
+	t0 := time.Now()
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	stopped := time.Now()
+	moved := sessionsOn(t, ej, settle, map[*node]int{nd[0]: 1, nd[1]: 1, nd[2]: 1, nd[3]: 1})
+	failover := moved.Sub(t0)
+	// ejabberd's own graceful stop takes seconds of it, and each look at
+	// the sessions (ejabberdctl) up to a second: an upper bound.
+	t.Logf("ejabberd node 1 stopped: its agents on node 2 %v after the stop began (%v after ejabberdctl stop returned)",
+		failover.Round(time.Millisecond), moved.Sub(stopped).Round(time.Millisecond))
+	if failover > failoverWait {
+		t.Errorf("failover took %v, more than %v", failover, failoverWait)
+	}
+	converged("keeps every state after the failover")
+	// The moved agents publish and hear through node 2.
+	a[0].setDevice("Custom:moved", "BUSY")
+	devs["Custom:moved"] = "BUSY"
+	converged("hears a moved agent")
+
+	// Node 1 is back: agents 1 and 2 return to it.
+	t0 = time.Now()
+	if err := start(); err != nil {
+		t.Fatal(err)
+	}
+	back := sessionsOn(t, ej, settle, map[*node]int{nd[0]: 0, nd[1]: 0, nd[2]: 1, nd[3]: 1})
+	t.Logf("ejabberd node 1 back: its agents on it again %v after it was started", back.Sub(t0).Round(time.Millisecond))
+	converged("keeps every state after the return")
+	a[3].setDevice("Custom:back", "ONHOLD")
+	devs["Custom:back"] = "ONHOLD"
+	converged("hears across both nodes again")
+
+	for _, r := range recs {
+		r.close()
+		bad, n := r.wrong(devs, mboxes)
+		t.Logf("%s: %d events seen during failover and return", r.name, n)
+		for _, b := range bad {
+			t.Errorf("a lamp blinked wrong: %s", b)
+		}
+	}
+}
+
+// The failover with agents that know one address, a TCP balancer's in
+// front of the cluster (the test's relay): it sends new connections to
+// node 2 while node 1 is out, and back to node 1 (dropping those it
+// moved) once it is in again. What it measures is the agents' and the
+// cluster's part of a failover: noticing the loss, reconnecting, and the
+// resync on another node of the same cluster.
+func TestEjabberdClusterFailoverBehindBalancer(t *testing.T) {
+	var lb *relay
+	c, ej := newEjabberdCluster(t, 4, func(ej *xmpptest.EjabberdCluster, i int) nodeOpts {
+		if i >= 2 {
+			return nodeOpts{xmppAddr: ej.Nodes[1].Addr, staleGrace: 30}
+		}
+		if lb == nil {
+			lb = newRelay(t)
+			lb.setTarget(ej.Nodes[0].Addr)
+		}
+		// A server away for the failover must not lose its states
+		// meanwhile: stale_grace above the failover time.
+		return nodeOpts{xmppAddr: lb.addr(), staleGrace: 30}
+	})
+	runFailover(t, c, ej,
+		func() error {
+			lb.setTarget(ej.Nodes[1].Addr) // node 1 taken out of the balancer, then stopped
+			return ej.Stop(0)
+		},
+		func() error {
+			if err := ej.Start(0); err != nil {
+				return err
+			}
+			lb.setTarget(ej.Nodes[0].Addr)
+			lb.cut() // the balancer moves its connections back
+			return nil
+		})
 }
