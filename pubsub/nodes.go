@@ -178,6 +178,13 @@ func (c *Client) subscribe(ctx context.Context, s *session, node string) error {
 				c.s.log.Info("could not make the buddies owners of the node (this account is no owner?)", "node", node, "err", err)
 			}
 		}
+		// A node created before pubsub_persist_items = no (or by an
+		// Asterisk node) is made to keep no items too.
+		if c.s.NoItems {
+			if _, err := s.iq(ctx, "set", c.s.Service, noItemsConfigRequest(node)); err != nil {
+				c.s.log.Warn("could not make the node keep no items (pubsub_persist_items = no; this account is no owner?)", "node", node, "err", err)
+			}
+		}
 	}
 	return nil
 }

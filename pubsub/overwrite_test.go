@@ -213,68 +213,85 @@ func waitNote(t *testing.T, ch <-chan string, want string) {
 	}
 }
 
-// The crash's sequence on nodes busylamp created with NoItems: an
-// Asterisk node publishes a device, a busylamp agent publishes it too,
-// and another Asterisk node, connecting, republishes it (cachable, and
-// non-cachable with Asterisk's publish-options): every publish answers a
-// result, the agent hears each and never has to retract, and the nodes
-// hold no items.
+// The crash's sequence on nodes busylamp made keep no items (NoItems),
+// created so or configured so at connect: an Asterisk node publishes a
+// device, a busylamp agent publishes it too, and another Asterisk node,
+// connecting, republishes it (cachable, and non-cachable with Asterisk's
+// publish-options): every publish answers a result, the agent hears each
+// and never has to retract.
 func TestNoItemsNodesTakeEveryPublisher(t *testing.T) {
 	forKinds(t, func(t *testing.T, srv *xsrv) {
-		aj, apw := srv.User("ast1")
-		cj, cpw := srv.User("ast2")
-		bj, bpw := srv.Admin("a")
+		for _, mode := range []string{"created", "reconfigured"} {
+			t.Run(mode, func(t *testing.T) { noItemsNodes(t, srv, mode == "created") })
+		}
+	})
+}
+
+func noItemsNodes(t *testing.T, srv *xsrv, create bool) {
+	aj, apw := srv.User("ast1")
+	cj, cpw := srv.User("ast2")
+	bj, bpw := srv.Admin("a")
+	ctx := context.Background()
+	ast1 := plainStream(t, srv, aj, apw, "astvoip1", ignoreAll{})
+	ast2 := plainStream(t, srv, cj, cpw, "astvoip2", ignoreAll{})
+	dev := uniq(t, "Custom:x")
+	cfg := peerConfig(srv, bj, bpw, "astvoip0")
+	cfg.NoItems = true
+	cfg.Buddies = []string{aj, cj}
+	var b *peer
+	if create {
 		freshNodes(t, srv, false)
 		cleaner := startPeer(t, "cleaner", peerConfig(srv, bj, bpw, "cleaner"), func(s *settings) { s.subCheck = 0 })
 		cleaner.connected(connectWait)
 		unsubscribeAll(t, cleaner)
 		for _, n := range []string{NodeDevices, NodeMailboxes} {
-			if err := cleaner.c.DeleteNode(context.Background(), n); err != nil {
+			if err := cleaner.c.DeleteNode(ctx, n); err != nil {
 				t.Fatalf("delete %s: %v", n, err)
 			}
 		}
 		cleaner.stop()
-		cfg := peerConfig(srv, bj, bpw, "astvoip0")
-		cfg.NoItems = true
-		cfg.Buddies = []string{aj, cj}
-		b := startPeer(t, "B", cfg)
+		b = startPeer(t, "B", cfg)
 		b.connected(connectWait) // creates both nodes, keeping no items
-		ast1 := plainStream(t, srv, aj, apw, "astvoip1", ignoreAll{})
-		ast2 := plainStream(t, srv, cj, cpw, "astvoip2", ignoreAll{})
-		ctx := context.Background()
-		dev := uniq(t, "Custom:x")
 		if _, err := ast1.IQ(ctx, "set", srv.Service, asteriskPublish(NodeDevices, dev, "00:11:22:33:44:01", "INUSE")); err != nil {
 			t.Fatalf("Asterisk 1's publish: %v", err)
 		}
 		b.device(eventWait, dev, devstate.InUse)
-		b.c.PublishDevice(dev, devstate.Ringing, true)
-		waitIdle(t, b.c)
-		if _, err := ast2.IQ(ctx, "set", srv.Service, asteriskPublish(NodeDevices, dev, "00:11:22:33:44:02", "BUSY")); err != nil {
-			t.Fatalf("Asterisk 2 republishing at connect: %v", err)
+	} else {
+		// Nodes as busylamp made them before, an item of Asterisk 1's
+		// kept; B's connect makes them keep no items.
+		freshNodes(t, srv, false, aj, cj)
+		if _, err := ast1.IQ(ctx, "set", srv.Service, asteriskPublish(NodeDevices, dev, "00:11:22:33:44:01", "INUSE")); err != nil {
+			t.Fatalf("Asterisk 1's publish: %v", err)
 		}
-		b.device(eventWait, dev, devstate.Busy)
-		nonCachable := &rawPubSub{Inner: fmt.Sprintf(`<publish node='%s'><item id='%s'>`+
-			`<state xmlns='http://asterisk.org' eid='00:11:22:33:44:02' cachable='0'>NOT_INUSE</state></item></publish>`+
-			`<publish-options><x xmlns='jabber:x:data' type='submit'>`+
-			`<field var='FORM_TYPE' type='hidden'><value>http://jabber.org/protocol/pubsub#publish-options</value></field>`+
-			`<field var='pubsub#persist_items'><value>0</value></field></x></publish-options>`, NodeDevices, dev)}
-		if _, err := ast2.IQ(ctx, "set", srv.Service, nonCachable); err != nil {
-			t.Fatalf("Asterisk 2's non-cachable publish: %v", err)
-		}
-		b.device(eventWait, dev, devstate.NotInUse)
-		if st := b.c.Stats(); st.Errors != 0 {
-			t.Fatalf("B's publishes failed: %+v", st)
-		}
-		if sessionOf(t, b).overwriteNoted.Load() {
-			t.Fatal("B had to retract an item to publish over it")
-		}
-		devs, _, err := b.c.FetchItems(ctx, NodeDevices)
-		t.Logf("%s: every publisher's publish of %s taken; the node holds %d items (err %v)", srv.Kind, dev, len(devs), err)
-		if srv.Kind == xmpptest.Ejabberd && len(devs) != 0 {
-			t.Errorf("ejabberd kept items on a node that keeps none: %+v", devs)
-		}
-		// Leave the shared server's nodes as the other tests expect.
-		b.stop()
-		freshNodes(t, srv, false)
-	})
+		b = startPeer(t, "B", cfg)
+		b.connected(connectWait)
+	}
+	b.c.PublishDevice(dev, devstate.Ringing, true)
+	waitIdle(t, b.c)
+	if st := b.c.Stats(); st.Errors != 0 {
+		t.Fatalf("B's publish over Asterisk 1's failed: %+v", st)
+	}
+	if _, err := ast2.IQ(ctx, "set", srv.Service, asteriskPublish(NodeDevices, dev, "00:11:22:33:44:02", "BUSY")); err != nil {
+		t.Fatalf("Asterisk 2 republishing at connect: %v", err)
+	}
+	b.device(eventWait, dev, devstate.Busy)
+	nonCachable := &rawPubSub{Inner: fmt.Sprintf(`<publish node='%s'><item id='%s'>`+
+		`<state xmlns='http://asterisk.org' eid='00:11:22:33:44:02' cachable='0'>NOT_INUSE</state></item></publish>`+
+		`<publish-options><x xmlns='jabber:x:data' type='submit'>`+
+		`<field var='FORM_TYPE' type='hidden'><value>http://jabber.org/protocol/pubsub#publish-options</value></field>`+
+		`<field var='pubsub#persist_items'><value>0</value></field></x></publish-options>`, NodeDevices, dev)}
+	if _, err := ast2.IQ(ctx, "set", srv.Service, nonCachable); err != nil {
+		t.Fatalf("Asterisk 2's non-cachable publish: %v", err)
+	}
+	b.device(eventWait, dev, devstate.NotInUse)
+	if st := b.c.Stats(); st.Errors != 0 {
+		t.Fatalf("B's publishes failed: %+v", st)
+	}
+	if sessionOf(t, b).overwriteNoted.Load() {
+		t.Fatal("B had to retract an item to publish over it")
+	}
+	t.Logf("%s: every publisher's publish of %s taken", srv.Kind, dev)
+	// Leave the shared server's nodes as the other tests expect.
+	b.stop()
+	freshNodes(t, srv, false)
 }
