@@ -293,7 +293,7 @@ func runFailover(t *testing.T, c *cluster, ej *xmpptest.EjabberdCluster, stop, s
 	moved := sessionsOn(t, ej, settle, map[*node]int{nd[0]: 1, nd[1]: 1, nd[2]: 1, nd[3]: 1})
 	// ejabberd's own graceful stop takes seconds of the wall-clock time,
 	// and each look at the sessions (ejabberdctl) up to a second.
-	t.Logf("ejabberd node 1 stopped: its agents on node 2 %v after the stop began (%v after ejabberdctl stop returned)",
+	t.Logf("ejabberd node 1 down: its agents on node 2 %v after the stop (or kill) began, %v after it returned",
 		moved.Sub(t0).Round(time.Millisecond), moved.Sub(stopped).Round(time.Millisecond))
 	// What an agent's buddies see: the time it was away, from its session
 	// lost to its session up on node 2, as the agent logged them.
@@ -358,6 +358,35 @@ func TestEjabberdClusterFailoverBehindBalancer(t *testing.T) {
 			}
 			lb.setTarget(ej.Nodes[0].Addr)
 			lb.cut() // the balancer moves its connections back
+			return nil
+		})
+}
+
+// As TestEjabberdClusterFailoverBehindBalancer, node 1 killed (SIGKILL:
+// a crash, no goodbye to its sessions or to node 2) instead of stopped.
+func TestEjabberdClusterNodeKilled(t *testing.T) {
+	var lb *relay
+	c, ej := newEjabberdCluster(t, 4, func(ej *xmpptest.EjabberdCluster, i int) nodeOpts {
+		if i >= 2 {
+			return nodeOpts{xmppAddr: ej.Nodes[1].Addr, staleGrace: 30}
+		}
+		if lb == nil {
+			lb = newRelay(t)
+			lb.setTarget(ej.Nodes[0].Addr)
+		}
+		return nodeOpts{xmppAddr: lb.addr(), staleGrace: 30}
+	})
+	runFailover(t, c, ej,
+		func() error {
+			lb.setTarget(ej.Nodes[1].Addr)
+			return ej.Kill(0)
+		},
+		func() error {
+			if err := ej.Start(0); err != nil {
+				return err
+			}
+			lb.setTarget(ej.Nodes[0].Addr)
+			lb.cut()
 			return nil
 		})
 }
