@@ -274,8 +274,10 @@ func (c *Client) setup(s *session) (Connected, error) {
 
 	conn := Connected{JID: s.jid}
 	for _, node := range []string{NodeDevices, NodeMailboxes} {
-		if c.s.NoItems {
-			break // nodes that keep no items: nothing to read (Prosody refuses to try)
+		if c.s.NoItems && !c.s.CollectionNodes {
+			// Nodes that keep no items: nothing to read (Prosody refuses
+			// to try). XEP-0248 mode still lists the leaves.
+			break
 		}
 		d, m, err := c.fetchAll(ctx, s, node)
 		if err != nil {
