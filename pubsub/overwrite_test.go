@@ -295,3 +295,35 @@ func noItemsNodes(t *testing.T, srv *xsrv, create bool) {
 	b.stop()
 	freshNodes(t, srv, false)
 }
+
+// What Asterisk's error handler meets on a persistent node: its
+// non-cachable publish (publish-options persist_items 0) is refused with
+// precondition-not-met by both servers. res_xmpp reads the legacy code
+// only when the answer echoes the request's <pubsub> (it returns early
+// otherwise): ejabberd echoes it, so any PubSub error crashes an Asterisk
+// node there.
+func TestAsteriskNonCachableOnPersistentNode(t *testing.T) {
+	forKinds(t, func(t *testing.T, srv *xsrv) {
+		aj, apw := srv.Admin("a")
+		bj, bpw := srv.User("b")
+		a := plainStream(t, srv, aj, apw, "nc-a", ignoreAll{})
+		b := plainStream(t, srv, bj, bpw, "nc-b", ignoreAll{})
+		node := uniq(t, "noncachable")
+		overwriteNode(t, a, srv.Service, node, overwriteCase{bAff: "owner"}, bj, aj)
+		req := &rawPubSub{Inner: fmt.Sprintf(`<publish node='%s'><item id='Custom:nc'>`+
+			`<state xmlns='http://asterisk.org' eid='00:11:22:33:44:02' cachable='0'>INUSE</state></item></publish>`+
+			`<publish-options><x xmlns='jabber:x:data' type='submit'>`+
+			`<field var='FORM_TYPE' type='hidden'><value>http://jabber.org/protocol/pubsub#publish-options</value></field>`+
+			`<field var='pubsub#persist_items'><value>0</value></field></x></publish-options>`, node)}
+		res, err := b.IQ(context.Background(), "set", srv.Service, req)
+		var se *xmppstream.StanzaError
+		if !errors.As(err, &se) {
+			t.Fatalf("non-cachable publish on a persistent node: want an error, got %v", err)
+		}
+		echoed := res.Child(nsPubSub, "pubsub") != nil
+		t.Logf("%s: refused: %v (code %q, request echoed: %v)", srv.Kind, se, se.Code, echoed)
+		if srv.Kind == xmpptest.Ejabberd && (!echoed || se.Code != "") {
+			t.Errorf("ejabberd: echoed %v, code %q; want the request echoed and no code (what crashes res_xmpp)", echoed, se.Code)
+		}
+	})
+}
