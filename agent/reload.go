@@ -269,7 +269,8 @@ func sessionDiff(x, y pubsub.Config) []string {
 	diff(x.UseTLS != y.UseTLS || x.TLSCAFile != y.TLSCAFile || x.TLSInsecure != y.TLSInsecure, "usetls/tls settings")
 	diff(x.Status != y.Status || x.StatusMessage != y.StatusMessage || x.Priority != y.Priority, "status/statusmessage/priority")
 	diff(x.AutoRegister != y.AutoRegister || x.AutoPrune != y.AutoPrune || x.AuthPolicy != y.AuthPolicy, "autoregister/autoprune/auth_policy")
-	diff(x.CollectionNodes != y.CollectionNodes || x.AutoCreate != y.AutoCreate, "collection_nodes/pubsub_autocreate")
+	diff(x.CollectionNodes != y.CollectionNodes || x.AutoCreate != y.AutoCreate || x.NoItems != y.NoItems,
+		"collection_nodes/pubsub_autocreate/pubsub_persist_items")
 	return out
 }
 

@@ -64,7 +64,10 @@ type General struct {
 	AutoRegister     bool
 	CollectionNodes  bool // XEP-0248 collection nodes
 	PubSubAutoCreate bool
-	AuthPolicy       AuthPolicy
+	// PubSubNoItems is pubsub_persist_items = no: nodes are created
+	// keeping no items.
+	PubSubNoItems bool
+	AuthPolicy    AuthPolicy
 	// ExecIncludes is whether #exec ran commands: execincludes = yes in
 	// [general] of the top-level file itself (include.go).
 	ExecIncludes bool
@@ -553,6 +556,11 @@ func readGeneral(g *General, vals []value, r *report) {
 			boolKey(v, &g.CollectionNodes, r)
 		case "pubsub_autocreate":
 			boolKey(v, &g.PubSubAutoCreate, r)
+		case "pubsub_persist_items":
+			keep := true
+			if boolKey(v, &keep, r) {
+				g.PubSubNoItems = !keep
+			}
 		case "auth_policy":
 			authPolicy(v, &g.AuthPolicy, r)
 		case "execincludes":

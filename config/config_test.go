@@ -171,6 +171,18 @@ func TestGeneralInheritedByClient(t *testing.T) {
 	}
 }
 
+// pubsub_persist_items = no: the nodes are created keeping no items.
+func TestPubSubPersistItems(t *testing.T) {
+	cfg, _ := mustParse(t, "x.conf", client)
+	if cfg.General.PubSubNoItems {
+		t.Error("nodes keep no items by default")
+	}
+	cfg, _ = mustParse(t, "x.conf", "[general]\npubsub_persist_items=no\n"+client)
+	if !cfg.General.PubSubNoItems {
+		t.Error("pubsub_persist_items=no not read")
+	}
+}
+
 func TestBusylampSections(t *testing.T) {
 	src := client + "tls_ca=/etc/ssl/ca.pem\ntls_insecure=no\nusetls=yes\n" + `
 [agent]
@@ -296,6 +308,7 @@ func TestErrors(t *testing.T) {
 	}{
 		{"bad boolean", client + "usetls=maybe\n", []string{`f.conf:8: key "usetls": bad boolean "maybe": want yes or no`}},
 		{"bad boolean general", "[general]\ndebug=2\n" + client, []string{`f.conf:2: key "debug": bad boolean "2"`}},
+		{"bad persist_items", "[general]\npubsub_persist_items=some\n" + client, []string{`f.conf:2: key "pubsub_persist_items": bad boolean "some"`}},
 		{"bad port", client + "port=x\n", []string{`f.conf:8: key "port": bad port "x"`}},
 		{"port range", client + "port=65536\n", []string{`f.conf:8: key "port": bad port 65536: want 1-65535`}},
 		{"bad manager port", client + "[manager]\nport=0\n", []string{`f.conf:9: key "port": bad port 0: want 1-65535`}},

@@ -63,6 +63,7 @@ var catalog = []KeyDoc{
 	{Section: "general", Key: "autoregister", Default: "yes", Doc: "add the buddies to the roster"},
 	{Section: "general", Key: "collection_nodes", Default: "no", Doc: "use XEP-0248 collection nodes for device state and MWI"},
 	{Section: "general", Key: "pubsub_autocreate", Default: "no", Doc: "the PubSub service creates nodes on publish (else busylamp creates them)"},
+	{Section: "general", Key: "pubsub_persist_items", Default: "yes", Doc: "busylamp: no creates the nodes keeping no items, so that ejabberd lets every server publish every device (Asterisk nodes need it there)"},
 	{Section: "general", Key: "auth_policy", Default: string(AuthAccept), Doc: "subscription requests from strangers: accept or deny"},
 	{Section: "general", Key: "execincludes", Default: "no", Doc: "allow #exec; counts only in this [general] of the top-level file (Asterisk has it in asterisk.conf)"},
 	{Section: "general", Key: "log_format", Default: LogText, Doc: "the agent's log lines: text or json"},

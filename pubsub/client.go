@@ -310,6 +310,11 @@ func (c *Client) setup(s *session) (Connected, error) {
 
 	conn := Connected{JID: s.jid}
 	for _, node := range []string{NodeDevices, NodeMailboxes} {
+		if c.s.NoItems && !c.s.CollectionNodes {
+			// Nodes that keep no items: nothing to read (Prosody refuses
+			// to try). XEP-0248 mode still lists the leaves.
+			break
+		}
 		d, m, err := c.fetchAll(ctx, s, node)
 		if err != nil {
 			if ctx.Err() != nil || errors.Is(err, ErrNotConnected) {

@@ -51,6 +51,15 @@ type Config struct {
 	// always creates a missing node (at connect, and on item-not-found),
 	// and makes every buddy an owner of both nodes at every connect.
 	AutoCreate bool
+	// NoItems is pubsub_persist_items = no: the nodes busylamp creates
+	// keep no items (pubsub#persist_items 0, send_last_published_item
+	// never). ejabberd lets only the account that created an item
+	// overwrite it, and Asterisk's res_xmpp crashes on that refusal
+	// (asterisk/asterisk#1236); on a node that keeps no items ejabberd
+	// checks nothing and every publish is notified. A (re)connecting
+	// agent then reads no items: it learns its busylamp buddies' states
+	// from them, an Asterisk node's when they change.
+	NoItems bool
 
 	EID devstate.EID // this server's entity id; must not be zero
 

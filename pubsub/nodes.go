@@ -50,7 +50,11 @@ func (c *Client) createShared(ctx context.Context, s *session, node, coll string
 // create sends PROTOCOL.md's create + configure and then makes every
 // buddy an owner.
 func (c *Client) create(ctx context.Context, s *session, node string, kind nodeKind, coll string) error {
-	_, err := s.iq(ctx, "set", c.s.Service, createRequest(node, kind, coll))
+	req := createRequest(node, kind, coll)
+	if c.s.NoItems {
+		req = keepNoItems(req)
+	}
+	_, err := s.iq(ctx, "set", c.s.Service, req)
 	if err != nil {
 		if IsCondition(err, "forbidden") || IsCondition(err, "not-allowed") || IsCondition(err, "not-authorized") {
 			return &CreateForbiddenError{Node: node, Account: c.s.bare, Service: c.s.Service, Err: err}
@@ -172,6 +176,13 @@ func (c *Client) subscribe(ctx context.Context, s *session, node string) error {
 		if owners := c.roster.wanted(); len(owners) > 0 {
 			if _, err := s.iq(ctx, "set", c.s.Service, ownersRequest(node, owners)); err != nil {
 				c.s.log.Info("could not make the buddies owners of the node (this account is no owner?)", "node", node, "err", err)
+			}
+		}
+		// A node created before pubsub_persist_items = no (or by an
+		// Asterisk node) is made to keep no items too.
+		if c.s.NoItems {
+			if _, err := s.iq(ctx, "set", c.s.Service, noItemsConfigRequest(node)); err != nil {
+				c.s.log.Warn("could not make the node keep no items (pubsub_persist_items = no; this account is no owner?)", "node", node, "err", err)
 			}
 		}
 	}

@@ -603,7 +603,8 @@ func (c *Client) publishFinish(s *session, k pubKey, v pubValue, req *publishIQ,
 			}
 		}
 		if err == nil {
-			if k.mailbox || v.dev.Cachable {
+			// A node that keeps no items has none to probe for.
+			if (k.mailbox || v.dev.Cachable) && !c.s.NoItems {
 				c.setProbe(k)
 			}
 			return nil

@@ -66,6 +66,13 @@ type psOwner struct {
 	Affiliations *affiliations `xml:"affiliations"`
 	Purge        *nodeRef      `xml:"purge"`
 	Delete       *nodeRef      `xml:"delete"`
+	Configure    *nodeConfig   `xml:"configure"`
+}
+
+// nodeConfig is an owner's configure of an existing node.
+type nodeConfig struct {
+	Node string       `xml:"node,attr"`
+	Form *stanza.Form `xml:"x"`
 }
 
 type nodeRef struct {
@@ -185,6 +192,30 @@ func createRequest(node string, kind nodeKind, collection string) *psRequest {
 		Create:    &nodeRef{Node: node},
 		Configure: &configure{Form: &stanza.Form{Type: stanza.FormTypeSubmit, Fields: fields}},
 	}
+}
+
+// keepNoItems makes a create request's node keep no items
+// (Config.NoItems): persist_items 0, and no last item sent on subscribe,
+// without which ejabberd keeps one anyway.
+func keepNoItems(r *psRequest) *psRequest {
+	f := r.Configure.Form
+	for _, x := range f.Fields {
+		if x.Var == "pubsub#persist_items" {
+			x.ValuesList = []string{"0"}
+		}
+	}
+	f.Fields = append(f.Fields, field("pubsub#send_last_published_item", "never"))
+	return r
+}
+
+// noItemsConfigRequest makes an existing node keep no items, as
+// keepNoItems does at creation.
+func noItemsConfigRequest(node string) *psOwner {
+	return &psOwner{Configure: &nodeConfig{Node: node, Form: &stanza.Form{Type: stanza.FormTypeSubmit, Fields: []*stanza.Field{
+		formType("http://jabber.org/protocol/pubsub#node_config"),
+		field("pubsub#persist_items", "0"),
+		field("pubsub#send_last_published_item", "never"),
+	}}}}
 }
 
 // ownersRequest makes every JID an owner of node.

@@ -190,6 +190,7 @@ func agentConfig(cfg *config.Config, c *cli) agent.Config {
 	x.AuthPolicy = string(cl.AuthPolicy)
 	x.CollectionNodes = cfg.General.CollectionNodes
 	x.AutoCreate = cfg.General.PubSubAutoCreate
+	x.NoItems = cfg.General.PubSubNoItems
 	x.EID = eid
 	x.Trace = cl.Debug
 

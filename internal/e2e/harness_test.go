@@ -95,6 +95,7 @@ type nodeOpts struct {
 	// serverList puts these servers before the XMPP server in a
 	// serverhost list (no port key), tried in order.
 	serverList []string
+	serverhost string // the serverhost= value as written (a list of host:port), no port= line; xmppAddr's otherwise
 }
 
 // newCluster starts a fresh Prosody and writes configs for n agents, each
@@ -181,7 +182,9 @@ func (c *cluster) writeConf(i int, o nodeOpts) {
 	if o.logJSON {
 		b.WriteString("log_format=json\n")
 	}
-	if len(o.serverList) > 0 {
+	if o.serverhost != "" {
+		fmt.Fprintf(&b, "\n[pbx]\ntype=client\nserverhost=%s\n", o.serverhost)
+	} else if len(o.serverList) > 0 {
 		fmt.Fprintf(&b, "\n[pbx]\ntype=client\nserverhost=%s, %s\n", strings.Join(o.serverList, ", "), xmppAddr)
 	} else {
 		fmt.Fprintf(&b, "\n[pbx]\ntype=client\nserverhost=%s\nport=%s\n", host, port)

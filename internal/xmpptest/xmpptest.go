@@ -6,6 +6,8 @@
 // service pubsub.busylamp.test, and lets only admin accounts create nodes.
 // Nothing listens beyond loopback: no s2s, no HTTP, and ejabberd's Erlang
 // distribution listens on a loopback port of its own without epmd.
+// StartEjabberdCluster joins ejabberd nodes into one cluster, through an
+// epmd of the cluster's own on a loopback port.
 //
 // Every server runs in a process group led by a reaper shell that kills the
 // group as soon as the test binary exits, however it exits, so a panicking
