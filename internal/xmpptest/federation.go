@@ -1,0 +1,392 @@
+package xmpptest
+
+import (
+	"encoding/xml"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+)
+
+// A federation is two Prosody servers, each its own domain on its own
+// loopback address, that reach each other over s2s (RFC 6120 server to
+// server, dialback without TLS). Only A serves PubSub: B's users reach
+// pubsub.a.test through their own server, as a site without a PubSub
+// service of its own would.
+//
+// Each server resolves names from its own hosts file (Prosody 0.12 with
+// lua-unbound: the global option unbound = { hoststxt = FILE }), nothing
+// else: no name goes to a real resolver and /etc/hosts is not touched.
+// The hosts files point each server at the other through a relay the
+// test owns, one per direction, so that Cut can sever the s2s path and
+// Restore bring it back without touching either server or their clients.
+const (
+	DomainA  = "a.test"
+	DomainB  = "b.test"
+	ServiceA = "pubsub.a.test" // the federation's one PubSub service, on A
+
+	ipA      = "127.0.0.1"
+	ipB      = "127.0.0.2"
+	ipToA    = "127.0.0.3" // B's hosts file: a.test and pubsub.a.test are here (the relay to A)
+	ipToB    = "127.0.0.4" // A's hosts file: b.test is here (the relay to B)
+	s2sPortN = 5269        // no SRV records: the default port, on each address
+)
+
+// Federation is two running servers and the paths between them.
+type Federation struct {
+	A *Server // a.test on 127.0.0.1, with the PubSub service pubsub.a.test
+	B *Server // b.test on 127.0.0.2; its Service names A's (its users' PubSub)
+	// S2SA and S2SB are where each server accepts s2s streams.
+	S2SA, S2SB string
+
+	toA, toB *link
+
+	mu           sync.Mutex
+	remoteAdmins []string // B's admin JIDs: admins of pubsub.a.test too
+}
+
+// site is the Prosody driver of one federation member: prosody's, with
+// its own template, address and hosts file.
+type site struct {
+	prosody
+	fed     *Federation
+	ip      string
+	hosts   string // the hosts file
+	service string // "" on B
+}
+
+// siteData feeds prosody-federation.cfg.lua.
+type siteData struct {
+	Dir, Domain, Service, IP string
+	Port, S2SPort            int
+	Admins                   []string
+	Memory                   bool
+}
+
+func (d site) writeConfig(s *Server) error {
+	if err := os.WriteFile(filepath.Join(s.Dir, "hosts"), []byte(d.hosts), 0o644); err != nil {
+		return err
+	}
+	admins := s.admins()
+	if d.service == "" {
+		d.fed.mu.Lock()
+		d.fed.remoteAdmins = admins
+		d.fed.mu.Unlock()
+	} else {
+		d.fed.mu.Lock()
+		admins = append(admins, d.fed.remoteAdmins...)
+		d.fed.mu.Unlock()
+		slices.Sort(admins)
+	}
+	return writeTemplate("prosody-federation.cfg.lua", d.config(s), siteData{
+		Dir: s.Dir, Domain: s.Domain, Service: d.service, IP: d.ip,
+		Port: s.impl.port, S2SPort: s2sPortN, Admins: admins, Memory: s.impl.opts.Memory,
+	})
+}
+
+// reloadAdmins on A is Prosody's; on B it hands B's admins to A (who
+// serves the PubSub service they are admins of) and reloads A's. Called
+// with B's lock held; A's is taken after it, never the other way round.
+func (d site) reloadAdmins(s *Server) error {
+	if d.service != "" {
+		return d.prosody.reloadAdmins(s)
+	}
+	a := d.fed.A
+	in := a.impl
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	if err := in.drv.writeConfig(a); err != nil {
+		return err
+	}
+	if err := in.as.chownTree(a.Dir); err != nil {
+		return err
+	}
+	if in.g == nil || in.g.exited() {
+		return nil // its next Start reads the new config
+	}
+	return in.drv.reloadAdmins(a)
+}
+
+// StartFederation starts the two servers (Options.Memory applies to A's
+// PubSub; TLS is not offered) and the relays between them, and waits
+// until both serve clients and s2s streams. The caller must Close it.
+// It needs 127.0.0.1-4 port 5269 free.
+func StartFederation(opts Options) (*Federation, error) {
+	if opts.TLS {
+		return nil, errors.New("xmpptest: federation: Options.TLS is not supported")
+	}
+	for _, bin := range (prosody{}).binaries() {
+		if _, err := exec.LookPath(bin); err != nil {
+			return nil, fmt.Errorf("%w: prosody: %s not found (sh internal/xmpptest/install.sh as root)", ErrNotInstalled, bin)
+		}
+	}
+	f := &Federation{
+		S2SA: net.JoinHostPort(ipA, strconv.Itoa(s2sPortN)),
+		S2SB: net.JoinHostPort(ipB, strconv.Itoa(s2sPortN)),
+	}
+	f.toA = &link{listen: net.JoinHostPort(ipToA, strconv.Itoa(s2sPortN)), target: f.S2SA}
+	f.toB = &link{listen: net.JoinHostPort(ipToB, strconv.Itoa(s2sPortN)), target: f.S2SB}
+	if err := f.Restore(); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("start federation: %w", err)
+	}
+	var err error
+	f.A, err = f.startSite(DomainA, ServiceA, ipA, opts,
+		fmt.Sprintf("%s %s %s\n%s %s\n", ipA, DomainA, ServiceA, ipToB, DomainB), true)
+	if err == nil {
+		f.B, err = f.startSite(DomainB, ServiceA, ipB, opts,
+			fmt.Sprintf("%s %s\n%s %s %s\n", ipB, DomainB, ipToA, DomainA, ServiceA), false)
+	}
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("start federation: %w", err)
+	}
+	return f, nil
+}
+
+func (f *Federation) startSite(domain, service, ip string, opts Options, hosts string, hasService bool) (*Server, error) {
+	d := site{fed: f, ip: ip, hosts: hosts}
+	if hasService {
+		d.service = service
+	}
+	as, err := lookupRunAs(d.sysUser())
+	if err != nil {
+		return nil, err
+	}
+	dir, err := os.MkdirTemp(tempBase(), "xmpptest-"+domain+"-")
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{
+		Kind: Prosody, Domain: domain, Service: service, Dir: dir,
+		impl: &instance{drv: d, opts: opts, as: as, accounts: map[string]*account{}},
+	}
+	if err := s.prepare(); err != nil {
+		os.RemoveAll(dir)
+		return nil, err
+	}
+	register(s)
+	port, err := freePortOn(ip)
+	if err != nil {
+		s.Close()
+		return nil, err
+	}
+	s.impl.port = port
+	s.Addr = net.JoinHostPort(ip, strconv.Itoa(port))
+	if err := s.Start(); err != nil {
+		s.Close()
+		return nil, err
+	}
+	// Prosody opens every port before it serves the first client, so
+	// this answers at once; it also checks the s2s host is served.
+	s2s := net.JoinHostPort(ip, strconv.Itoa(s2sPortN))
+	if err := S2SStreamOpens(s2s, domain, probeTimeout); err != nil {
+		s.Close()
+		return nil, fmt.Errorf("%s: s2s on %s: %w%s", domain, s2s, err, tail(30, d.logs(s)...))
+	}
+	return s, nil
+}
+
+// StartFederationT starts a federation for one test and closes it when the
+// test ends (keeping the servers' logs if it failed); it fails or skips the
+// test like Shared.
+func StartFederationT(t testing.TB, opts Options) *Federation {
+	t.Helper()
+	begin := time.Now()
+	f, err := StartFederation(opts)
+	if err != nil {
+		fail(t, err)
+	}
+	t.Logf("xmpptest: federation ready in %v: %s c2s %s s2s %s (dir %s); %s c2s %s s2s %s (dir %s)",
+		time.Since(begin).Round(time.Millisecond), f.A.Domain, f.A.Addr, f.S2SA, f.A.Dir, f.B.Domain, f.B.Addr, f.S2SB, f.B.Dir)
+	t.Cleanup(func() {
+		keep := t.Failed()
+		f.close(keep)
+		if keep {
+			t.Logf("xmpptest: federation logs kept in %s and %s", filepath.Join(f.A.Dir, "logs"), filepath.Join(f.B.Dir, "logs"))
+		}
+	})
+	return f
+}
+
+// Cut severs the s2s path both ways, as a network between the sites that
+// failed: every s2s connection is closed and new ones are refused, so
+// each server bounces what it has for the other (remote-server-not-found)
+// until Restore. Clients stay connected to their own server.
+func (f *Federation) Cut() {
+	f.toA.cut()
+	f.toB.cut()
+}
+
+// Restore opens the s2s path again (idempotent); the servers connect
+// again on their next stanza for the other domain.
+func (f *Federation) Restore() error {
+	if err := f.toA.up(); err != nil {
+		return err
+	}
+	return f.toB.up()
+}
+
+// Close cuts the path for good and closes both servers.
+func (f *Federation) Close() { f.close(false) }
+
+func (f *Federation) close(keep bool) {
+	f.Cut()
+	for _, s := range []*Server{f.A, f.B} {
+		if s != nil {
+			if err := s.shutdown(keep); err != nil {
+				fmt.Fprintf(os.Stderr, "xmpptest: %v\n", err)
+			}
+		}
+	}
+}
+
+// S2SStreamOpens checks that a server at addr answers a server-to-server
+// stream for domain with its stream features within d.
+func S2SStreamOpens(addr, domain string, d time.Duration) error {
+	conn, err := net.DialTimeout("tcp", addr, d)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	if err := conn.SetDeadline(time.Now().Add(d)); err != nil {
+		return err
+	}
+	_, err = fmt.Fprintf(conn, "<?xml version='1.0'?><stream:stream to='%s' version='1.0' xmlns='jabber:server' xmlns:db='jabber:server:dialback' xmlns:stream='http://etherx.jabber.org/streams'>", domain)
+	if err != nil {
+		return err
+	}
+	dec := xml.NewDecoder(io.LimitReader(conn, 1<<16))
+	for {
+		tok, err := dec.Token()
+		if err != nil {
+			return fmt.Errorf("read stream features: %w", err)
+		}
+		if se, ok := tok.(xml.StartElement); ok {
+			switch se.Name.Local {
+			case "features":
+				_, _ = io.WriteString(conn, "</stream:stream>")
+				return nil
+			case "error":
+				return errors.New("stream error before features")
+			}
+		}
+	}
+}
+
+// freePortOn returns a TCP port on ip that was free a moment ago.
+func freePortOn(ip string) (int, error) {
+	ln, err := net.Listen("tcp4", net.JoinHostPort(ip, "0"))
+	if err != nil {
+		return 0, fmt.Errorf("find free port on %s: %w", ip, err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port, nil
+}
+
+// link relays TCP from listen to target while up.
+type link struct {
+	listen, target string
+
+	mu    sync.Mutex
+	ln    net.Listener // nil while cut
+	conns map[net.Conn]struct{}
+	wg    sync.WaitGroup // the accept loop and every pipe
+}
+
+func (l *link) up() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.ln != nil {
+		return nil
+	}
+	ln, err := net.Listen("tcp4", l.listen)
+	if err != nil {
+		return fmt.Errorf("relay %s → %s: %w", l.listen, l.target, err)
+	}
+	l.ln = ln
+	if l.conns == nil {
+		l.conns = map[net.Conn]struct{}{}
+	}
+	l.wg.Add(1)
+	go l.accept(ln)
+	return nil
+}
+
+func (l *link) cut() {
+	l.mu.Lock()
+	if l.ln != nil {
+		l.ln.Close()
+		l.ln = nil
+	}
+	for c := range l.conns {
+		c.Close()
+		delete(l.conns, c)
+	}
+	l.mu.Unlock()
+	l.wg.Wait()
+}
+
+// track adds c to the open connections unless ln was cut meanwhile.
+func (l *link) track(ln net.Listener, c net.Conn) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.ln != ln {
+		c.Close()
+		return false
+	}
+	l.conns[c] = struct{}{}
+	return true
+}
+
+func (l *link) forget(c net.Conn) {
+	l.mu.Lock()
+	delete(l.conns, c)
+	l.mu.Unlock()
+	c.Close()
+}
+
+func (l *link) accept(ln net.Listener) {
+	defer l.wg.Done()
+	for {
+		in, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		if !l.track(ln, in) {
+			continue
+		}
+		l.wg.Add(1)
+		go l.pipe(ln, in)
+	}
+}
+
+func (l *link) pipe(ln net.Listener, in net.Conn) {
+	defer l.wg.Done()
+	defer l.forget(in)
+	out, err := net.DialTimeout("tcp4", l.target, probeTimeout)
+	if err != nil {
+		return
+	}
+	if !l.track(ln, out) {
+		return
+	}
+	defer l.forget(out)
+	done := make(chan struct{})
+	go func() {
+		_, _ = io.Copy(out, in)
+		out.Close() // the other direction ends too
+		close(done)
+	}()
+	_, _ = io.Copy(in, out)
+	in.Close()
+	<-done
+}
