@@ -70,6 +70,13 @@ func (c *Client) create(ctx context.Context, s *session, node string, kind nodeK
 // errNodeGone ends a session whose node was deleted under it.
 var errNodeGone = errors.New("gone; reconnecting to create it and subscribe")
 
+// errUnreachable: our server cannot reach the service's (checkLoop asks
+// again soon); errServiceBack ends the session when it answers again.
+var (
+	errUnreachable = errors.New("PubSub service unreachable from our XMPP server")
+	errServiceBack = errors.New("PubSub service reachable again; reconnecting to resync")
+)
+
 // checkSubscriptions makes sure this account is still subscribed to both
 // nodes. A node deleted and created again (by an operator, or by another
 // server after item-not-found) loses its subscriptions, and ejabberd does
@@ -80,6 +87,10 @@ func (c *Client) checkSubscriptions(ctx context.Context, s *session) error {
 		res, err := s.iq(ctx, "get", c.s.Service, &psRequest{Subscriptions: &nodeRef{Node: node}})
 		if IsCondition(err, "item-not-found") {
 			return fmt.Errorf("node %s: %w", node, errNodeGone)
+		}
+		if remoteUnreachable(err) {
+			s.noteUnreachable(err) // also when the bounce did not name the service
+			return fmt.Errorf("%w: %v", errUnreachable, err)
 		}
 		if err != nil {
 			continue // a service that cannot tell: nothing to check

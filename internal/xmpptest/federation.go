@@ -1,6 +1,7 @@
 package xmpptest
 
 import (
+	"crypto/rand"
 	"encoding/xml"
 	"errors"
 	"fmt"
@@ -22,6 +23,13 @@ import (
 // pubsub.a.test through their own server, as a site without a PubSub
 // service of its own would.
 //
+// Each federation takes a block of loopback addresses 127.x.y.1-4 of its
+// own (x, y random; Linux routes all of 127.0.0.0/8 to lo), so that the
+// federations of test binaries that run at once (go test ./... runs
+// packages in parallel) do not meet on port 5269: a.test serves on .1,
+// b.test on .2, both with s2s on the default port 5269 (no SRV records
+// needed), and the relays between them listen on .3 (to A) and .4 (to B).
+//
 // Each server resolves names from its own hosts file (Prosody 0.12 with
 // lua-unbound: the global option unbound = { hoststxt = FILE }), nothing
 // else: no name goes to a real resolver and /etc/hosts is not touched.
@@ -33,21 +41,18 @@ const (
 	DomainB  = "b.test"
 	ServiceA = "pubsub.a.test" // the federation's one PubSub service, on A
 
-	ipA      = "127.0.0.1"
-	ipB      = "127.0.0.2"
-	ipToA    = "127.0.0.3" // B's hosts file: a.test and pubsub.a.test are here (the relay to A)
-	ipToB    = "127.0.0.4" // A's hosts file: b.test is here (the relay to B)
-	s2sPortN = 5269        // no SRV records: the default port, on each address
+	s2sPortN = 5269 // the default port, on each address
 )
 
 // Federation is two running servers and the paths between them.
 type Federation struct {
-	A *Server // a.test on 127.0.0.1, with the PubSub service pubsub.a.test
-	B *Server // b.test on 127.0.0.2; its Service names A's (its users' PubSub)
+	A *Server // a.test on 127.x.y.1, with the PubSub service pubsub.a.test
+	B *Server // b.test on 127.x.y.2; its Service names A's (its users' PubSub)
 	// S2SA and S2SB are where each server accepts s2s streams.
 	S2SA, S2SB string
 
-	toA, toB *link
+	ipA, ipB string // the servers' addresses
+	toA, toB *link  // the relays: B's path to A, A's path to B
 
 	mu           sync.Mutex
 	remoteAdmins []string // B's admin JIDs: admins of pubsub.a.test too
@@ -118,7 +123,6 @@ func (d site) reloadAdmins(s *Server) error {
 // StartFederation starts the two servers (Options.Memory applies to A's
 // PubSub; TLS is not offered) and the relays between them, and waits
 // until both serve clients and s2s streams. The caller must Close it.
-// It needs 127.0.0.1-4 port 5269 free.
 func StartFederation(opts Options) (*Federation, error) {
 	if opts.TLS {
 		return nil, errors.New("xmpptest: federation: Options.TLS is not supported")
@@ -128,28 +132,44 @@ func StartFederation(opts Options) (*Federation, error) {
 			return nil, fmt.Errorf("%w: prosody: %s not found (sh internal/xmpptest/install.sh as root)", ErrNotInstalled, bin)
 		}
 	}
-	f := &Federation{
-		S2SA: net.JoinHostPort(ipA, strconv.Itoa(s2sPortN)),
-		S2SB: net.JoinHostPort(ipB, strconv.Itoa(s2sPortN)),
-	}
-	f.toA = &link{listen: net.JoinHostPort(ipToA, strconv.Itoa(s2sPortN)), target: f.S2SA}
-	f.toB = &link{listen: net.JoinHostPort(ipToB, strconv.Itoa(s2sPortN)), target: f.S2SB}
-	if err := f.Restore(); err != nil {
-		f.Close()
+	f, err := reserveBlock()
+	if err != nil {
 		return nil, fmt.Errorf("start federation: %w", err)
 	}
-	var err error
-	f.A, err = f.startSite(DomainA, ServiceA, ipA, opts,
-		fmt.Sprintf("%s %s %s\n%s %s\n", ipA, DomainA, ServiceA, ipToB, DomainB), true)
+	f.A, err = f.startSite(DomainA, ServiceA, f.ipA, opts,
+		fmt.Sprintf("%s %s %s\n%s %s\n", f.ipA, DomainA, ServiceA, f.toB.ip, DomainB), true)
 	if err == nil {
-		f.B, err = f.startSite(DomainB, ServiceA, ipB, opts,
-			fmt.Sprintf("%s %s\n%s %s %s\n", ipB, DomainB, ipToA, DomainA, ServiceA), false)
+		f.B, err = f.startSite(DomainB, ServiceA, f.ipB, opts,
+			fmt.Sprintf("%s %s\n%s %s %s\n", f.ipB, DomainB, f.toA.ip, DomainA, ServiceA), false)
 	}
 	if err != nil {
 		f.Close()
 		return nil, fmt.Errorf("start federation: %w", err)
 	}
 	return f, nil
+}
+
+// reserveBlock picks a free block of addresses and brings the relays up
+// on it (a block in use has its relay port taken).
+func reserveBlock() (*Federation, error) {
+	var last error
+	for attempt := 0; attempt < 8; attempt++ {
+		b := make([]byte, 2)
+		if _, err := rand.Read(b); err != nil {
+			return nil, err
+		}
+		base := fmt.Sprintf("127.%d.%d.", 1+int(b[0])%254, b[1])
+		f := &Federation{ipA: base + "1", ipB: base + "2"}
+		f.S2SA = net.JoinHostPort(f.ipA, strconv.Itoa(s2sPortN))
+		f.S2SB = net.JoinHostPort(f.ipB, strconv.Itoa(s2sPortN))
+		f.toA = &link{ip: base + "3", target: f.S2SA}
+		f.toB = &link{ip: base + "4", target: f.S2SB}
+		if last = f.Restore(); last == nil {
+			return f, nil
+		}
+		f.Cut()
+	}
+	return nil, last
 }
 
 func (f *Federation) startSite(domain, service, ip string, opts Options, hosts string, hasService bool) (*Server, error) {
@@ -292,9 +312,9 @@ func freePortOn(ip string) (int, error) {
 	return ln.Addr().(*net.TCPAddr).Port, nil
 }
 
-// link relays TCP from listen to target while up.
+// link relays TCP from ip:5269 to target while up.
 type link struct {
-	listen, target string
+	ip, target string
 
 	mu    sync.Mutex
 	ln    net.Listener // nil while cut
@@ -308,9 +328,10 @@ func (l *link) up() error {
 	if l.ln != nil {
 		return nil
 	}
-	ln, err := net.Listen("tcp4", l.listen)
+	listen := net.JoinHostPort(l.ip, strconv.Itoa(s2sPortN))
+	ln, err := net.Listen("tcp4", listen)
 	if err != nil {
-		return fmt.Errorf("relay %s → %s: %w", l.listen, l.target, err)
+		return fmt.Errorf("relay %s → %s: %w", listen, l.target, err)
 	}
 	l.ln = ln
 	if l.conns == nil {

@@ -1,0 +1,74 @@
+package pubsub
+
+import (
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/busylamp/busylamp/devstate"
+	"github.com/busylamp/busylamp/internal/xmpptest"
+)
+
+// A client on b.test uses pubsub.a.test over s2s. While the path between
+// the servers is cut its publishes are bounced (remote-server-not-found)
+// and the service's notifications to it are lost; once the service
+// answers again it reconnects, and so gets what it missed (the fetched
+// items) and republishes its own states.
+func TestFederatedServiceUnreachable(t *testing.T) {
+	f := xmpptest.StartFederationT(t, xmpptest.Options{Memory: true})
+	aj, apw := f.A.Admin("pbx")
+	bj, bpw := f.B.User("pbx")
+	ca := peerConfig(f.A, aj, apw, "pbx")
+	ca.Buddies = []string{bj + "/pbx"} // a remote buddy: an owner of the nodes a creates
+	a := startPeer(t, "A", ca)
+	a.connected(connectWait)
+
+	devA, devB := uniq(t, "SIP/a"), uniq(t, "SIP/b")
+	var mu sync.Mutex
+	ownB := devstate.InUse
+	cb := peerConfig(f.B, bj, bpw, "pbx")
+	cb.Buddies = []string{aj + "/pbx"}
+	cb.OwnStates = func() ([]DeviceItem, []MailboxItem) {
+		mu.Lock()
+		defer mu.Unlock()
+		return []DeviceItem{{Device: devB, State: ownB, Cachable: true}}, nil
+	}
+	b := startPeer(t, "B", cb, func(s *settings) { s.subCheck = time.Second })
+	b.connected(connectWait)
+
+	a.c.PublishDevice(devA, devstate.Ringing, true)
+	b.device(eventWait, devA, devstate.Ringing)
+	b.c.PublishDevice(devB, devstate.InUse, true)
+	a.device(eventWait, devB, devstate.InUse)
+
+	f.Cut()
+	mu.Lock()
+	ownB = devstate.Busy
+	mu.Unlock()
+	b.c.PublishDevice(devB, devstate.Busy, true)
+	waitIdle(t, b.c) // refused: remote-server-not-found
+	if st := b.c.Stats(); st.Errors == 0 {
+		t.Fatalf("publish through a cut path did not fail: %+v", st)
+	}
+	a.c.PublishDevice(devA, devstate.OnHold, true)
+	waitIdle(t, a.c)
+	bs, err := b.c.session()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bs.unreachable.Load() {
+		t.Fatal("B's session did not note the service unreachable")
+	}
+
+	if err := f.Restore(); err != nil {
+		t.Fatal(err)
+	}
+	restored := time.Now()
+	b.waitFor(eventWait, "Disconnected", func(ev Event) bool { _, ok := ev.(Disconnected); return ok })
+	conn := b.connected(connectWait)
+	if !hasDevice(conn.Devices, devA, devstate.OnHold) {
+		t.Errorf("Connected devices %+v lack %s=ONHOLD, set during the cut", conn.Devices, devA)
+	}
+	a.device(eventWait, devB, devstate.Busy) // B's republished own state
+	t.Logf("converged %v after the path came back", time.Since(restored).Round(time.Millisecond))
+}
