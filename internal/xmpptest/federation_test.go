@@ -91,6 +91,14 @@ func TestFederation(t *testing.T) {
 	wantResult(t, "remote publish after Restore", e, err)
 	wantEvent(t, boss, "Custom:b", "BUSY")
 	t.Logf("after Restore: publish on b.test to its event on a.test in %v", time.Since(begin).Round(time.Millisecond))
+
+	// An admin of b.test is one of pubsub.a.test too (listed in A's
+	// admins, reloaded while it runs); a plain remote user is not.
+	e, err = bob.createNode(ServiceA, "bobs_node")
+	wantError(t, "remote user creates node", "forbidden", e, err)
+	boss2 := mustLogin(t, f.B, cr(f.B.Admin("boss2")), false)
+	e, err = boss2.createNode(ServiceA, "message_waiting")
+	wantResult(t, "remote admin creates node", e, err)
 }
 
 // wantEvent reads c's stanzas until a PubSub event of item id with state.
