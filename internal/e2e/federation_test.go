@@ -149,3 +149,24 @@ func waitLogged(t *testing.T, n *node, s string, d time.Duration) {
 		return strings.Contains(string(b), s), ""
 	})
 }
+
+// The remote agent may not create the nodes (an account of b.test, not
+// an admin of the PubSub server): started first, it waits, and once the
+// agent on a.test has created them, with it as an owner, it gets in.
+func TestFederationRemoteStartsFirst(t *testing.T) {
+	f := xmpptest.StartFederationT(t, xmpptest.Options{Memory: true})
+	dir := t.TempDir()
+	na := fedNode(t, dir, 1, f.A, true, "pbx@b.test/agent")
+	nb := fedNode(t, dir, 2, f.B, false, "pbx@a.test/agent")
+	nb.start()
+	waitLogged(t, nb, "may not create nodes there", settle)
+	na.start()
+	aa := na.waitBooted()
+	ab := nb.waitBooted()
+	begin := time.Now()
+	ab.setDevice("Custom:first-b", "BUSY")
+	waitDevice(aa, "Custom:first-b", "BUSY")
+	aa.setDevice("Custom:first-a", "INUSE")
+	waitDevice(ab, "Custom:first-a", "INUSE")
+	t.Logf("both ways %v after the remote agent booted", time.Since(begin).Round(time.Millisecond))
+}
