@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/busylamp/busylamp/agent/manager"
 	"github.com/busylamp/busylamp/internal/xmpptest"
 )
 
@@ -50,8 +51,21 @@ func fedNode(t *testing.T, dir string, i int, srv *xmpptest.Server, admin bool, 
 // over s2s. They share device states and MWI both ways; while the s2s
 // path is cut each keeps changing its own, and once it is back they
 // converge on what was set during the cut.
+//
+// The servers authenticate each other with dialback, or with TLS and
+// certificates (s2s_secure_auth).
 func TestFederation(t *testing.T) {
-	f := xmpptest.StartFederationT(t, xmpptest.Options{Memory: true})
+	for _, tls := range []bool{false, true} {
+		name := "dialback"
+		if tls {
+			name = "certificates"
+		}
+		t.Run(name, func(t *testing.T) { testFederation(t, tls) })
+	}
+}
+
+func testFederation(t *testing.T, tls bool) {
+	f := xmpptest.StartFederationT(t, xmpptest.Options{Memory: true, TLS: tls})
 	dir := t.TempDir()
 	// Only the account on a.test may create nodes (an admin of its own
 	// server); the remote one gets in through the whitelist: the agent on
@@ -63,15 +77,13 @@ func TestFederation(t *testing.T) {
 	nb.start()
 	ab := nb.waitBooted()
 
-	// b → a, timed from the Setvar's answer to the event on a.
+	// Timed from the Setvar's answer to the AMI event on the other site.
 	begin := time.Now()
 	ab.setDevice("Custom:fed-b", "INUSE")
-	waitDevice(aa, "Custom:fed-b", "INUSE")
-	t.Logf("device state b.test → a.test over s2s: %v", time.Since(begin).Round(time.Millisecond))
+	t.Logf("device state b.test → a.test over s2s: %v", deviceEvent(aa, "Custom:fed-b", "INUSE").Sub(begin).Round(time.Millisecond))
 	begin = time.Now()
 	aa.setDevice("Custom:fed-a", "RINGING")
-	waitDevice(ab, "Custom:fed-a", "RINGING")
-	t.Logf("device state a.test → b.test over s2s: %v", time.Since(begin).Round(time.Millisecond))
+	t.Logf("device state a.test → b.test over s2s: %v", deviceEvent(ab, "Custom:fed-a", "RINGING").Sub(begin).Round(time.Millisecond))
 	ab.action("MWIUpdate", "Mailbox", "100@fed", "NewMessages", "2", "OldMessages", "1")
 	waitMailbox(aa, "100@fed", "2", "1")
 	aa.action("MWIUpdate", "Mailbox", "200@fed", "NewMessages", "3", "OldMessages", "0")
@@ -108,21 +120,32 @@ func TestFederation(t *testing.T) {
 		t.Fatal(err)
 	}
 	restored := time.Now()
+	t.Logf("after Restore: b.test's change on a.test in %v, a.test's on b.test in %v",
+		deviceEvent(aa, "Custom:fed-b", "BUSY").Sub(restored).Round(time.Millisecond),
+		deviceEvent(ab, "Custom:fed-a", "ONHOLD").Sub(restored).Round(time.Millisecond))
 	waitDevice(aa, "Custom:fed-b", "BUSY")
 	waitDevice(aa, "Custom:fed-b2", "RINGING")
 	waitMailbox(aa, "100@fed", "0", "4")
-	t.Logf("after Restore, a.test has b.test's changes in %v", time.Since(restored).Round(time.Millisecond))
 	waitDevice(ab, "Custom:fed-a", "ONHOLD")
 	waitMailbox(ab, "200@fed", "5", "1")
-	t.Logf("after Restore, both converged in %v", time.Since(restored).Round(time.Millisecond))
+	t.Logf("after Restore, every change of the cut on both sites in %v", time.Since(restored).Round(time.Millisecond))
 
 	// And live again, both ways.
 	begin = time.Now()
 	ab.setDevice("Custom:fed-b", "NOT_INUSE")
-	waitDevice(aa, "Custom:fed-b", "NOT_INUSE")
-	t.Logf("device state b.test → a.test after Restore: %v", time.Since(begin).Round(time.Millisecond))
+	t.Logf("device state b.test → a.test after Restore: %v", deviceEvent(aa, "Custom:fed-b", "NOT_INUSE").Sub(begin).Round(time.Millisecond))
 	aa.setDevice("Custom:fed-a", "NOT_INUSE")
 	waitDevice(ab, "Custom:fed-a", "NOT_INUSE")
+}
+
+// deviceEvent waits for the DeviceStateChange of dev to state and says
+// when it came.
+func deviceEvent(a *amiConn, dev, state string) time.Time {
+	a.t.Helper()
+	a.waitEvent(settle, func(m manager.Message) bool {
+		return m.Get("Event") == "DeviceStateChange" && m.Get("Device") == dev && m.Get("State") == state
+	})
+	return time.Now()
 }
 
 func waitDevice(a *amiConn, dev, state string) {

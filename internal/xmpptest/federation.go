@@ -73,7 +73,8 @@ type siteData struct {
 	Dir, Domain, Service, IP string
 	Port, S2SPort            int
 	Admins                   []string
-	Memory                   bool
+	Memory, TLS              bool
+	Cert, Key, CAFile        string
 }
 
 func (d site) writeConfig(s *Server) error {
@@ -94,6 +95,7 @@ func (d site) writeConfig(s *Server) error {
 	return writeTemplate("prosody-federation.cfg.lua", d.config(s), siteData{
 		Dir: s.Dir, Domain: s.Domain, Service: d.service, IP: d.ip,
 		Port: s.impl.port, S2SPort: s2sPortN, Admins: admins, Memory: s.impl.opts.Memory,
+		TLS: s.impl.opts.TLS, Cert: s.impl.cert.Cert, Key: s.impl.cert.Key, CAFile: s.CAFile,
 	})
 }
 
@@ -121,12 +123,14 @@ func (d site) reloadAdmins(s *Server) error {
 }
 
 // StartFederation starts the two servers (Options.Memory applies to A's
-// PubSub; TLS is not offered) and the relays between them, and waits
-// until both serve clients and s2s streams. The caller must Close it.
+// PubSub) and the relays between them, and waits until both serve
+// clients and s2s streams. Without Options.TLS the servers authenticate
+// each other with dialback over plain TCP; with it s2s requires TLS and
+// certificates (s2s_secure_auth): each server has one for its names
+// (A: a.test and pubsub.a.test; B: b.test) from a CA of its own, and
+// trusts both CAs (Server.CAFile holds them). Clients may stay plain
+// either way. The caller must Close it.
 func StartFederation(opts Options) (*Federation, error) {
-	if opts.TLS {
-		return nil, errors.New("xmpptest: federation: Options.TLS is not supported")
-	}
 	for _, bin := range (prosody{}).binaries() {
 		if _, err := exec.LookPath(bin); err != nil {
 			return nil, fmt.Errorf("%w: prosody: %s not found (sh internal/xmpptest/install.sh as root)", ErrNotInstalled, bin)
@@ -136,17 +140,45 @@ func StartFederation(opts Options) (*Federation, error) {
 	if err != nil {
 		return nil, fmt.Errorf("start federation: %w", err)
 	}
-	f.A, err = f.startSite(DomainA, ServiceA, f.ipA, opts,
+	f.A, err = f.newSite(DomainA, ServiceA, f.ipA, opts,
 		fmt.Sprintf("%s %s %s\n%s %s\n", f.ipA, DomainA, ServiceA, f.toB.ip, DomainB), true)
 	if err == nil {
-		f.B, err = f.startSite(DomainB, ServiceA, f.ipB, opts,
+		f.B, err = f.newSite(DomainB, ServiceA, f.ipB, opts,
 			fmt.Sprintf("%s %s\n%s %s %s\n", f.ipB, DomainB, f.toA.ip, DomainA, ServiceA), false)
+	}
+	if err == nil && opts.TLS {
+		err = f.shareCAs()
+	}
+	if err == nil {
+		err = f.startSite(f.A)
+	}
+	if err == nil {
+		err = f.startSite(f.B)
 	}
 	if err != nil {
 		f.Close()
 		return nil, fmt.Errorf("start federation: %w", err)
 	}
 	return f, nil
+}
+
+// shareCAs writes both CAs into one file in each server's dir.
+func (f *Federation) shareCAs() error {
+	var both []byte
+	for _, s := range []*Server{f.A, f.B} {
+		b, err := os.ReadFile(s.impl.cert.CA)
+		if err != nil {
+			return err
+		}
+		both = append(both, b...)
+	}
+	for _, s := range []*Server{f.A, f.B} {
+		s.CAFile = filepath.Join(s.Dir, "certs", "federation-ca.pem")
+		if err := os.WriteFile(s.CAFile, both, 0o644); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // reserveBlock picks a free block of addresses and brings the relays up
@@ -172,10 +204,13 @@ func reserveBlock() (*Federation, error) {
 	return nil, last
 }
 
-func (f *Federation) startSite(domain, service, ip string, opts Options, hosts string, hasService bool) (*Server, error) {
+// newSite makes a server's dir (and certificates), not started yet.
+func (f *Federation) newSite(domain, service, ip string, opts Options, hosts string, hasService bool) (*Server, error) {
 	d := site{fed: f, ip: ip, hosts: hosts}
+	names := []string{domain}
 	if hasService {
 		d.service = service
+		names = append(names, service)
 	}
 	as, err := lookupRunAs(d.sysUser())
 	if err != nil {
@@ -189,9 +224,19 @@ func (f *Federation) startSite(domain, service, ip string, opts Options, hosts s
 		Kind: Prosody, Domain: domain, Service: service, Dir: dir,
 		impl: &instance{drv: d, opts: opts, as: as, accounts: map[string]*account{}},
 	}
-	if err := s.prepare(); err != nil {
-		os.RemoveAll(dir)
-		return nil, err
+	for _, sub := range []string{"data", "logs", "certs"} {
+		if err := os.MkdirAll(filepath.Join(dir, sub), 0o750); err != nil {
+			os.RemoveAll(dir)
+			return nil, err
+		}
+	}
+	if opts.TLS {
+		c, err := writeCerts(filepath.Join(dir, "certs", domain), names)
+		if err != nil {
+			os.RemoveAll(dir)
+			return nil, err
+		}
+		s.impl.cert = c
 	}
 	register(s)
 	port, err := freePortOn(ip)
@@ -201,18 +246,21 @@ func (f *Federation) startSite(domain, service, ip string, opts Options, hosts s
 	}
 	s.impl.port = port
 	s.Addr = net.JoinHostPort(ip, strconv.Itoa(port))
+	return s, nil
+}
+
+func (f *Federation) startSite(s *Server) error {
 	if err := s.Start(); err != nil {
-		s.Close()
-		return nil, err
+		return err
 	}
 	// Prosody opens every port before it serves the first client, so
 	// this answers at once; it also checks the s2s host is served.
+	ip, _, _ := net.SplitHostPort(s.Addr)
 	s2s := net.JoinHostPort(ip, strconv.Itoa(s2sPortN))
-	if err := S2SStreamOpens(s2s, domain, probeTimeout); err != nil {
-		s.Close()
-		return nil, fmt.Errorf("%s: s2s on %s: %w%s", domain, s2s, err, tail(30, d.logs(s)...))
+	if err := S2SStreamOpens(s2s, s.Domain, probeTimeout); err != nil {
+		return fmt.Errorf("%s: s2s on %s: %w%s", s.Domain, s2s, err, tail(30, s.impl.drv.logs(s)...))
 	}
-	return s, nil
+	return nil
 }
 
 // StartFederationT starts a federation for one test and closes it when the

@@ -14,7 +14,19 @@ import (
 // remote user's requests, and after Restore they go through again.
 func TestFederation(t *testing.T) {
 	t.Parallel()
-	f := StartFederationT(t, Options{Memory: true})
+	for _, tls := range []bool{false, true} {
+		name := "dialback"
+		if tls {
+			name = "certificates"
+		}
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			testFederation(t, StartFederationT(t, Options{Memory: true, TLS: tls}), tls)
+		})
+	}
+}
+
+func testFederation(t *testing.T, f *Federation, tls bool) {
 	if f.A.Domain != DomainA || f.B.Domain != DomainB || f.A.Service != ServiceA || f.B.Service != ServiceA {
 		t.Fatalf("fields: A %+v B %+v", f.A, f.B)
 	}
@@ -91,6 +103,14 @@ func TestFederation(t *testing.T) {
 	wantResult(t, "remote publish after Restore", e, err)
 	wantEvent(t, boss, "Custom:b", "BUSY")
 	t.Logf("after Restore: publish on b.test to its event on a.test in %v", time.Since(begin).Round(time.Millisecond))
+	if tls { // s2s went over TLS, authenticated by certificate
+		b, _ := os.ReadFile(bLog)
+		for _, want := range []string{"TLS handshake complete", "certificate chain validation result: valid", "certificate identity validation result: valid"} {
+			if !strings.Contains(string(b), want) {
+				t.Errorf("b.test's log does not say %q", want)
+			}
+		}
+	}
 
 	// An admin of b.test is one of pubsub.a.test too (listed in A's
 	// admins, reloaded while it runs); a plain remote user is not.
