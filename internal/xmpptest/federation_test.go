@@ -70,7 +70,10 @@ func testFederation(t *testing.T, f *Federation, tls bool) {
 	wantResult(t, "local subscribe", e, err)
 	e, err = bob.publish(ServiceA, node, "Custom:b", "<state xmlns='http://asterisk.org' eid='00:00:00:00:00:02'>RINGING</state>")
 	wantResult(t, "remote publish over s2s", e, err)
-	wantEvent(t, boss, "Custom:b", "RINGING")
+	ev := wantEvent(t, boss, "Custom:b", "RINGING")
+	if !bytes.Contains(ev.Inner, []byte("publisher='bob@b.test'")) && !bytes.Contains(ev.Inner, []byte(`publisher="bob@b.test"`)) {
+		t.Errorf("event of a remote publish names no publisher bob@b.test (expose_publisher): %s", ev)
+	}
 
 	// A stanza written to the s2s stream before the server has read its
 	// end is lost without an error (Prosody 0.12 has no stream management
@@ -122,7 +125,7 @@ func testFederation(t *testing.T, f *Federation, tls bool) {
 }
 
 // wantEvent reads c's stanzas until a PubSub event of item id with state.
-func wantEvent(t *testing.T, c *client, id, state string) {
+func wantEvent(t *testing.T, c *client, id, state string) element {
 	t.Helper()
 	deadline := time.Now().Add(answerWait)
 	for time.Now().Before(deadline) {
@@ -134,8 +137,9 @@ func wantEvent(t *testing.T, c *client, id, state string) {
 			if !strings.Contains(string(e.Inner), ">"+state+"<") {
 				t.Fatalf("event of %s: want %s: %s", id, state, e)
 			}
-			return
+			return e
 		}
 	}
 	t.Fatalf("no event of %s within %v", id, answerWait)
+	return element{}
 }
