@@ -1,6 +1,7 @@
 package pubsub
 
 import (
+	"errors"
 	"sync"
 	"testing"
 	"time"
@@ -28,6 +29,10 @@ func TestFederatedServiceUnreachable(t *testing.T) {
 	ownB := devstate.InUse
 	cb := peerConfig(f.B, bj, bpw, "pbx")
 	cb.Buddies = []string{aj + "/pbx"}
+	// A publish written just as the path is cut may be lost without a
+	// bounce (Prosody has no stream management on s2s): it is retried
+	// after the IQ timeout.
+	cb.IQTimeout = 2 * time.Second
 	cb.OwnStates = func() ([]DeviceItem, []MailboxItem) {
 		mu.Lock()
 		defer mu.Unlock()
@@ -71,4 +76,64 @@ func TestFederatedServiceUnreachable(t *testing.T) {
 	}
 	a.device(eventWait, devB, devstate.Busy) // B's republished own state
 	t.Logf("converged %v after the path came back", time.Since(restored).Round(time.Millisecond))
+}
+
+// A path that dies without a word (a black hole: nothing bounced, nothing
+// answered): the client's check of the remote service times out, which
+// counts as unreachable; when the path heals and the service answers, the
+// client reconnects and resyncs.
+func TestFederatedServiceBlackholed(t *testing.T) {
+	f := xmpptest.StartFederationT(t, xmpptest.Options{Memory: true})
+	aj, apw := f.A.Admin("pbx")
+	bj, bpw := f.B.User("pbx")
+	ca := peerConfig(f.A, aj, apw, "pbx")
+	ca.Buddies = []string{bj + "/pbx"}
+	a := startPeer(t, "A", ca)
+	a.connected(connectWait)
+
+	devA, devB := uniq(t, "SIP/a"), uniq(t, "SIP/b")
+	cb := peerConfig(f.B, bj, bpw, "pbx")
+	cb.Buddies = []string{aj + "/pbx"}
+	cb.IQTimeout = time.Second
+	cb.OwnStates = func() ([]DeviceItem, []MailboxItem) {
+		return []DeviceItem{{Device: devB, State: devstate.Busy, Cachable: true}}, nil
+	}
+	unreachable := make(chan struct{})
+	var once sync.Once
+	b := startPeer(t, "B", cb, func(s *settings) {
+		s.subCheck = time.Second
+		s.onCheck = func(err error) {
+			if errors.Is(err, errUnreachable) {
+				once.Do(func() { close(unreachable) })
+			}
+		}
+	})
+	b.connected(connectWait)
+	a.c.PublishDevice(devA, devstate.Ringing, true)
+	b.device(eventWait, devA, devstate.Ringing)
+
+	f.Blackhole(true)
+	a.c.PublishDevice(devA, devstate.OnHold, true)
+	select {
+	case <-unreachable:
+	case <-time.After(eventWait):
+		t.Fatal("B's check did not find the service unreachable")
+	}
+	f.Blackhole(false)
+	healed := time.Now()
+	// What was held is delivered now, and B reconnects: it has A's
+	// change one way or the other, and A gets B's republished state.
+	var sawA, reconnected bool
+	b.waitFor(eventWait, "A's change and a reconnect", func(ev Event) bool {
+		switch ev := ev.(type) {
+		case DeviceEvent:
+			sawA = sawA || (ev.Item.Device == devA && ev.Item.State == devstate.OnHold)
+		case Connected:
+			reconnected = true
+			sawA = sawA || hasDevice(ev.Devices, devA, devstate.OnHold)
+		}
+		return sawA && reconnected
+	})
+	a.device(eventWait, devB, devstate.Busy)
+	t.Logf("converged %v after the path healed", time.Since(healed).Round(time.Millisecond))
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/busylamp/busylamp/internal/jid"
 	"github.com/busylamp/busylamp/internal/xmppstream"
@@ -88,8 +89,11 @@ func (c *Client) checkSubscriptions(ctx context.Context, s *session) error {
 		if IsCondition(err, "item-not-found") {
 			return fmt.Errorf("node %s: %w", node, errNodeGone)
 		}
-		if remoteUnreachable(err) {
-			s.noteUnreachable(err) // also when the bounce did not name the service
+		if remoteUnreachable(err) || (errors.Is(err, ErrTimeout) && c.remoteService()) {
+			// A bounce (also one that did not name the service), or no
+			// answer over a path that died without a word: what the
+			// service sent us meanwhile may be lost.
+			s.noteUnreachable(err)
 			return fmt.Errorf("%w: %v", errUnreachable, err)
 		}
 		if err != nil {
@@ -108,6 +112,19 @@ func (c *Client) checkSubscriptions(ctx context.Context, s *session) error {
 	}
 	c.checkPurged(ctx, s)
 	return nil
+}
+
+// remoteService reports whether the service is, as far as names tell,
+// on another server than this account (federation): neither its domain
+// nor a name under it.
+func (c *Client) remoteService() bool {
+	own, err := jid.Parse(c.s.bare)
+	if err != nil {
+		return false
+	}
+	svc := strings.ToLower(jid.Canonical(c.s.Service))
+	dom := strings.ToLower(own.Domain)
+	return svc != dom && !strings.HasSuffix(svc, "."+dom)
 }
 
 func (c *Client) setProbe(k pubKey) {

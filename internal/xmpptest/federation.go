@@ -294,6 +294,16 @@ func (f *Federation) Cut() {
 	f.toB.cut()
 }
 
+// Blackhole makes the s2s path stop moving bytes both ways (on) while
+// closing nothing, as a path that died without a word: each server
+// writes on, and hears nothing back, until its timeouts tell. Off, the
+// bytes held meanwhile are delivered, as TCP delivers them once a path
+// heals.
+func (f *Federation) Blackhole(on bool) {
+	f.toA.hole(on)
+	f.toB.hole(on)
+}
+
 // Restore opens the s2s path again (idempotent); the servers connect
 // again on their next stanza for the other domain.
 func (f *Federation) Restore() error {
@@ -365,6 +375,8 @@ type link struct {
 	ip, target string
 
 	mu    sync.Mutex
+	open  *sync.Cond   // signalled when holed or ln changes
+	holed bool         // bytes are held, not moved (a black hole)
 	ln    net.Listener // nil while cut
 	conns map[net.Conn]struct{}
 	wg    sync.WaitGroup // the accept loop and every pipe
@@ -384,6 +396,7 @@ func (l *link) up() error {
 	l.ln = ln
 	if l.conns == nil {
 		l.conns = map[net.Conn]struct{}{}
+		l.open = sync.NewCond(&l.mu)
 	}
 	l.wg.Add(1)
 	go l.accept(ln)
@@ -400,8 +413,47 @@ func (l *link) cut() {
 		c.Close()
 		delete(l.conns, c)
 	}
+	if l.open != nil {
+		l.open.Broadcast()
+	}
 	l.mu.Unlock()
 	l.wg.Wait()
+}
+
+// hole holds every byte (on) or moves them again, the held ones first.
+func (l *link) hole(on bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.holed = on
+	if l.open != nil {
+		l.open.Broadcast()
+	}
+}
+
+// copy moves bytes from src to dst until either fails or ln is cut,
+// holding them while the link is holed.
+func (l *link) copy(ln net.Listener, dst, src net.Conn) {
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := src.Read(buf)
+		if n > 0 {
+			l.mu.Lock()
+			for l.holed && l.ln == ln {
+				l.open.Wait()
+			}
+			live := l.ln == ln
+			l.mu.Unlock()
+			if !live {
+				return
+			}
+			if _, werr := dst.Write(buf[:n]); werr != nil {
+				return
+			}
+		}
+		if err != nil {
+			return
+		}
+	}
 }
 
 // track adds c to the open connections unless ln was cut meanwhile.
@@ -451,11 +503,11 @@ func (l *link) pipe(ln net.Listener, in net.Conn) {
 	defer l.forget(out)
 	done := make(chan struct{})
 	go func() {
-		_, _ = io.Copy(out, in)
+		l.copy(ln, out, in)
 		out.Close() // the other direction ends too
 		close(done)
 	}()
-	_, _ = io.Copy(in, out)
+	l.copy(ln, in, out)
 	in.Close()
 	<-done
 }
