@@ -137,3 +137,22 @@ func TestFederatedServiceBlackholed(t *testing.T) {
 	a.device(eventWait, devB, devstate.Busy)
 	t.Logf("converged %v after the path healed", time.Since(healed).Round(time.Millisecond))
 }
+
+func TestRemoteService(t *testing.T) {
+	for _, tc := range []struct {
+		domain, service string
+		remote          bool
+	}{
+		{"a.test", "pubsub.a.test", false},
+		{"a.test", "a.test", false},
+		{"a.test", "PubSub.A.Test", false},
+		{"b.test", "pubsub.a.test", true},
+		{"a.test", "pubsub.xa.test", true},
+		{"a.test", "pubsub.a.test.example", true},
+	} {
+		c := &Client{s: &settings{Config: Config{Service: tc.service}, domain: tc.domain}}
+		if got := c.remoteService(); got != tc.remote {
+			t.Errorf("account on %s, service %s: remote = %v, want %v", tc.domain, tc.service, got, tc.remote)
+		}
+	}
+}

@@ -118,13 +118,8 @@ func (c *Client) checkSubscriptions(ctx context.Context, s *session) error {
 // on another server than this account (federation): neither its domain
 // nor a name under it.
 func (c *Client) remoteService() bool {
-	own, err := jid.Parse(c.s.bare)
-	if err != nil {
-		return false
-	}
-	svc := strings.ToLower(jid.Canonical(c.s.Service))
-	dom := strings.ToLower(own.Domain)
-	return svc != dom && !strings.HasSuffix(svc, "."+dom)
+	svc, dom := strings.ToLower(jid.Canonical(c.s.Service)), strings.ToLower(c.s.domain)
+	return dom != "" && svc != dom && !strings.HasSuffix(svc, "."+dom)
 }
 
 func (c *Client) setProbe(k pubKey) {
