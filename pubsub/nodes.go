@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/busylamp/busylamp/internal/jid"
 	"github.com/busylamp/busylamp/internal/xmppstream"
@@ -74,6 +75,13 @@ func (c *Client) create(ctx context.Context, s *session, node string, kind nodeK
 // errNodeGone ends a session whose node was deleted under it.
 var errNodeGone = errors.New("gone; reconnecting to create it and subscribe")
 
+// errUnreachable: our server cannot reach the service's (checkLoop asks
+// again soon); errServiceBack ends the session when it answers again.
+var (
+	errUnreachable = errors.New("PubSub service unreachable from our XMPP server")
+	errServiceBack = errors.New("PubSub service reachable again; reconnecting to resync")
+)
+
 // checkSubscriptions makes sure this account is still subscribed to both
 // nodes. A node deleted and created again (by an operator, or by another
 // server after item-not-found) loses its subscriptions, and ejabberd does
@@ -84,6 +92,13 @@ func (c *Client) checkSubscriptions(ctx context.Context, s *session) error {
 		res, err := s.iq(ctx, "get", c.s.Service, &psRequest{Subscriptions: &nodeRef{Node: node}})
 		if IsCondition(err, "item-not-found") {
 			return fmt.Errorf("node %s: %w", node, errNodeGone)
+		}
+		if remoteUnreachable(err) || (errors.Is(err, ErrTimeout) && c.remoteService()) {
+			// A bounce (also one that did not name the service), or no
+			// answer over a path that died without a word: what the
+			// service sent us meanwhile may be lost.
+			s.noteUnreachable(err)
+			return fmt.Errorf("%w: %v", errUnreachable, err)
 		}
 		if err != nil {
 			continue // a service that cannot tell: nothing to check
@@ -101,6 +116,14 @@ func (c *Client) checkSubscriptions(ctx context.Context, s *session) error {
 	}
 	c.checkPurged(ctx, s)
 	return nil
+}
+
+// remoteService reports whether the service is, as far as names tell,
+// on another server than this account (federation): neither its domain
+// nor a name under it.
+func (c *Client) remoteService() bool {
+	svc, dom := strings.ToLower(jid.Canonical(c.s.Service)), strings.ToLower(c.s.domain)
+	return dom != "" && svc != dom && !strings.HasSuffix(svc, "."+dom)
 }
 
 func (c *Client) setProbe(k pubKey) {

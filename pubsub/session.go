@@ -9,6 +9,7 @@ import (
 
 	"gosrc.io/xmpp/stanza"
 
+	"github.com/busylamp/busylamp/internal/jid"
 	"github.com/busylamp/busylamp/internal/xmppstream"
 )
 
@@ -32,10 +33,16 @@ type session struct {
 	// heard: a notification came from the service since the last
 	// subscriptions check (checkDue).
 	heard atomic.Bool
+	// unreachable: the service's server could not be reached from ours
+	// (federation: the s2s path between them failed) since the session
+	// began; set by the first such error, the session ends when the
+	// service answers again (checkLoop).
+	unreachable atomic.Bool
+	wakeCheck   chan struct{} // noteUnreachable → checkLoop: ask at the fast pace now
 }
 
 func newSession(cl *Client, st *xmppstream.Stream) *session {
-	return &session{cl: cl, st: st, jid: st.JID(), ctx: st.Context()}
+	return &session{cl: cl, st: st, jid: st.JID(), ctx: st.Context(), wakeCheck: make(chan struct{}, 1)}
 }
 
 func (s *session) HandleMessage(_ *xmppstream.Stream, e *elem)  { s.cl.handleMessage(s, e) }
@@ -83,9 +90,31 @@ func (s *session) wait(ctx context.Context, call *xmppstream.Call) (*elem, error
 	var se *xmppstream.StanzaError
 	if errors.As(err, &se) {
 		// Read again for the PubSub condition pubsub's StanzaError names.
-		return e, parseStanzaError(e.Child("", "error"))
+		perr := parseStanzaError(e.Child("", "error"))
+		if remoteUnreachable(perr) && jid.Equal(e.Attr("from"), s.cl.s.Service) {
+			s.noteUnreachable(perr)
+		}
+		return e, perr
 	}
 	return e, err
+}
+
+// remoteUnreachable reports whether err is our server saying that it
+// cannot reach the recipient's server (RFC 6120 8.3.3.14, 8.3.3.15).
+func remoteUnreachable(err error) bool {
+	return IsCondition(err, "remote-server-not-found") || IsCondition(err, "remote-server-timeout")
+}
+
+// noteUnreachable marks the service unreachable, logging it once a session.
+func (s *session) noteUnreachable(err error) {
+	if !s.unreachable.Swap(true) {
+		select {
+		case s.wakeCheck <- struct{}{}:
+		default:
+		}
+		s.cl.s.log.Warn("PubSub service unreachable from our XMPP server (server-to-server path down?); "+
+			"resyncing once it answers again", "service", s.cl.s.Service, "err", err)
+	}
 }
 
 // reply answers a request with a result carrying p (nil for none).
@@ -125,6 +154,13 @@ func (d *checkDue) now(now time.Time, heard bool, every time.Duration) bool {
 // connects, as Asterisk does, and a check can fall between the two. A
 // node that is gone ends the session at once. subCheck 0 turns the check
 // off (a tool's session that does not follow the nodes).
+//
+// A service our server cannot reach (on another domain, its s2s path
+// down) is asked at every fifth of subCheck until it answers; then the
+// session is ended, so that the reconnect does what it does after any
+// outage: subscribe again, fetch the items, ask the buddies and
+// republish the own states. What was published to us and what we
+// published while the path was down was bounced and is lost otherwise.
 func (s *session) checkLoop() {
 	defer s.wg.Done()
 	every := s.cl.s.subCheck
@@ -138,10 +174,14 @@ func (s *session) checkLoop() {
 	for {
 		select {
 		case <-t.C:
+		case <-s.wakeCheck:
+			t.Reset(max(every/5, 10*time.Millisecond))
+			continue
 		case <-s.ctx.Done():
 			return
 		}
-		if !missed && !due.now(time.Now(), s.heard.Swap(false), every) {
+		unreachable := s.unreachable.Load()
+		if !missed && !unreachable && !due.now(time.Now(), s.heard.Swap(false), every) {
 			continue
 		}
 		err := s.cl.checkSubscriptions(s.ctx, s)
@@ -149,6 +189,12 @@ func (s *session) checkLoop() {
 			h(err)
 		}
 		switch {
+		case errors.Is(err, errUnreachable):
+			continue // at the fast pace: noteUnreachable woke us
+		case err == nil && unreachable:
+			s.cl.s.log.Info("PubSub service reachable again; reconnecting to resync", "service", s.cl.s.Service)
+			s.stop(errServiceBack)
+			return
 		case err == nil:
 			if missed {
 				missed = false
