@@ -6,6 +6,9 @@
 // service pubsub.busylamp.test, and lets only admin accounts create nodes.
 // Nothing listens beyond loopback: no s2s, no HTTP, and ejabberd's Erlang
 // distribution listens on a loopback port of its own without epmd.
+// StartFederation runs two Prosody servers (a.test, b.test) on loopback
+// addresses of their own, federated over s2s through relays the test can
+// cut and restore.
 // StartEjabberdCluster joins ejabberd nodes into one cluster, through an
 // epmd of the cluster's own on a loopback port.
 //
