@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 )
 
 // ejabberd runs `ejabberdctl --config-dir DIR ... foreground` so the beam
@@ -106,7 +107,11 @@ func (e ejabberd) ctl(s *Server, args ...string) error {
 func (e ejabberd) stop(s *Server) error { return e.ctl(s, "stop") }
 
 func (e ejabberd) register(s *Server, name, password string) error {
-	return e.ctl(s, "register", name, s.Domain, password)
+	err := e.ctl(s, "register", name, s.Domain, password)
+	if err != nil && strings.Contains(err.Error(), "already registered") {
+		return nil // Start after a Kill registers every account again
+	}
+	return err
 }
 
 func (e ejabberd) reloadAdmins(s *Server) error { return e.ctl(s, "reload_config") }
