@@ -134,7 +134,14 @@ func (a *Agent) showConnected(b *strings.Builder) {
 	if st.TLS {
 		tls = "yes (" + st.TLSName + ")"
 	}
-	fmt.Fprintf(b, "           Server: %s  PubSub: %s  TLS: %s\n", st.Server, st.Service, tls)
+	svc := st.Service
+	if svc == "" {
+		svc = "(not discovered yet)"
+	}
+	fmt.Fprintf(b, "           Server: %s  PubSub: %s  TLS: %s\n", st.Server, svc, tls)
+	if len(st.Missing) > 0 {
+		fmt.Fprintf(b, "           Missing: %s\n", strings.Join(st.Missing, " "))
+	}
 	if !st.Since.IsZero() {
 		fmt.Fprintf(b, "           Since: %s (%s)\n", st.Since.Format(time.RFC3339), time.Since(st.Since).Round(time.Second))
 	}

@@ -93,10 +93,11 @@ type Client struct {
 
 // ConnStatus is what 'show connected' prints.
 type ConnStatus struct {
-	JID       string // bound full JID, or the configured one while not connected
-	Server    string // host:port
-	Service   string // PubSub service
-	State     string // "connecting", "connected", "disconnected"
+	JID       string   // bound full JID, or the configured one while not connected
+	Server    string   // host:port
+	Service   string   // PubSub service (configured, or the one last discovered)
+	Missing   []string // features busylamp uses the service does not advertise (pubsub#collections)
+	State     string   // "connecting", "connected", "disconnected"
 	Since     time.Time
 	TLS       bool
 	TLSName   string // TLS version and cipher suite when TLS is on
@@ -254,11 +255,15 @@ func (c *Client) runSession(ctx context.Context) (time.Duration, error) {
 	return time.Since(connectedAt), cause
 }
 
-// setup runs everything between negotiation and Connected: roster and
+// setup runs everything between negotiation and Connected: the PubSub
+// service (discovered when not configured, and checked), roster and
 // presence, node subscriptions (creating missing nodes), the owner
 // affiliations still due, and the items fetch.
 func (c *Client) setup(s *session) (Connected, error) {
 	ctx := s.ctx
+	if err := c.resolveService(ctx, s); err != nil {
+		return Connected{}, err
+	}
 	if err := c.roster.sync(ctx, s); err != nil {
 		return Connected{}, fmt.Errorf("roster: %w", err)
 	}
@@ -410,7 +415,7 @@ func (c *Client) handleMessage(s *session, e *elem) {
 	if c.s.Hops != nil {
 		read = time.Now() // the stream hands each stanza over as soon as it is read
 	}
-	if e.Attr("type") == "error" || !jid.Equal(e.Attr("from"), c.s.Service) {
+	if e.Attr("type") == "error" || !jid.Equal(e.Attr("from"), s.service()) {
 		return
 	}
 	s.heard.Store(true) // the subscriptions check may wait (checkDue)

@@ -22,7 +22,8 @@ type elem = xmppstream.Element
 type session struct {
 	cl  *Client
 	st  *xmppstream.Stream
-	jid string // bound full JID
+	jid string                 // bound full JID
+	svc atomic.Pointer[string] // the PubSub service discovered at setup; nil: the configured one (service)
 	ctx context.Context
 	wg  sync.WaitGroup // this client's goroutines of the session
 
