@@ -43,9 +43,10 @@ var baseFeatures = []string{
 	"modify-affiliations", "delete-items", "purge-nodes", "delete-nodes",
 }
 
-// collectionFeatures are the extra ones of XEP-0248 mode: collections and
-// the subscribe options form.
-var collectionFeatures = []string{"collections", "subscription-options"}
+// collectionFeatures are the extra ones of XEP-0248 mode. The subscribe
+// options form is sent too, but subscription-options is not asked for:
+// ejabberd 23.01 does not advertise it, and takes the form.
+var collectionFeatures = []string{"collections"}
 
 // serviceInfo is what one disco#info answer says, bounded.
 type serviceInfo struct {
