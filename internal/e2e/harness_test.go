@@ -92,6 +92,7 @@ type nodeOpts struct {
 	maxDevices int    // [agent] max_devices; the default when 0
 	logJSON    bool   // [general] log_format = json
 	web        bool   // [http] and [metrics] on free loopback ports (node.httpAddr, node.metricsAddr)
+	discover   bool   // no pubsub_node: the agent discovers the service (XEP-0030)
 }
 
 // newCluster starts a fresh Prosody and writes configs for n agents, each
@@ -179,7 +180,10 @@ func (c *cluster) writeConf(i int, o nodeOpts) {
 		b.WriteString("log_format=json\n")
 	}
 	fmt.Fprintf(&b, "\n[pbx]\ntype=client\nserverhost=%s\nport=%s\n", host, port)
-	fmt.Fprintf(&b, "pubsub_node=%s\nusername=%s\nsecret=%s\ndistribute_events=yes\nusetls=no\nusesasl=yes\n", c.srv.Service, nd.jid, pw)
+	if !o.discover {
+		fmt.Fprintf(&b, "pubsub_node=%s\n", c.srv.Service)
+	}
+	fmt.Fprintf(&b, "username=%s\nsecret=%s\ndistribute_events=yes\nusetls=no\nusesasl=yes\n", nd.jid, pw)
 	if !o.noBuddies {
 		for _, other := range c.nodes {
 			if other != nd {
