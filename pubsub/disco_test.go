@@ -297,3 +297,31 @@ func TestServiceErrorUnwraps(t *testing.T) {
 		t.Error("not a ServiceError")
 	}
 }
+
+// A domain without a PubSub service: the session fails with an error
+// that says so and what to do, and Run keeps retrying.
+func TestNoServiceFound(t *testing.T) {
+	srv := xmpptest.StartT(t, xmpptest.Prosody, xmpptest.Options{NoPubSub: true})
+	aj, apw := srv.User("a")
+	ends := sessionEnds{ch: make(chan string, 4)}
+	cfg := peerConfig(srv, aj, apw, "none")
+	cfg.Service = ""
+	cfg.Logger = slog.New(ends)
+	p := startPeer(t, "A", cfg)
+	tm := time.NewTimer(connectWait)
+	defer tm.Stop()
+	want := "no PubSub service found at " + srv.Domain + " (looked at 0 items): set pubsub_node"
+	for attempt := range 2 { // the first, and a retry
+		select {
+		case msg := <-ends.ch:
+			if !strings.Contains(msg, want) {
+				t.Errorf("attempt %d: %q lacks %q", attempt, msg, want)
+			}
+		case <-tm.C:
+			t.Fatalf("no session end within %v", connectWait)
+		}
+	}
+	if st := p.c.Status(); st.State == "connected" || st.Service != "" || !strings.Contains(st.LastError, want) {
+		t.Errorf("status %+v", st)
+	}
+}

@@ -27,6 +27,7 @@ type configData struct {
 	Node                 string
 	Admins               []string
 	Memory, TLS          bool
+	NoPubSub             bool
 	Cert, Key, CertKey   string
 }
 
@@ -35,7 +36,7 @@ func (s *Server) configData() configData {
 	return configData{
 		Dir: s.Dir, Domain: s.Domain, Service: s.Service,
 		Port: in.port, Node: in.node, Admins: s.admins(),
-		Memory: in.opts.Memory, TLS: in.opts.TLS,
+		Memory: in.opts.Memory, TLS: in.opts.TLS, NoPubSub: in.opts.NoPubSub,
 		Cert: in.cert.Cert, Key: in.cert.Key, CertKey: in.cert.Both,
 	}
 }

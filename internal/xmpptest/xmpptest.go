@@ -46,6 +46,11 @@ type Options struct {
 	// Memory keeps PubSub nodes and items in memory (Prosody only;
 	// ejabberd ignores it). They are lost on Stop or Kill.
 	Memory bool
+	// NoPubSub serves no PubSub service (Prosody only; ejabberd ignores
+	// it): what a client that discovers the service must meet. Admin
+	// accounts cannot be used then (their reload goes through the
+	// service); use User.
+	NoPubSub bool
 	// TLS offers STARTTLS, and requires it, with a certificate for the
 	// domain, the service and 127.0.0.1 signed by a CA generated at start
 	// (Server.CAFile). Without TLS, SASL PLAIN is allowed in the clear and
