@@ -124,6 +124,9 @@ func (a *Agent) Command(ctx context.Context, line string) (string, error) {
 
 func (a *Agent) showConnected(b *strings.Builder) {
 	st := a.xmpp.Status()
+	if st.Service == "" {
+		st.Service = "(not discovered yet)" // no pubsub_node, and no session found one yet
+	}
 	state := map[string]string{"connecting": "Connecting", "connected": "Connected", "disconnected": "Disconnected"}[st.State]
 	if state == "" {
 		state = "Unknown"
@@ -134,19 +137,15 @@ func (a *Agent) showConnected(b *strings.Builder) {
 	if st.TLS {
 		tls = "yes (" + st.TLSName + ")"
 	}
-	svc := st.Service
-	if svc == "" {
-		svc = "(not discovered yet)"
-	}
-	fmt.Fprintf(b, "           Server: %s  PubSub: %s  TLS: %s\n", st.Server, svc, tls)
-	if len(st.Missing) > 0 {
-		fmt.Fprintf(b, "           Missing: %s\n", strings.Join(st.Missing, " "))
-	}
+	fmt.Fprintf(b, "           Server: %s  PubSub: %s  TLS: %s\n", st.Server, st.Service, tls)
 	if !st.Since.IsZero() {
 		fmt.Fprintf(b, "           Since: %s (%s)\n", st.Since.Format(time.RFC3339), time.Since(st.Since).Round(time.Second))
 	}
 	if st.LastError != "" {
 		fmt.Fprintf(b, "           Last error: %s\n", st.LastError)
+	}
+	if len(st.Missing) > 0 {
+		fmt.Fprintf(b, "           Missing: %s\n", strings.Join(st.Missing, " "))
 	}
 	fmt.Fprintf(b, "----\n")
 	fmt.Fprintf(b, "   Number of clients: 1\n")

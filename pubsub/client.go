@@ -93,15 +93,20 @@ type Client struct {
 
 // ConnStatus is what 'show connected' prints.
 type ConnStatus struct {
-	JID       string   // bound full JID, or the configured one while not connected
-	Server    string   // host:port
-	Service   string   // PubSub service (configured, or the one last discovered)
-	Missing   []string // features busylamp uses the service does not advertise (pubsub#collections)
-	State     string   // "connecting", "connected", "disconnected"
+	JID       string // bound full JID, or the configured one while not connected
+	Server    string // host:port
+	Service   string // PubSub service
+	State     string // "connecting", "connected", "disconnected"
 	Since     time.Time
 	TLS       bool
 	TLSName   string // TLS version and cipher suite when TLS is on
 	LastError string // why the last session ended or the last attempt failed
+
+	// Service is pubsub_node, or the service last discovered (XEP-0030);
+	// "" before the first. Missing lists the features busylamp uses that
+	// the service does not advertise (pubsub#collections), as of the last
+	// connect.
+	Missing []string
 }
 
 // New checks cfg and returns a client that reports on events. The owner

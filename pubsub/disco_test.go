@@ -241,6 +241,19 @@ func TestServiceVerified(t *testing.T) {
 		if got := missingFeatures(parseServiceInfo(res), true); !slices.Equal(got, want) {
 			t.Errorf("XEP-0248 mode: missing %q, want %q", got, want)
 		}
+		a.stop()
+
+		// And a client in XEP-0248 mode says so in its status.
+		freshNodes(t, srv, true)
+		cfg := peerConfig(srv, aj, apw, "verify-coll")
+		cfg.CollectionNodes = true
+		b := startPeer(t, "B", cfg, func(s *settings) { s.subCheck = 0 })
+		b.connected(connectWait)
+		if st := b.c.Status(); !slices.Equal(st.Missing, want) {
+			t.Errorf("XEP-0248 mode: status missing %q, want %q", st.Missing, want)
+		}
+		b.stop()
+		freshNodes(t, srv, false) // leave flat nodes for the other tests
 	})
 }
 

@@ -22,10 +22,11 @@ type elem = xmppstream.Element
 type session struct {
 	cl  *Client
 	st  *xmppstream.Stream
-	jid string                 // bound full JID
-	svc atomic.Pointer[string] // the PubSub service discovered at setup; nil: the configured one (service)
+	jid string // bound full JID
 	ctx context.Context
 	wg  sync.WaitGroup // this client's goroutines of the session
+
+	svc atomic.Pointer[string] // the PubSub service discovered at setup; nil: the configured one (service)
 
 	noPublishOptions atomic.Bool // the server refuses Asterisk's publish-options
 	overwriteNoted   atomic.Bool // logged once: items of others must be retracted first
