@@ -100,10 +100,14 @@ func parseServiceInfo(res *elem) serviceInfo {
 func parseDiscoItems(res *elem, domain string) (jids []string, dropped int) {
 	seen := map[string]bool{}
 	for _, it := range res.Child(nsDiscoItems, "query").Children(nsDiscoItems, "item") {
+		if len(jids) >= maxDiscoItems {
+			dropped++
+			continue
+		}
 		j, err := jid.Parse(it.Attr("jid"))
 		switch {
 		case err != nil, j.Local != "", j.Resource != "", it.HasAttr("node"),
-			strings.EqualFold(j.Domain, domain), seen[j.Domain], len(jids) >= maxDiscoItems:
+			strings.EqualFold(j.Domain, domain), seen[j.Domain]:
 			dropped++
 			continue
 		}
