@@ -160,18 +160,40 @@ func (h sessionEnds) Enabled(context.Context, slog.Level) bool { return true }
 func (h sessionEnds) WithAttrs([]slog.Attr) slog.Handler       { return h }
 func (h sessionEnds) WithGroup(string) slog.Handler            { return h }
 func (h sessionEnds) Handle(_ context.Context, r slog.Record) error {
-	if !strings.HasPrefix(r.Message, "XMPP session ended") {
+	return logAttrs{prefix: "XMPP session ended", key: "err", ch: h.ch}.Handle(context.Background(), r)
+}
+
+// logAttrs is a log handler that sends the value of key of each line
+// whose message starts with prefix; with key "", every attribute as
+// key=value, space-separated.
+type logAttrs struct {
+	prefix, key string
+	ch          chan string
+}
+
+func (h logAttrs) Enabled(context.Context, slog.Level) bool { return true }
+func (h logAttrs) WithAttrs([]slog.Attr) slog.Handler       { return h }
+func (h logAttrs) WithGroup(string) slog.Handler            { return h }
+func (h logAttrs) Handle(_ context.Context, r slog.Record) error {
+	if !strings.HasPrefix(r.Message, h.prefix) {
 		return nil
 	}
+	var all []string
 	r.Attrs(func(a slog.Attr) bool {
-		if a.Key == "err" {
-			select {
-			case h.ch <- a.Value.String():
-			default: // the test reads the first few only
-			}
+		switch h.key {
+		case "":
+			all = append(all, a.Key+"="+a.Value.String())
+		case a.Key:
+			all = append(all, a.Value.String())
 		}
 		return true
 	})
+	if len(all) > 0 {
+		select {
+		case h.ch <- strings.Join(all, " "):
+		default: // the test reads the first few only
+		}
+	}
 	return nil
 }
 
@@ -336,5 +358,29 @@ func TestNoServiceFound(t *testing.T) {
 	}
 	if st := p.c.Status(); st.State == "connected" || st.Service != "" || !strings.Contains(st.LastError, want) {
 		t.Errorf("status %+v", st)
+	}
+}
+
+// A domain with two PubSub services: the first the server lists is
+// used, and the other is logged.
+func TestSeveralServicesFound(t *testing.T) {
+	const extra = "pubsub2." + xmpptest.Domain
+	srv := xmpptest.StartT(t, xmpptest.Prosody, xmpptest.Options{ExtraPubSub: extra})
+	aj, apw := srv.User("a")
+	several := logAttrs{prefix: "several PubSub services found", ch: make(chan string, 4)}
+	cfg := peerConfig(srv, aj, apw, "several")
+	cfg.Service = ""
+	cfg.Logger = slog.New(several)
+	p := startPeer(t, "A", cfg)
+	var line string
+	select {
+	case line = <-several.ch:
+	case <-time.After(connectWait):
+		t.Fatalf("no line about several services within %v (status %+v)", connectWait, p.c.Status())
+	}
+	// Prosody lists its components in no fixed order.
+	a, b := "service="+srv.Service+" others="+extra, "service="+extra+" others="+srv.Service
+	if !strings.Contains(line, a) && !strings.Contains(line, b) {
+		t.Errorf("logged %q; want %q or %q", line, a, b)
 	}
 }

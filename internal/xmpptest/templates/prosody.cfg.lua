@@ -48,3 +48,7 @@ Component {{printf "%q" .Service}} "pubsub"
 	storage = { pubsub_nodes = "memory"; pubsub_data = "memory" }
 {{- end}}
 {{- end}}
+{{- if .ExtraPubSub}}
+
+Component {{printf "%q" .ExtraPubSub}} "pubsub"
+{{- end}}
