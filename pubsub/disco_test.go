@@ -160,25 +160,29 @@ func (h sessionEnds) Enabled(context.Context, slog.Level) bool { return true }
 func (h sessionEnds) WithAttrs([]slog.Attr) slog.Handler       { return h }
 func (h sessionEnds) WithGroup(string) slog.Handler            { return h }
 func (h sessionEnds) Handle(_ context.Context, r slog.Record) error {
-	return logAttrs{prefix: "XMPP session ended", key: "err", ch: h.ch}.Handle(context.Background(), r)
+	return logAttrs{prefixes: []string{"XMPP session ended"}, key: "err", ch: h.ch}.Handle(context.Background(), r)
 }
 
 // logAttrs is a log handler that sends the value of key of each line
-// whose message starts with prefix; with key "", every attribute as
-// key=value, space-separated.
+// whose message starts with one of prefixes; with key "", the message
+// and every attribute as key=value, space-separated.
 type logAttrs struct {
-	prefix, key string
-	ch          chan string
+	prefixes []string
+	key      string
+	ch       chan string
 }
 
 func (h logAttrs) Enabled(context.Context, slog.Level) bool { return true }
 func (h logAttrs) WithAttrs([]slog.Attr) slog.Handler       { return h }
 func (h logAttrs) WithGroup(string) slog.Handler            { return h }
 func (h logAttrs) Handle(_ context.Context, r slog.Record) error {
-	if !strings.HasPrefix(r.Message, h.prefix) {
+	if !slices.ContainsFunc(h.prefixes, func(p string) bool { return strings.HasPrefix(r.Message, p) }) {
 		return nil
 	}
 	var all []string
+	if h.key == "" {
+		all = append(all, r.Message)
+	}
 	r.Attrs(func(a slog.Attr) bool {
 		switch h.key {
 		case "":
@@ -188,7 +192,7 @@ func (h logAttrs) Handle(_ context.Context, r slog.Record) error {
 		}
 		return true
 	})
-	if len(all) > 0 {
+	if len(all) > 0 && (h.key != "" || len(all) > 1) {
 		select {
 		case h.ch <- strings.Join(all, " "):
 		default: // the test reads the first few only
@@ -367,18 +371,29 @@ func TestSeveralServicesFound(t *testing.T) {
 	const extra = "pubsub2." + xmpptest.Domain
 	srv := xmpptest.StartT(t, xmpptest.Prosody, xmpptest.Options{ExtraPubSub: extra})
 	aj, apw := srv.User("a")
-	several := logAttrs{prefix: "several PubSub services found", ch: make(chan string, 4)}
+	disco := logAttrs{prefixes: []string{"several PubSub services found", "PubSub service discovered", "PubSub discovery"},
+		ch: make(chan string, 16)}
 	cfg := peerConfig(srv, aj, apw, "several")
 	cfg.Service = ""
-	cfg.Logger = slog.New(several)
+	cfg.Logger = slog.New(disco)
 	p := startPeer(t, "A", cfg)
-	var line string
-	select {
-	case line = <-several.ch:
-	case <-time.After(connectWait):
-		t.Fatalf("no line about several services within %v (status %+v)", connectWait, p.c.Status())
+	var lines []string
+	tm := time.NewTimer(connectWait)
+	defer tm.Stop()
+	for len(lines) == 0 || !strings.HasPrefix(lines[len(lines)-1], "several") {
+		select {
+		case l := <-disco.ch:
+			lines = append(lines, l)
+			if strings.HasPrefix(l, "PubSub service discovered") {
+				t.Fatalf("one service found, want two; discovery logged:\n%s", strings.Join(lines, "\n"))
+			}
+		case <-tm.C:
+			t.Fatalf("no line about several services within %v (status %+v); discovery logged:\n%s",
+				connectWait, p.c.Status(), strings.Join(lines, "\n"))
+		}
 	}
 	// Prosody lists its components in no fixed order.
+	line := lines[len(lines)-1]
 	a, b := "service="+srv.Service+" others="+extra, "service="+extra+" others="+srv.Service
 	if !strings.Contains(line, a) && !strings.Contains(line, b) {
 		t.Errorf("logged %q; want %q or %q", line, a, b)
