@@ -124,6 +124,9 @@ func (a *Agent) Command(ctx context.Context, line string) (string, error) {
 
 func (a *Agent) showConnected(b *strings.Builder) {
 	st := a.xmpp.Status()
+	if st.Service == "" {
+		st.Service = "(not discovered yet)" // no pubsub_node, and no session found one yet
+	}
 	state := map[string]string{"connecting": "Connecting", "connected": "Connected", "disconnected": "Disconnected"}[st.State]
 	if state == "" {
 		state = "Unknown"
@@ -143,6 +146,9 @@ func (a *Agent) showConnected(b *strings.Builder) {
 	}
 	if st.LastError != "" {
 		fmt.Fprintf(b, "           Last error: %s\n", st.LastError)
+	}
+	if len(st.Missing) > 0 {
+		fmt.Fprintf(b, "           Missing: %s\n", strings.Join(st.Missing, " "))
 	}
 	fmt.Fprintf(b, "----\n")
 	fmt.Fprintf(b, "   Number of clients: 1\n")

@@ -57,6 +57,7 @@ type fakeXMPP struct {
 	answerCh  chan pubsub.OwnStatesRequest    // every answer, as given
 	publishCh chan string                     // every publish, "device=STATE"
 	buddies   []pubsub.Buddy                  // for Buddies()
+	status    pubsub.ConnStatus               // for Status(); State "connected" when empty
 }
 
 func newFakeXMPP() *fakeXMPP {
@@ -75,8 +76,15 @@ func newFakeXMPP() *fakeXMPP {
 }
 
 func (f *fakeXMPP) Run(ctx context.Context) error { <-ctx.Done(); return nil }
-func (f *fakeXMPP) Status() pubsub.ConnStatus     { return pubsub.ConnStatus{State: "connected"} }
-func (f *fakeXMPP) Stats() pubsub.Stats           { return pubsub.Stats{} }
+func (f *fakeXMPP) Status() pubsub.ConnStatus {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.status.State == "" {
+		return pubsub.ConnStatus{State: "connected"}
+	}
+	return f.status
+}
+func (f *fakeXMPP) Stats() pubsub.Stats { return pubsub.Stats{} }
 func (f *fakeXMPP) Buddies() []pubsub.Buddy {
 	f.mu.Lock()
 	defer f.mu.Unlock()

@@ -472,8 +472,7 @@ func read(file string, src []byte, r *report, so *sources) *Config {
 		cfg.Client = c.Client
 		if cfg.Client.PubSubNode == "" && cfg.Client.Username != "" {
 			if j, err := jid.ParseAccount(cfg.Client.Username); err == nil {
-				cfg.Client.PubSubNode = "pubsub." + j.Domain
-				r.warnf(c.pos, "pubsub_node", "not set in [%s]; using %q", c.Name, cfg.Client.PubSubNode)
+				r.warnf(c.pos, "pubsub_node", "not set in [%s]; the PubSub service is discovered on %s at every connect (XEP-0030)", c.Name, j.Domain)
 			}
 		}
 	} else {

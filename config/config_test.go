@@ -294,8 +294,8 @@ func join(l []Issue) string {
 func TestPubSubNodeDefault(t *testing.T) {
 	src := strings.Replace(client, "pubsub_node=pubsub.example.org\n", "", 1)
 	cfg, warns := mustParse(t, "x.conf", src)
-	if cfg.Client.PubSubNode != "pubsub.example.org" || len(warns) != 1 ||
-		warns[0].Error() != `x.conf:1: key "pubsub_node": not set in [asterisk]; using "pubsub.example.org"` {
+	if cfg.Client.PubSubNode != "" || len(warns) != 1 ||
+		warns[0].Error() != `x.conf:1: key "pubsub_node": not set in [asterisk]; the PubSub service is discovered on example.org at every connect (XEP-0030)` {
 		t.Errorf("PubSubNode %q, warnings %v", cfg.Client.PubSubNode, warns)
 	}
 }
@@ -687,13 +687,14 @@ func TestBuddyOneAccountOneSpelling(t *testing.T) {
 	}
 }
 
-// A trailing dot of the username's domain is the same domain; the default
-// PubSub service is named from the canonical form.
+// A trailing dot of the username's domain is the same domain; the
+// PubSub service is discovered on the canonical form.
 func TestUsernameTrailingDot(t *testing.T) {
 	src := strings.Replace(client, "node1@example.org/res1", "node1@Example.org./res1", 1)
 	src = strings.Replace(src, "pubsub_node=pubsub.example.org\n", "", 1)
-	cfg, _ := mustParse(t, "x.conf", src)
-	if cfg.Client.Username != "node1@Example.org./res1" || cfg.Client.PubSubNode != "pubsub.example.org" {
-		t.Errorf("Username %q, PubSubNode %q", cfg.Client.Username, cfg.Client.PubSubNode)
+	cfg, warns := mustParse(t, "x.conf", src)
+	if cfg.Client.Username != "node1@Example.org./res1" || cfg.Client.PubSubNode != "" ||
+		len(warns) != 1 || !strings.Contains(warns[0].Error(), "discovered on example.org at") {
+		t.Errorf("Username %q, PubSubNode %q, warnings %v", cfg.Client.Username, cfg.Client.PubSubNode, warns)
 	}
 }

@@ -74,7 +74,7 @@ var catalog = []KeyDoc{
 	{Section: ClientSection, Key: "port", Example: strconv.Itoa(DefaultXMPPPort), Doc: "the XMPP server's port, for serverhost's hosts that name none (unset: " + strconv.Itoa(DefaultXMPPPort) + ", or what SRV records say); setting it, even to " + strconv.Itoa(DefaultXMPPPort) + ", turns the SRV lookup off"},
 	{Section: ClientSection, Key: "username", Example: "node1@example.org/node1", Doc: "the account, user@domain[/resource]; the resource defaults to " + defaultResource + " (required)"},
 	{Section: ClientSection, Key: "secret", Example: "password", Doc: "the account's password (required)"},
-	{Section: ClientSection, Key: "pubsub_node", Example: "pubsub.example.org", Doc: "the PubSub service; default pubsub.<username's domain>"},
+	{Section: ClientSection, Key: "pubsub_node", Example: "pubsub.example.org", Doc: "the PubSub service; default: discovered at every connect on the username's domain (XEP-0030)"},
 	{Section: ClientSection, Key: "priority", Default: "1", Doc: "the resource's presence priority, -128 to 127"},
 	{Section: ClientSection, Key: "usetls", Default: "yes", Doc: "STARTTLS"},
 	{Section: ClientSection, Key: "usesasl", Default: "yes", Doc: "busylamp always uses SASL; no is ignored with a warning"},

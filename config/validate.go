@@ -133,13 +133,10 @@ func (v validator) client() {
 	} else if _, err := jid.SplitServers(cl.ServerHost); err != nil {
 		v.r.errorf(v.keyAt(cl.Name, "serverhost"), "serverhost", "bad server host %q: %v", cl.ServerHost, err)
 	}
-	jidOK := false
 	if cl.Username == "" {
 		missing("username")
 	} else if _, err := jid.ParseAccount(cl.Username); err != nil {
 		v.r.errorf(v.keyAt(cl.Name, "username"), "username", "%v", err)
-	} else {
-		jidOK = true
 	}
 	if !cl.Secret.IsSet() {
 		if v.hasKey(cl.Name, "refresh_token") {
@@ -147,9 +144,6 @@ func (v validator) client() {
 		} else {
 			missing("secret")
 		}
-	}
-	if cl.PubSubNode == "" && jidOK {
-		missing("pubsub_node")
 	}
 	if err := checkPort(cl.Port); err != nil {
 		v.r.errorf(v.keyAt(cl.Name, "port"), "port", "%v", err)
@@ -283,7 +277,11 @@ func (v validator) cluster() {
 
 // String summarises the config without secrets, for logs.
 func (c *Config) String() string {
+	svc := c.Client.PubSubNode
+	if svc == "" {
+		svc = "(discovered)"
+	}
 	return fmt.Sprintf("config %s: client [%s] %s at %s, pubsub %s, %d buddies, manager %s, cluster %v",
-		c.File, c.Client.Name, c.Client.FullJID(), c.Client.Addr(), c.Client.PubSubNode,
+		c.File, c.Client.Name, c.Client.FullJID(), c.Client.Addr(), svc,
 		len(c.Client.Buddies), c.Manager.Addr(), c.Cluster.Enabled())
 }

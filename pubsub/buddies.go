@@ -95,9 +95,9 @@ func (c *Client) setAffiliation(ctx context.Context, s *session, bare, aff strin
 			// Prosody refuses (forbidden, though it stores the change) to
 			// drop the affiliation of a JID still subscribed to a
 			// whitelist node; an owner may unsubscribe it first.
-			_, _ = s.iq(ctx, "set", c.s.Service, unsubscribeRequest(node, bare))
+			_, _ = s.iq(ctx, "set", s.service(), unsubscribeRequest(node, bare))
 		}
-		if _, err := s.iq(ctx, "set", c.s.Service, affiliationRequest(node, bare, aff)); err != nil {
+		if _, err := s.iq(ctx, "set", s.service(), affiliationRequest(node, bare, aff)); err != nil {
 			errs = append(errs, fmt.Errorf("affiliation %s on %s: %w", aff, node, err))
 		}
 	}

@@ -105,6 +105,12 @@ type ConnStatus struct {
 	TLS       bool
 	TLSName   string // TLS version and cipher suite when TLS is on
 	LastError string // why the last session ended or the last attempt failed
+
+	// Service is pubsub_node, or the service last discovered (XEP-0030);
+	// "" before the first. Missing lists the features busylamp uses that
+	// the service does not advertise (pubsub#collections), as of the last
+	// connect.
+	Missing []string
 }
 
 // New checks cfg and returns a client that reports on events. The owner
@@ -290,11 +296,15 @@ func (c *Client) runSession(ctx context.Context, fo *failover) (time.Duration, e
 	return time.Since(connectedAt), cause
 }
 
-// setup runs everything between negotiation and Connected: roster and
+// setup runs everything between negotiation and Connected: the PubSub
+// service (discovered when not configured, and checked), roster and
 // presence, node subscriptions (creating missing nodes), the owner
 // affiliations still due, and the items fetch.
 func (c *Client) setup(s *session) (Connected, error) {
 	ctx := s.ctx
+	if err := c.resolveService(ctx, s); err != nil {
+		return Connected{}, err
+	}
 	if err := c.roster.sync(ctx, s); err != nil {
 		return Connected{}, fmt.Errorf("roster: %w", err)
 	}
@@ -451,7 +461,7 @@ func (c *Client) handleMessage(s *session, e *elem) {
 	if c.s.Hops != nil {
 		read = time.Now() // the stream hands each stanza over as soon as it is read
 	}
-	if e.Attr("type") == "error" || !jid.Equal(e.Attr("from"), c.s.Service) {
+	if e.Attr("type") == "error" || !jid.Equal(e.Attr("from"), s.service()) {
 		return
 	}
 	s.heard.Store(true) // the subscriptions check may wait (checkDue)

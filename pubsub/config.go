@@ -29,7 +29,7 @@ type Config struct {
 	JID      string // username: full JID user@domain/resource (a missing resource becomes "busylamp")
 	Password string // secret
 	Address  string // serverhost[:port], or "host1:port1, host2" tried in order; one name without a port: DNS SRV (xmppstream.Resolve); empty: the JID's domain
-	Service  string // pubsub_node, e.g. pubsub.example.org
+	Service  string // pubsub_node, e.g. pubsub.example.org; empty: discovered at every connect (XEP-0030)
 
 	UseTLS      bool   // usetls: STARTTLS, verified against the system roots and TLSCAFile
 	UseSASL     bool   // usesasl: always true in effect (legacy XEP-0078 auth is not spoken)
@@ -161,10 +161,7 @@ func (cfg Config) validate() (*settings, error) {
 	}
 	s.bare, s.domain, s.resource = j.Bare(), j.Domain, j.Resource
 	s.JID = j.String()
-	if cfg.Service == "" {
-		return nil, errors.New("pubsub_node: missing (the PubSub service, e.g. pubsub." + j.Domain + ")")
-	}
-	if _, err := jid.Parse(cfg.Service); err != nil {
+	if _, err := jid.Parse(cfg.Service); cfg.Service != "" && err != nil {
 		return nil, fmt.Errorf("pubsub_node %q: %w", cfg.Service, err)
 	}
 	s.addr = strings.TrimSpace(cfg.Address)

@@ -5,8 +5,10 @@
 // affiliations, publishing device states and MWI (the coalescing
 // publisher), subscribing, fetching, purging, deleting and listing nodes,
 // and parsing notifications into typed events; busylamp's own-states
-// exchange between agents (ownstates.go); and reconnecting. It knows
-// nothing of the tables or the AMI socket.
+// exchange between agents (ownstates.go); finding the PubSub service by
+// XEP-0030 when none is configured, and checking it at every connect
+// (disco.go; each session keeps the service it uses); and reconnecting.
+// It knows nothing of the tables or the AMI socket.
 //
 // A session (session.go) is the stream's Handler: the stream's one read
 // loop hands it stanzas in arrival order, and notifications and presences

@@ -150,8 +150,8 @@ func TestRemoteService(t *testing.T) {
 		{"a.test", "pubsub.xa.test", true},
 		{"a.test", "pubsub.a.test.example", true},
 	} {
-		c := &Client{s: &settings{Config: Config{Service: tc.service}, domain: tc.domain}}
-		if got := c.remoteService(); got != tc.remote {
+		c := &Client{s: &settings{domain: tc.domain}}
+		if got := c.remoteService(tc.service); got != tc.remote {
 			t.Errorf("account on %s, service %s: remote = %v, want %v", tc.domain, tc.service, got, tc.remote)
 		}
 	}

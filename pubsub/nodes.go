@@ -36,11 +36,11 @@ func (c *Client) createShared(ctx context.Context, s *session, node, coll string
 		return nil // someone else was quicker
 	}
 	if err == nil {
-		c.s.log.Info("created PubSub node", "node", node, "service", c.s.Service)
+		c.s.log.Info("created PubSub node", "node", node, "service", s.service())
 		if node == coll && c.sessionIs(s) {
 			// A node that was deleted under a running session took the
 			// subscription with it.
-			if _, serr := s.iq(ctx, "set", c.s.Service, subscribeRequest(node, c.s.bare, c.s.CollectionNodes)); serr != nil {
+			if _, serr := s.iq(ctx, "set", s.service(), subscribeRequest(node, c.s.bare, c.s.CollectionNodes)); serr != nil {
 				c.s.log.Warn("could not subscribe to the re-created node", "node", node, "err", serr)
 			}
 		}
@@ -55,18 +55,18 @@ func (c *Client) create(ctx context.Context, s *session, node string, kind nodeK
 	if c.s.NoItems {
 		req = keepNoItems(req)
 	}
-	_, err := s.iq(ctx, "set", c.s.Service, req)
+	_, err := s.iq(ctx, "set", s.service(), req)
 	if err != nil {
 		if IsCondition(err, "forbidden") || IsCondition(err, "not-allowed") || IsCondition(err, "not-authorized") {
-			return &CreateForbiddenError{Node: node, Account: c.s.bare, Service: c.s.Service, Err: err}
+			return &CreateForbiddenError{Node: node, Account: c.s.bare, Service: s.service(), Err: err}
 		}
-		return fmt.Errorf("create node %s on %s: %w", node, c.s.Service, err)
+		return fmt.Errorf("create node %s on %s: %w", node, s.service(), err)
 	}
 	owners := c.roster.wanted()
 	if len(owners) == 0 {
 		return nil
 	}
-	if _, err := s.iq(ctx, "set", c.s.Service, ownersRequest(node, owners)); err != nil {
+	if _, err := s.iq(ctx, "set", s.service(), ownersRequest(node, owners)); err != nil {
 		return fmt.Errorf("node %s created, but making the buddies owners failed: %w", node, err)
 	}
 	return nil
@@ -89,11 +89,11 @@ var (
 // reconnect subscribes and resyncs.
 func (c *Client) checkSubscriptions(ctx context.Context, s *session) error {
 	for _, node := range []string{NodeDevices, NodeMailboxes} {
-		res, err := s.iq(ctx, "get", c.s.Service, &psRequest{Subscriptions: &nodeRef{Node: node}})
+		res, err := s.iq(ctx, "get", s.service(), &psRequest{Subscriptions: &nodeRef{Node: node}})
 		if IsCondition(err, "item-not-found") {
 			return fmt.Errorf("node %s: %w", node, errNodeGone)
 		}
-		if remoteUnreachable(err) || (errors.Is(err, ErrTimeout) && c.remoteService()) {
+		if remoteUnreachable(err) || (errors.Is(err, ErrTimeout) && c.remoteService(s.service())) {
 			// A bounce (also one that did not name the service), or no
 			// answer over a path that died without a word: what the
 			// service sent us meanwhile may be lost.
@@ -121,8 +121,8 @@ func (c *Client) checkSubscriptions(ctx context.Context, s *session) error {
 // remoteService reports whether the service is, as far as names tell,
 // on another server than this account (federation): neither its domain
 // nor a name under it.
-func (c *Client) remoteService() bool {
-	svc, dom := strings.ToLower(jid.Canonical(c.s.Service)), strings.ToLower(c.s.domain)
+func (c *Client) remoteService(service string) bool {
+	svc, dom := strings.ToLower(jid.Canonical(service)), strings.ToLower(c.s.domain)
 	return dom != "" && svc != dom && !strings.HasSuffix(svc, "."+dom)
 }
 
@@ -153,7 +153,7 @@ func (c *Client) checkPurged(ctx context.Context, s *session) {
 	if c.s.CollectionNodes {
 		node = k.name
 	}
-	res, err := s.iq(ctx, "get", c.s.Service, itemsByIDRequest(node, []string{k.name}))
+	res, err := s.iq(ctx, "get", s.service(), itemsByIDRequest(node, []string{k.name}))
 	if err != nil && !IsCondition(err, "item-not-found") {
 		return // a service that cannot tell
 	}
@@ -176,19 +176,19 @@ func (c *Client) checkPurged(ctx context.Context, s *session) {
 // subscribe does what Asterisk does at connect: unsubscribe, then
 // subscribe the bare JID; a missing node is created first.
 func (c *Client) subscribe(ctx context.Context, s *session, node string) error {
-	_, _ = s.iq(ctx, "set", c.s.Service, unsubscribeRequest(node, c.s.bare))
-	_, err := s.iq(ctx, "set", c.s.Service, subscribeRequest(node, c.s.bare, c.s.CollectionNodes))
+	_, _ = s.iq(ctx, "set", s.service(), unsubscribeRequest(node, c.s.bare))
+	_, err := s.iq(ctx, "set", s.service(), subscribeRequest(node, c.s.bare, c.s.CollectionNodes))
 	created := false
 	if IsCondition(err, "item-not-found") {
 		if err := c.ensureNode(ctx, s, node, node); err != nil {
 			return err
 		}
 		created = true
-		_, err = s.iq(ctx, "set", c.s.Service, subscribeRequest(node, c.s.bare, c.s.CollectionNodes))
+		_, err = s.iq(ctx, "set", s.service(), subscribeRequest(node, c.s.bare, c.s.CollectionNodes))
 	}
 	if err != nil {
 		if IsCondition(err, "forbidden") || IsCondition(err, "not-authorized") || IsCondition(err, "closed-node") {
-			err = &PublishForbiddenError{Op: "subscribe to", Node: node, Account: c.s.bare, Service: c.s.Service, Err: err}
+			err = &PublishForbiddenError{Op: "subscribe to", Node: node, Account: c.s.bare, Service: s.service(), Err: err}
 		}
 		return fmt.Errorf("subscribe to %s: %w", node, err)
 	}
@@ -197,14 +197,14 @@ func (c *Client) subscribe(ctx context.Context, s *session, node string) error {
 		// by ejabberd on a publish with its default configuration: make
 		// sure every buddy is an owner (needs this account to be one).
 		if owners := c.roster.wanted(); len(owners) > 0 {
-			if _, err := s.iq(ctx, "set", c.s.Service, ownersRequest(node, owners)); err != nil {
+			if _, err := s.iq(ctx, "set", s.service(), ownersRequest(node, owners)); err != nil {
 				c.s.log.Info("could not make the buddies owners of the node (this account is no owner?)", "node", node, "err", err)
 			}
 		}
 		// A node created before pubsub_persist_items = no (or by an
 		// Asterisk node) is made to keep no items too.
 		if c.s.NoItems {
-			if _, err := s.iq(ctx, "set", c.s.Service, noItemsConfigRequest(node)); err != nil {
+			if _, err := s.iq(ctx, "set", s.service(), noItemsConfigRequest(node)); err != nil {
 				c.s.log.Warn("could not make the node keep no items (pubsub_persist_items = no; this account is no owner?)", "node", node, "err", err)
 			}
 		}
@@ -272,7 +272,7 @@ func (c *Client) fetchItems(ctx context.Context, s *session, node string) ([]Dev
 	f := &fetch{c: c, s: s, node: node, seen: map[string]bool{}}
 	after := ""
 	for page := 0; page < maxPages; page++ {
-		res, err := s.iq(ctx, "get", c.s.Service, itemsRequest(node, pageSize, after))
+		res, err := s.iq(ctx, "get", s.service(), itemsRequest(node, pageSize, after))
 		if errors.Is(err, xmppstream.ErrAnswerSkipped) {
 			c.s.log.Warn("a page of PubSub items was too large for one stanza; reading the items by id, a few at a time",
 				"node", node, "page", page)
@@ -320,7 +320,7 @@ func (f *fetch) byID(ctx context.Context) ([]DeviceItem, []MailboxItem, error) {
 	size := byIDMax
 	for len(todo) > 0 && ctx.Err() == nil {
 		batch := todo[:min(size, len(todo))]
-		res, err := s.iq(ctx, "get", c.s.Service, itemsByIDRequest(f.node, batch))
+		res, err := s.iq(ctx, "get", s.service(), itemsByIDRequest(f.node, batch))
 		switch {
 		case err == nil:
 			f.add(res.Child(nsPubSub, "pubsub").Child("", "items").Children("", "item"))
@@ -354,7 +354,7 @@ func (f *fetch) skip(id string, err error) {
 // itemIDs lists the ids of node's items (disco#items on the node,
 // XEP-0060 5.5: each item's name is an item id).
 func (c *Client) itemIDs(ctx context.Context, s *session, node string) ([]string, error) {
-	res, err := s.iq(ctx, "get", c.s.Service, &discoQuery{XMLName: xmlName(nsDiscoItems, "query"), Node: node})
+	res, err := s.iq(ctx, "get", s.service(), &discoQuery{XMLName: xmlName(nsDiscoItems, "query"), Node: node})
 	if err != nil {
 		return nil, fmt.Errorf("list the items of %s: %w", node, err)
 	}
@@ -406,9 +406,9 @@ func (c *Client) ListNodes(ctx context.Context, parent string) ([]string, error)
 }
 
 func (c *Client) listNodes(ctx context.Context, s *session, parent string) ([]string, error) {
-	res, err := s.iq(ctx, "get", c.s.Service, &discoQuery{XMLName: xmlName(nsDiscoItems, "query"), Node: parent})
+	res, err := s.iq(ctx, "get", s.service(), &discoQuery{XMLName: xmlName(nsDiscoItems, "query"), Node: parent})
 	if err != nil {
-		return nil, fmt.Errorf("list nodes of %s under %q: %w", c.s.Service, parent, err)
+		return nil, fmt.Errorf("list nodes of %s under %q: %w", s.service(), parent, err)
 	}
 	var out []string
 	for _, it := range res.Child(nsDiscoItems, "query").Children("", "item") {
@@ -452,7 +452,7 @@ func (c *Client) Purge(ctx context.Context, node string) error {
 	if err != nil {
 		return err
 	}
-	if _, err := s.iq(ctx, "set", c.s.Service, &psOwner{Purge: &nodeRef{Node: node}}); err != nil {
+	if _, err := s.iq(ctx, "set", s.service(), &psOwner{Purge: &nodeRef{Node: node}}); err != nil {
 		return fmt.Errorf("purge %s: %w", node, err)
 	}
 	return nil
@@ -466,7 +466,7 @@ func (c *Client) DeleteNode(ctx context.Context, node string) error {
 	if err != nil {
 		return err
 	}
-	if _, err := s.iq(ctx, "set", c.s.Service, &psOwner{Delete: &nodeRef{Node: node}}); err != nil {
+	if _, err := s.iq(ctx, "set", s.service(), &psOwner{Delete: &nodeRef{Node: node}}); err != nil {
 		return fmt.Errorf("delete %s: %w", node, err)
 	}
 	return nil

@@ -515,7 +515,7 @@ func (c *Client) publishBatch(s *session, batch []pubEntry) []func(context.Conte
 		}
 		reqs[i] = newPublishIQ(node, e.k, e.v, withOptions)
 	}
-	calls, err := s.sendPublishes(c.s.Service, reqs)
+	calls, err := s.sendPublishes(s.service(), reqs)
 	// Here every publish of the batch has been written to the socket
 	// (one write), or none was (err): the one place that knows when.
 	var written time.Time
@@ -579,27 +579,27 @@ func (c *Client) publishFinish(s *session, k pubKey, v pubValue, req *publishIQ,
 					"publishing non-cachable states without them", "node", node)
 			}
 			c.pub.sent()
-			_, err = s.publish(ctx, c.s.Service, build())
+			_, err = s.publish(ctx, s.service(), build())
 		}
 		if err != nil && IsCondition(err, "item-not-found") {
 			if cerr := c.ensureNode(ctx, s, node, coll); cerr != nil {
 				err = fmt.Errorf("%w (creating the node: %v)", err, cerr)
 			} else {
 				c.pub.sent()
-				_, err = s.publish(ctx, c.s.Service, build())
+				_, err = s.publish(ctx, s.service(), build())
 			}
 		}
 		if err != nil && IsCondition(err, "forbidden") && !c.s.CollectionNodes {
 			// ejabberd lets only the account that created an item
 			// overwrite it, while every server publishes a device under
 			// the same item id; an owner may retract it and publish anew.
-			if _, rerr := s.iq(ctx, "set", c.s.Service, retractRequest(node, k.name, false)); rerr == nil {
+			if _, rerr := s.iq(ctx, "set", s.service(), retractRequest(node, k.name, false)); rerr == nil {
 				if !s.overwriteNoted.Swap(true) {
 					c.s.log.Info("the PubSub service refuses to overwrite an item another account published (ejabberd); "+
 						"retracting it first", "node", node, "item", k.name)
 				}
 				c.pub.sent()
-				_, err = s.publish(ctx, c.s.Service, build())
+				_, err = s.publish(ctx, s.service(), build())
 			}
 		}
 		if err == nil {
@@ -610,7 +610,7 @@ func (c *Client) publishFinish(s *session, k pubKey, v pubValue, req *publishIQ,
 			return nil
 		}
 		if IsCondition(err, "forbidden") {
-			err = &PublishForbiddenError{Op: "publish to", Node: node, Account: c.s.bare, Service: c.s.Service, Err: err}
+			err = &PublishForbiddenError{Op: "publish to", Node: node, Account: c.s.bare, Service: s.service(), Err: err}
 		}
 		err = fmt.Errorf("publish %s to %s: %w", k.name, node, err)
 		if !errors.Is(err, ErrNotConnected) && ctx.Err() == nil && c.limit.allow("publish:"+node) {

@@ -27,6 +27,8 @@ type session struct {
 	ctx context.Context
 	wg  sync.WaitGroup // this client's goroutines of the session
 
+	svc atomic.Pointer[string] // the PubSub service discovered at setup; nil: the configured one (service)
+
 	noPublishOptions atomic.Bool // the server refuses Asterisk's publish-options
 	overwriteNoted   atomic.Bool // logged once: items of others must be retracted first
 	unpagedNoted     atomic.Bool // logged once: the service answered items unpaged, bounded by max_items
@@ -91,7 +93,7 @@ func (s *session) wait(ctx context.Context, call *xmppstream.Call) (*elem, error
 	if errors.As(err, &se) {
 		// Read again for the PubSub condition pubsub's StanzaError names.
 		perr := parseStanzaError(e.Child("", "error"))
-		if remoteUnreachable(perr) && jid.Equal(e.Attr("from"), s.cl.s.Service) {
+		if remoteUnreachable(perr) && jid.Equal(e.Attr("from"), s.service()) {
 			s.noteUnreachable(perr)
 		}
 		return e, perr
@@ -113,7 +115,7 @@ func (s *session) noteUnreachable(err error) {
 		default:
 		}
 		s.cl.s.log.Warn("PubSub service unreachable from our XMPP server (server-to-server path down?); "+
-			"resyncing once it answers again", "service", s.cl.s.Service, "err", err)
+			"resyncing once it answers again", "service", s.service(), "err", err)
 	}
 }
 
@@ -192,7 +194,7 @@ func (s *session) checkLoop() {
 		case errors.Is(err, errUnreachable):
 			continue // at the fast pace: noteUnreachable woke us
 		case err == nil && unreachable:
-			s.cl.s.log.Info("PubSub service reachable again; reconnecting to resync", "service", s.cl.s.Service)
+			s.cl.s.log.Info("PubSub service reachable again; reconnecting to resync", "service", s.service())
 			s.stop(errServiceBack)
 			return
 		case err == nil:

@@ -128,6 +128,16 @@ func TestCheckInProcess(t *testing.T) {
 		t.Errorf("exit %d\nstdout: %s\nstderr: %s", code, out.String(), errOut.String())
 	}
 
+	// Without pubsub_node: OK, with a note that the service is discovered.
+	nosvc := writeFile(t, "nosvc.conf", "[asterisk]\nserverhost=h.example.org\nusername=a@example.org\nsecret=x\ndistribute_events=yes\n")
+	out.Reset()
+	errOut.Reset()
+	code = execute([]string{"check", "-c", nosvc}, &out, &errOut)
+	wantErr = nosvc + ":1: warning: key \"pubsub_node\": not set in [asterisk]; the PubSub service is discovered on example.org at every connect (XEP-0030)\n"
+	if code != 0 || errOut.String() != wantErr || !strings.HasPrefix(out.String(), nosvc+": OK: client [asterisk] ") {
+		t.Errorf("without pubsub_node: exit %d\nstdout: %s\nstderr: %s", code, out.String(), errOut.String())
+	}
+
 	out.Reset()
 	errOut.Reset()
 	t.Chdir(t.TempDir())

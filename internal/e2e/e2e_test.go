@@ -297,3 +297,24 @@ func TestRawAMI(t *testing.T) {
 		}
 	}
 }
+
+// Without pubsub_node the agents discover the PubSub service (XEP-0030),
+// share states through it, and 'show connected' names it; the service
+// lacks nothing busylamp uses, so there is no Missing line.
+func TestServiceDiscovered(t *testing.T) {
+	c := newCluster(t, 2, nodeOpts{discover: true}, nodeOpts{discover: true})
+	c.startAll()
+	a1, a2 := c.nodes[0].ami(), c.nodes[1].ami()
+	a1.setDevice("Custom:disco", "INUSE")
+	eventually(t, settle, "node2 sees INUSE", func() (bool, string) {
+		s := a2.device("Custom:disco")
+		return s == "INUSE", s
+	})
+	for _, a := range []*amiConn{a1, a2} {
+		out := strings.Join(a.action("Command", "Command", "show connected").Values("Output"), "\n")
+		if !strings.Contains(out, "- Connected") || !strings.Contains(out, "PubSub: "+c.srv.Service+" ") ||
+			strings.Contains(out, "Missing:") {
+			t.Errorf("%s: show connected:\n%s", a.n.name, out)
+		}
+	}
+}

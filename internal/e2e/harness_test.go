@@ -96,6 +96,7 @@ type nodeOpts struct {
 	// serverhost list (no port key), tried in order.
 	serverList []string
 	serverhost string // the serverhost= value as written (a list of host:port), no port= line; xmppAddr's otherwise
+	discover   bool   // no pubsub_node: the agent discovers the service (XEP-0030)
 }
 
 // newCluster starts a fresh Prosody and writes configs for n agents, each
@@ -189,7 +190,10 @@ func (c *cluster) writeConf(i int, o nodeOpts) {
 	} else {
 		fmt.Fprintf(&b, "\n[pbx]\ntype=client\nserverhost=%s\nport=%s\n", host, port)
 	}
-	fmt.Fprintf(&b, "pubsub_node=%s\nusername=%s\nsecret=%s\ndistribute_events=yes\nusetls=no\nusesasl=yes\n", c.srv.Service, nd.jid, pw)
+	if !o.discover {
+		fmt.Fprintf(&b, "pubsub_node=%s\n", c.srv.Service)
+	}
+	fmt.Fprintf(&b, "username=%s\nsecret=%s\ndistribute_events=yes\nusetls=no\nusesasl=yes\n", nd.jid, pw)
 	if !o.noBuddies {
 		for _, other := range c.nodes {
 			if other != nd {

@@ -28,6 +28,8 @@ type configData struct {
 	Node                 string
 	Admins               []string
 	Memory, TLS          bool
+	NoPubSub             bool
+	ExtraPubSub          string
 	Cert, Key, CertKey   string
 }
 
@@ -36,7 +38,7 @@ func (s *Server) configData() configData {
 	return configData{
 		Dir: s.Dir, Domain: s.Domain, Service: s.Service,
 		Port: in.port, DirectTLSPort: in.tlsPort, Node: in.node, Admins: s.admins(),
-		Memory: in.opts.Memory, TLS: in.opts.TLS,
+		Memory: in.opts.Memory, TLS: in.opts.TLS, NoPubSub: in.opts.NoPubSub, ExtraPubSub: in.opts.ExtraPubSub,
 		Cert: in.cert.Cert, Key: in.cert.Key, CertKey: in.cert.Both,
 	}
 }

@@ -51,6 +51,15 @@ type Options struct {
 	// Memory keeps PubSub nodes and items in memory (Prosody only;
 	// ejabberd ignores it). They are lost on Stop or Kill.
 	Memory bool
+	// NoPubSub serves no PubSub service (Prosody only; ejabberd ignores
+	// it): what a client that discovers the service must meet. Admin
+	// accounts cannot be used then (their reload goes through the
+	// service); use User.
+	NoPubSub bool
+	// ExtraPubSub, when set, is the domain of a second PubSub service
+	// (Prosody only), for clients that must choose one. Admin accounts
+	// are admins of Service only.
+	ExtraPubSub string
 	// TLS offers STARTTLS, and requires it, with a certificate for the
 	// domain, the service and 127.0.0.1 signed by a CA generated at start
 	// (Server.CAFile). Without TLS, SASL PLAIN is allowed in the clear and

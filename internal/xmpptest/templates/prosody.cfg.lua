@@ -38,6 +38,7 @@ allow_unencrypted_plain_auth = true
 storage_archive_item_limit = 1000000
 {{- end}}
 VirtualHost {{printf "%q" .Domain}}
+{{- if not .NoPubSub}}
 
 Component {{printf "%q" .Service}} "pubsub"
 	expose_publisher = true
@@ -45,4 +46,9 @@ Component {{printf "%q" .Service}} "pubsub"
 	pubsub_max_items = 1000000
 {{- if .Memory}}
 	storage = { pubsub_nodes = "memory"; pubsub_data = "memory" }
+{{- end}}
+{{- end}}
+{{- if .ExtraPubSub}}
+
+Component {{printf "%q" .ExtraPubSub}} "pubsub"
 {{- end}}
