@@ -163,7 +163,7 @@ func TestConfigValidate(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if s.addr != "example.org:5222" || s.bare != "server1@example.org" || s.resource != "astvoip1" {
+	if s.addr != "example.org" || s.bare != "server1@example.org" || s.resource != "astvoip1" {
 		t.Errorf("derived %q %q %q", s.addr, s.bare, s.resource)
 	}
 	if !reflect.DeepEqual(s.buddies, []string{"server2@example.org", "server3@example.org"}) {
@@ -172,13 +172,18 @@ func TestConfigValidate(t *testing.T) {
 	bad := []func(*Config){
 		func(c *Config) { c.JID = "example.org" },
 		func(c *Config) { c.JID = "@example.org/x" },
-		func(c *Config) { c.Service = "" },
+		func(c *Config) { c.Service = "a@/x" },
 		func(c *Config) { c.Status = "sleepy" },
 		func(c *Config) { c.Priority = 128 },
 		func(c *Config) { c.AuthPolicy = "maybe" },
 		func(c *Config) { c.EID = devstate.EID{} },
 		func(c *Config) { c.Buddies = []string{"a@/x"} },
 		func(c *Config) { c.Address = "host:99999" },
+	}
+	noService := testConfig()
+	noService.Service = "" // discovered at connect (XEP-0030)
+	if _, err := noService.validate(); err != nil {
+		t.Errorf("no pubsub_node: %v", err)
 	}
 	for i, f := range bad {
 		cfg := testConfig()
@@ -195,10 +200,19 @@ func TestConfigValidate(t *testing.T) {
 			t.Errorf("status %q: show %q err %v", in, s.show, err)
 		}
 	}
-	cfg := testConfig()
-	cfg.Address = "xmpp.example.org"
-	if s, _ := cfg.validate(); s.addr != "xmpp.example.org:5222" {
-		t.Errorf("addr %q", s.addr)
+	// One name without a port is kept as it is: it is looked up by SRV
+	// at every connect (xmppstream.Resolve); lists are kept for the dial.
+	for in, want := range map[string]string{
+		"xmpp.example.org":                 "xmpp.example.org",
+		" xmpp.example.org:5223 ":          "xmpp.example.org:5223",
+		"10.0.0.1:5222, xmpp2.example.org": "10.0.0.1:5222, xmpp2.example.org",
+		"":                                 "example.org",
+	} {
+		cfg := testConfig()
+		cfg.Address = in
+		if s, err := cfg.validate(); err != nil || s.addr != want {
+			t.Errorf("address %q: addr %q err %v, want %q", in, s.addr, err, want)
+		}
 	}
 }
 
