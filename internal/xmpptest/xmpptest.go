@@ -356,7 +356,7 @@ func (s *Server) Kill() error {
 		in.g.kill()
 		in.g = nil
 	}
-	if in.drv.sysUser() == "ejabberd" {
+	if _, single := in.drv.(ejabberd); single { // a cluster node gets them from the others
 		for _, a := range in.accounts {
 			a.registered = false
 		}
