@@ -329,13 +329,9 @@ func runFailover(t *testing.T, c *cluster, ej *xmpptest.EjabberdCluster, stop, s
 	}
 }
 
-// The failover with agents that know one address, a TCP balancer's in
-// front of the cluster (the test's relay): it sends new connections to
-// node 2 while node 1 is out, and back to node 1 (dropping those it
-// moved) once it is in again. What it measures is the agents' and the
-// cluster's part of a failover: noticing the loss, reconnecting, and the
-// resync on another node of the same cluster.
-func TestEjabberdClusterFailoverBehindBalancer(t *testing.T) {
+// balancedCluster starts four agents on a 2-node cluster: two behind a
+// balancer (the test's relay) that sends them to node 1, two on node 2.
+func balancedCluster(t *testing.T) (*cluster, *xmpptest.EjabberdCluster, *relay) {
 	var lb *relay
 	c, ej := newEjabberdCluster(t, 4, func(ej *xmpptest.EjabberdCluster, i int) nodeOpts {
 		if i >= 2 {
@@ -349,6 +345,17 @@ func TestEjabberdClusterFailoverBehindBalancer(t *testing.T) {
 		// meanwhile: stale_grace above the failover time.
 		return nodeOpts{xmppAddr: lb.addr(), staleGrace: 30}
 	})
+	return c, ej, lb
+}
+
+// The failover with agents that know one address, a TCP balancer's in
+// front of the cluster (the test's relay): it sends new connections to
+// node 2 while node 1 is out, and back to node 1 (dropping those it
+// moved) once it is in again. What it measures is the agents' and the
+// cluster's part of a failover: noticing the loss, reconnecting, and the
+// resync on another node of the same cluster.
+func TestEjabberdClusterFailoverBehindBalancer(t *testing.T) {
+	c, ej, lb := balancedCluster(t)
 	runFailover(t, c, ej,
 		func() error {
 			lb.setTarget(ej.Nodes[1].Addr) // node 1 taken out of the balancer, then stopped
@@ -367,17 +374,7 @@ func TestEjabberdClusterFailoverBehindBalancer(t *testing.T) {
 // As TestEjabberdClusterFailoverBehindBalancer, node 1 killed (SIGKILL:
 // a crash, no goodbye to its sessions or to node 2) instead of stopped.
 func TestEjabberdClusterNodeKilled(t *testing.T) {
-	var lb *relay
-	c, ej := newEjabberdCluster(t, 4, func(ej *xmpptest.EjabberdCluster, i int) nodeOpts {
-		if i >= 2 {
-			return nodeOpts{xmppAddr: ej.Nodes[1].Addr, staleGrace: 30}
-		}
-		if lb == nil {
-			lb = newRelay(t)
-			lb.setTarget(ej.Nodes[0].Addr)
-		}
-		return nodeOpts{xmppAddr: lb.addr(), staleGrace: 30}
-	})
+	c, ej, lb := balancedCluster(t)
 	runFailover(t, c, ej,
 		func() error {
 			lb.setTarget(ej.Nodes[1].Addr)

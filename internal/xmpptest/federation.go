@@ -2,10 +2,7 @@ package xmpptest
 
 import (
 	"crypto/rand"
-	"encoding/xml"
-	"errors"
 	"fmt"
-	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -330,34 +327,7 @@ func (f *Federation) close(keep bool) {
 // S2SStreamOpens checks that a server at addr answers a server-to-server
 // stream for domain with its stream features within d.
 func S2SStreamOpens(addr, domain string, d time.Duration) error {
-	conn, err := net.DialTimeout("tcp", addr, d)
-	if err != nil {
-		return err
-	}
-	defer conn.Close()
-	if err := conn.SetDeadline(time.Now().Add(d)); err != nil {
-		return err
-	}
-	_, err = fmt.Fprintf(conn, "<?xml version='1.0'?><stream:stream to='%s' version='1.0' xmlns='jabber:server' xmlns:db='jabber:server:dialback' xmlns:stream='http://etherx.jabber.org/streams'>", domain)
-	if err != nil {
-		return err
-	}
-	dec := xml.NewDecoder(io.LimitReader(conn, 1<<16))
-	for {
-		tok, err := dec.Token()
-		if err != nil {
-			return fmt.Errorf("read stream features: %w", err)
-		}
-		if se, ok := tok.(xml.StartElement); ok {
-			switch se.Name.Local {
-			case "features":
-				_, _ = io.WriteString(conn, "</stream:stream>")
-				return nil
-			case "error":
-				return errors.New("stream error before features")
-			}
-		}
-	}
+	return streamOpens(addr, domain, "jabber:server' xmlns:db='jabber:server:dialback", d)
 }
 
 // freePortOn returns a TCP port on ip that was free a moment ago.

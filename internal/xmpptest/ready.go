@@ -15,6 +15,13 @@ import (
 // starting ejabberd has its port listening (the kernel completes the
 // handshake) seconds before it accepts and answers anything.
 func StreamOpens(addr, domain string, d time.Duration) error {
+	return streamOpens(addr, domain, "jabber:client", d)
+}
+
+// streamOpens opens a stream of namespace ns (the attribute's value as
+// written, extra namespace declarations may follow it) and waits for the
+// stream features.
+func streamOpens(addr, domain, ns string, d time.Duration) error {
 	conn, err := net.DialTimeout("tcp", addr, d)
 	if err != nil {
 		return err
@@ -23,7 +30,7 @@ func StreamOpens(addr, domain string, d time.Duration) error {
 	if err := conn.SetDeadline(time.Now().Add(d)); err != nil {
 		return err
 	}
-	_, err = fmt.Fprintf(conn, "<?xml version='1.0'?><stream:stream to='%s' version='1.0' xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'>", domain)
+	_, err = fmt.Fprintf(conn, "<?xml version='1.0'?><stream:stream to='%s' version='1.0' xmlns='%s' xmlns:stream='http://etherx.jabber.org/streams'>", domain, ns)
 	if err != nil {
 		return err
 	}
