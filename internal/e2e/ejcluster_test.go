@@ -213,17 +213,13 @@ func outagesWithin(t *testing.T, what string, since time.Time, mustLose bool, mo
 // items) is done and it logs "XMPP connected".
 func outages(t *testing.T, nd *node, since time.Time) []time.Duration {
 	t.Helper()
-	for {
-		outs, lost := readOutages(t, nd, since)
-		if lost.IsZero() {
-			return outs
-		}
-		if time.Now().After(lost.Add(failoverWait)) {
-			t.Errorf("%s: session lost at %s and not back in its log", nd.name, lost.Format(time.RFC3339Nano))
-			return outs
-		}
-		time.Sleep(20 * time.Millisecond) // the agent's log is the signal; re-read it
-	}
+	var outs []time.Duration
+	eventually(t, failoverWait, nd.name+": a lost session back in its log", func() (bool, string) {
+		var lost time.Time
+		outs, lost = readOutages(t, nd, since)
+		return lost.IsZero(), "session lost at " + lost.Format(time.RFC3339Nano)
+	})
+	return outs
 }
 
 // readOutages is one read of outages; lost is the loss not yet followed
