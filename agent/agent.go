@@ -151,7 +151,12 @@ type Agent struct {
 	gossip  gossipStates // the own-states exchange over gossip
 
 	lastResync atomic.Int64 // how long the last complete resync took, ns
-	eventsIn   eventCounts  // notifications taken in, per buddy
+	// settled: the first resync after a connect is done (or booting
+	// stopped waiting for it). Booted alone is not enough for a buddy's
+	// presence to be news: an early resync boots before the connect.
+	settled     atomic.Bool
+	bootedEarly atomic.Bool // booted by earlyResync
+	eventsIn    eventCounts // notifications taken in, per buddy
 
 	web webParts // [http] and [metrics] (webpage.go)
 	// newSession, when set, replaces the XMPP client by one with these
@@ -338,10 +343,25 @@ func (a *Agent) Run(ctx context.Context) error {
 			case <-a.core.Booted():
 			case <-ctx.Done():
 			}
-			if a.booted() { // booted and stopping at once: still keep them
-				a.keepRestored()
+			if !a.booted() {
+				return
+			}
+			// Booted and stopping at once: still keep them.
+			early := !a.isSynced()
+			a.keepRestored()
+			if early {
+				// Booted over gossip before the items: they may restore
+				// more.
+				select {
+				case <-a.synced:
+					a.keepRestored()
+				case <-ctx.Done():
+				}
 			}
 		})
+	}
+	if a.cluster != nil {
+		a.goRun(func() { a.earlyResync(ctx) })
 	}
 	for range askWorkers {
 		a.goRun(func() { a.askLoop(ctx) })
@@ -352,6 +372,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		default:
 			a.log.Warn("booting without a complete resync", "waited", a.cfg.BootTimeout)
 			a.core.MarkBooted()
+			a.settled.Store(true)
 		}
 	})
 	defer bootTimer.Stop()
@@ -438,7 +459,7 @@ func (a *Agent) handle(ctx context.Context, ev pubsub.Event) {
 		a.eventsIn.add(ev.Item.Publisher)
 		a.core.RemoteMailbox(ev.Item)
 	case pubsub.Presence:
-		if a.core.Presence(ev.JID, ev.Online) && ev.Online && a.booted() {
+		if a.core.Presence(ev.JID, ev.Online) && ev.Online && a.booted() && a.settled.Load() {
 			// A buddy came (back): what it holds now is exact only from it;
 			// and if it does not answer (Asterisk), it learns ours only
 			// from notifications.

@@ -7,6 +7,7 @@ import (
 	"io"
 	"log"
 	"log/slog"
+	"net"
 	"os"
 	"strings"
 	"testing"
@@ -164,6 +165,12 @@ func TestResyncOverGossip(t *testing.T) {
 
 	a := startRealAgent(t, srv, "gos-a", []string{b.jid, c.jid}, []string{b.cluster.Addr()}, nil)
 	a.booted(t)
+	// Booted from the early answers; the items and the resync after the
+	// connect follow, and must leave the states as exact.
+	if !strings.Contains(a.logs.String(), "booted from the members' states over gossip") {
+		t.Error("not booted over gossip ahead of XMPP")
+	}
+	waitUntil(t, "the resync after the connect", func() bool { return strings.Contains(a.logs.String(), "resync complete") })
 	if got, want := a.servers("Gos:shared"), map[devstate.EID]devstate.State{b.eid(): devstate.InUse, c.eid(): devstate.Ringing}; fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Errorf("Gos:shared per server = %v, want %v", got, want)
 	}
@@ -179,8 +186,8 @@ func TestResyncOverGossip(t *testing.T) {
 		t.Errorf("1@gos = %+v", mc)
 	}
 	// The resync asked both over gossip and nobody over XMPP.
-	if n := a.stat(t, "States answers over gossip"); n < 2 {
-		t.Errorf("states answers over gossip: %d, want at least 2", n)
+	if n := a.stat(t, "States answers over gossip"); n < 4 {
+		t.Errorf("states answers over gossip: %d, want at least 4 (both asked early and after the connect)", n)
 	}
 	if n := a.stat(t, "States answers over XMPP"); n != 0 {
 		t.Errorf("states answers over XMPP: %d, want 0", n)
@@ -195,9 +202,6 @@ func TestResyncOverGossip(t *testing.T) {
 		if n := r.stat(t, "Gossip states messages refused"); n != 0 {
 			t.Errorf("%s refused %d gossip messages", r.jid, n)
 		}
-	}
-	if !strings.Contains(a.logs.String(), "resync complete") {
-		t.Error("no resync complete line")
 	}
 }
 
@@ -327,5 +331,71 @@ func TestGossipGarbageRefused(t *testing.T) {
 	})
 	if n := b.stat(t, "States answers over gossip"); n < 1 {
 		t.Errorf("B got %d answers over gossip after the garbage, want at least 1", n)
+	}
+}
+
+// closedAddr is a 127.0.0.1 address nothing listens on.
+func closedAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	return addr
+}
+
+// With gossip on, a joining agent whose buddies are all members boots
+// from their answers over gossip, before (here: without) its XMPP
+// session: with every server's states exact, a device two servers set
+// included. A configured buddy that is no member (an Asterisk node,
+// known only from the items) keeps it waiting for XMPP.
+func TestBootOverGossipBeforeXMPP(t *testing.T) {
+	srv := xmpptest.Shared(t, xmpptest.Prosody)
+	bj, _ := srv.Admin("early-b")
+	cj, _ := srv.Admin("early-c")
+	b := startRealAgent(t, srv, "early-b", []string{cj + "/test"}, []string{}, nil)
+	b.booted(t)
+	c := startRealAgent(t, srv, "early-c", []string{bj + "/test"}, []string{b.cluster.Addr()}, nil)
+	c.booted(t)
+	b.set(t, "Early:shared", devstate.InUse)
+	b.set(t, "Early:b", devstate.Busy)
+	c.set(t, "Early:shared", devstate.Ringing)
+	waitUntil(t, "B and C see each other", func() bool {
+		_, ok1 := b.memberOf(c.jid)
+		_, ok2 := c.memberOf(b.jid)
+		return ok1 && ok2
+	})
+	dead := closedAddr(t)
+	offline := func(cfg *Config) { cfg.XMPP.Address = dead }
+
+	a := startRealAgent(t, srv, "early-a", []string{b.jid, c.jid}, []string{b.cluster.Addr()}, offline)
+	a.booted(t)
+	if st := a.xmpp.Status().State; st == "connected" {
+		t.Fatalf("XMPP state %q, want it never connected", st)
+	}
+	if got, want := a.servers("Early:shared"), map[devstate.EID]devstate.State{b.eid(): devstate.InUse, c.eid(): devstate.Ringing}; fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("Early:shared per server = %v, want %v", got, want)
+	}
+	if st, _ := a.Core().DeviceState("Early:b"); st != devstate.Busy {
+		t.Errorf("Early:b = %s, want BUSY", st)
+	}
+	if !strings.Contains(a.logs.String(), "booted from the members' states over gossip") {
+		t.Error("no log line for the early boot")
+	}
+
+	ast, _ := srv.Admin("early-ast")
+	d := startRealAgent(t, srv, "early-d", []string{b.jid, c.jid, ast}, []string{b.cluster.Addr()}, offline)
+	waitUntil(t, "D's early resync ends", func() bool {
+		return strings.Contains(d.logs.String(), "early resync: a buddy is no member")
+	})
+	select {
+	case <-d.Core().Booted():
+		t.Fatal("D booted without the items of a buddy that is no member")
+	default:
+	}
+	if st, _ := d.Core().DeviceState("Early:b"); st != devstate.Busy {
+		t.Errorf("D: Early:b = %s, want BUSY (the answers still apply)", st)
 	}
 }

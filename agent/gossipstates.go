@@ -493,9 +493,11 @@ func (a *Agent) answerGossip(ctx context.Context, ask *statesAsk) {
 	if a.cluster == nil {
 		return
 	}
-	if !a.isSynced() {
+	if !a.isSynced() && !a.bootedEarly.Load() {
 		// The XMPP request waits for that, within the asker's timeout;
-		// this one would only make the asker wait to fall back.
+		// this one would only make the asker wait to fall back. (Booted
+		// over gossip, our own states are back from what the members
+		// held of them: as good as the items.)
 		a.replyRefuse(ask, "own states not restored yet")
 		return
 	}

@@ -232,7 +232,9 @@ func (c *Client) runSession(ctx context.Context, fo *failover) (time.Duration, e
 	c.mu.Lock()
 	c.status.Server, c.status.Target, c.status.Targets, c.status.Via, c.status.DirectTLS = target.Addr, i+1, len(ts), target.Via, target.DirectTLS
 	c.mu.Unlock()
+	dialStart := time.Now()
 	st, err := xmppstream.DialTarget(ctx, c.s.streamConfig(), target)
+	dialTook := time.Since(dialStart)
 	if err != nil {
 		fo.failed(time.Now())
 		c.setStatus("disconnected", err, "")
@@ -264,7 +266,8 @@ func (c *Client) runSession(ctx context.Context, fo *failover) (time.Duration, e
 	c.sessions.Add(1)
 	c.setStatus("connected", nil, tlsName)
 	c.s.log.Info("XMPP connected", "bound", s.jid, "server", target.String(), "target", i+1, "of", len(ts), "via", target.Via, "tls", tlsName != "",
-		"devices", len(conn.Devices), "mailboxes", len(conn.Mailboxes))
+		"devices", len(conn.Devices), "mailboxes", len(conn.Mailboxes),
+		"negotiated_in", dialTook.Round(time.Millisecond), "setup_in", connectedAt.Sub(dialStart.Add(dialTook)).Round(time.Millisecond))
 	c.q.release(conn)
 
 	s.wg.Add(2)
@@ -302,12 +305,21 @@ func (c *Client) runSession(ctx context.Context, fo *failover) (time.Duration, e
 // affiliations still due, and the items fetch.
 func (c *Client) setup(s *session) (Connected, error) {
 	ctx := s.ctx
+	t := time.Now()
+	var phases []any
+	phase := func(name string) {
+		now := time.Now()
+		phases = append(phases, name, now.Sub(t).Round(100*time.Microsecond))
+		t = now
+	}
+	defer func() { c.s.log.Debug("XMPP setup", phases...) }()
 	if err := c.resolveService(ctx, s); err != nil {
 		return Connected{}, err
 	}
 	if err := c.roster.sync(ctx, s); err != nil {
 		return Connected{}, fmt.Errorf("roster: %w", err)
 	}
+	phase("service_and_roster")
 	if err := s.send(c.ownPresence()); err != nil {
 		return Connected{}, err
 	}
@@ -316,7 +328,9 @@ func (c *Client) setup(s *session) (Connected, error) {
 			return Connected{}, err
 		}
 	}
+	phase("subscribe")
 	c.applyDueAffiliations(ctx, s)
+	phase("affiliations")
 
 	conn := Connected{JID: s.jid}
 	for _, node := range []string{NodeDevices, NodeMailboxes} {
@@ -338,6 +352,7 @@ func (c *Client) setup(s *session) (Connected, error) {
 		}
 		conn.Devices = append(conn.Devices, d...)
 		conn.Mailboxes = append(conn.Mailboxes, m...)
+		phase("fetch_" + node)
 	}
 	return conn, nil
 }

@@ -135,6 +135,13 @@ type Core struct {
 	filters  Filters     // SetFilters
 	filtered FilterStats // what they held back
 
+	// Servers that answered a states request before the first items
+	// were read (over gossip, while XMPP still connects): their answers
+	// are exact, and the items, which may be older, do not override them.
+	// Bounded by maxServers; itemsRead ends it for good.
+	answeredEarly map[devstate.EID]struct{}
+	itemsRead     bool
+
 	booted   chan struct{}
 	bootOnce sync.Once
 }

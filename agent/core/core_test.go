@@ -217,6 +217,47 @@ func TestApplyServerStatesIsExact(t *testing.T) {
 	}
 }
 
+// An answer that came over gossip before the items were read is exact:
+// the items, which may be older, do not override that server's states;
+// other servers' items still apply. After the items, early answers are
+// ordinary ones, and the next Resync (a reconnect) applies every item.
+func TestEarlyAnswerBeatsOlderItems(t *testing.T) {
+	a, r, _ := newTestCore(t, Config{})
+	pubB, pubC := "b@x.test/r", "c@x.test/r"
+	a.ApplyServerStates(a.EarlyStatesRequest(pubB), []DeviceItem{
+		{Device: "d1", State: devstate.Busy, EID: eidB},
+		{Device: "mine", State: devstate.OnHold, EID: eidA},
+	}, []MailboxItem{{Mailbox: "1@x", Counts: mwi.Counts{New: 2}, EID: eidB}})
+	equal(t, r.take(), "d1=BUSY", "mine=ONHOLD", "1@x=2/0")
+	// The items: B's are older (d1 was INUSE, d2 B no longer holds, the
+	// mailbox had no new messages), C's are news, and ours is older than
+	// what B held of it.
+	a.Resync([]DeviceItem{
+		{Device: "d1", State: devstate.InUse, EID: eidB, Publisher: pubB},
+		{Device: "d2", State: devstate.InUse, EID: eidB, Publisher: pubB},
+		{Device: "d3", State: devstate.Ringing, EID: eidC, Publisher: pubC},
+		{Device: "mine", State: devstate.NotInUse, EID: eidA, Publisher: "a@x.test/r"},
+	}, []MailboxItem{{Mailbox: "1@x", Counts: mwi.Counts{Old: 2}, EID: eidB, Publisher: pubB}})
+	equal(t, r.take(), "d3=RINGING")
+	for dev, want := range map[string]devstate.State{"d1": devstate.Busy, "d3": devstate.Ringing, "mine": devstate.OnHold} {
+		if s, _ := a.DeviceState(dev); s != want {
+			t.Errorf("%s = %s, want %s", dev, s, want)
+		}
+	}
+	if _, ok := a.DeviceState("d2"); ok {
+		t.Error("d2, which B's answer did not hold, came back from an item")
+	}
+	if c, _ := a.MailboxCounts("1@x"); c != (mwi.Counts{New: 2}) {
+		t.Errorf("1@x = %+v, want the answer's 2/0", c)
+	}
+	// Once the items are read, an early request is an ordinary one, and
+	// the next items apply to B again.
+	a.ApplyServerStates(a.EarlyStatesRequest(pubB), []DeviceItem{{Device: "d1", State: devstate.Busy, EID: eidB}}, nil)
+	r.take()
+	a.Resync([]DeviceItem{{Device: "d1", State: devstate.InUse, EID: eidB, Publisher: pubB}}, nil)
+	equal(t, r.take(), "d1=INUSE")
+}
+
 func serverStates(a *Core, device string) string {
 	var out []string
 	for _, d := range a.Devices(true) {

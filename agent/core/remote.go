@@ -320,6 +320,8 @@ func (a *Core) restoreOwnMailboxLocked(it MailboxItem) {
 func (a *Core) Resync(devices []DeviceItem, mailboxes []MailboxItem) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	early := a.answeredEarly
+	a.answeredEarly, a.itemsRead = nil, true
 	for _, it := range devices {
 		if checkName("device", it.Device) != nil {
 			continue
@@ -328,6 +330,9 @@ func (a *Core) Resync(devices []DeviceItem, mailboxes []MailboxItem) {
 			if !a.holdsDeviceLocked(it.Device, it.EID) {
 				a.restoreOwnDeviceLocked(it)
 			}
+			continue
+		}
+		if _, exact := early[it.EID]; exact {
 			continue
 		}
 		if a.bindLocked(it.EID, it.Publisher) && a.acceptDeviceLocked(it.Device) {
@@ -345,6 +350,9 @@ func (a *Core) Resync(devices []DeviceItem, mailboxes []MailboxItem) {
 			if it.Counts != (mwi.Counts{}) && !a.holdsMailboxLocked(it.Mailbox, it.EID) && !a.deletedOwnLocked(it.Mailbox) {
 				a.restoreOwnMailboxLocked(it)
 			}
+			continue
+		}
+		if _, exact := early[it.EID]; exact {
 			continue
 		}
 		if a.bindLocked(it.EID, it.Publisher) && a.acceptMailboxLocked(it.Mailbox) {
@@ -372,6 +380,7 @@ func (a *Core) expireAbsentLocked() {
 type StatesRequest struct {
 	JID   string
 	since time.Time
+	early bool // see EarlyStatesRequest
 }
 
 // StatesRequest notes that the buddy jid is asked for its own states now.
@@ -379,6 +388,18 @@ func (a *Core) StatesRequest(jid string) StatesRequest {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	return StatesRequest{JID: jid, since: a.stampLocked()}
+}
+
+// EarlyStatesRequest is StatesRequest for a request made before the
+// first items are read (a gossip member asked while XMPP still
+// connects). If its answer comes before the items, Resync leaves the
+// answering server's states as the answer set them: the answer is exact,
+// the items may be older. (The resync after the connect asks again, so a
+// change the items alone saw is not lost.)
+func (a *Core) EarlyStatesRequest(jid string) StatesRequest {
+	r := a.StatesRequest(jid)
+	r.early = true
+	return r
 }
 
 // ApplyServerStates replaces everything held for the server(s) of the
@@ -417,6 +438,12 @@ func (a *Core) ApplyServerStates(req StatesRequest, devices []DeviceItem, mailbo
 	}
 	for eid := range answerers {
 		answerers[eid] = a.bindLocked(eid, jid)
+		if answerers[eid] && req.early && !a.itemsRead && len(a.answeredEarly) < maxServers {
+			if a.answeredEarly == nil {
+				a.answeredEarly = make(map[devstate.EID]struct{})
+			}
+			a.answeredEarly[eid] = struct{}{}
+		}
 	}
 	keepDev := make(map[string]struct{}, len(devices))
 	for _, it := range devices {

@@ -183,7 +183,8 @@ func printReport(w io.Writer, r *report, o *options) {
 
 	if len(r.scale) > 0 {
 		fmt.Fprintf(w, "\nscale: 4 agents publish the devices (a quarter each; refused: publishes the server refused);\n"+
-			"a fifth joins in its own process: resync = Run → booted holding every device (PubSub items + own-states answers);\n"+
+			"a fifth joins in its own process: resync = Run → booted holding every device (PubSub items + own-states answers;\n"+
+			"with gossip, the members' answers alone when it boots before XMPP has connected: then 0 items fetched);\n"+
 			"VmRSS/VmHWM of that process, HeapInuse after a GC; DeviceStateList of every device on its socket;\n"+
 			"gossip: the five share a gossip cluster and own states come over it; resync (XMPP): a second joiner outside gossip\n\n")
 		tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', tabwriter.AlignRight)

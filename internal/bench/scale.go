@@ -377,7 +377,15 @@ func (c *capture) Handle(ctx context.Context, r slog.Record) error {
 	if r.Message == "resync complete" {
 		r.Attrs(func(a slog.Attr) bool {
 			if a.Key == "took" {
-				c.phases.Store(fmt.Sprintf("connected+fetched at %s, resync took %s", time.Since(c.start).Round(time.Millisecond)-a.Value.Duration().Round(time.Millisecond), a.Value.Duration().Round(time.Millisecond)))
+				c.phases.CompareAndSwap(nil, fmt.Sprintf("connected+fetched at %s, resync took %s", time.Since(c.start).Round(time.Millisecond)-a.Value.Duration().Round(time.Millisecond), a.Value.Duration().Round(time.Millisecond)))
+			}
+			return true
+		})
+	}
+	if strings.HasPrefix(r.Message, "booted from the members' states over gossip") {
+		r.Attrs(func(a slog.Attr) bool {
+			if a.Key == "took" {
+				c.phases.CompareAndSwap(nil, fmt.Sprintf("booted over gossip before XMPP connected, the asks took %s", a.Value.Duration().Round(time.Millisecond)))
 			}
 			return true
 		})
