@@ -2,6 +2,9 @@ package agent
 
 import (
 	"context"
+	"fmt"
+	"maps"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -168,13 +171,18 @@ func (a *Agent) earlyResync(ctx context.Context) {
 	if ctx.Err() != nil || a.isSynced() {
 		return
 	}
-	var members []cluster.Member
-	self := jid.Canonical(a.cfg.XMPP.JID)
-	for _, m := range a.cluster.Members() {
-		if m.State == cluster.StateAlive && m.Name != a.cluster.Name() && strings.Contains(m.Meta.JID, "/") &&
-			jid.Canonical(m.Meta.JID) != self {
-			members = append(members, m)
+	// Gossip lists the members a moment after the join: wait a little
+	// (within resyncJoinWait) for every configured buddy to be listed.
+	members := a.earlyMembers()
+	for waited := time.Duration(0); !a.buddiesListed(members) && waited < resyncJoinWait; waited += 20 * time.Millisecond {
+		tick, stop := core.After(a.clock, 20*time.Millisecond)
+		select {
+		case <-tick:
+		case <-ctx.Done():
+			stop()
+			return
 		}
+		members = a.earlyMembers()
 	}
 	if len(members) == 0 {
 		return
@@ -202,7 +210,7 @@ func (a *Agent) earlyResync(ctx context.Context) {
 			a.gossip.answers.Add(1)
 			a.core.ApplyServerStates(req, ds, ms)
 			mu.Lock()
-			answered[jid.Bare(jid.Canonical(m.Meta.JID))] = true
+			answered[jid.Bare(m.Meta.JID)] = true
 			mu.Unlock()
 		}()
 	}
@@ -216,8 +224,8 @@ func (a *Agent) earlyResync(ctx context.Context) {
 		return
 	}
 	for _, b := range a.cfg.XMPP.Buddies {
-		if !answered[jid.Bare(jid.Canonical(b))] {
-			a.log.Debug("early resync: a buddy is no member; booting waits for the items", "buddy", b)
+		if !answered[jid.Bare(b)] {
+			a.log.Debug("early resync: a buddy is no member; booting waits for the items", "buddy", b, "members", fmt.Sprint(slices.Sorted(maps.Keys(answered))))
 			return
 		}
 	}
@@ -225,6 +233,36 @@ func (a *Agent) earlyResync(ctx context.Context) {
 	a.core.MarkBooted()
 	a.log.Info("booted from the members' states over gossip (XMPP still connecting)", "members", len(members),
 		"took", time.Since(start).Round(time.Millisecond))
+}
+
+// earlyMembers are the members the early resync asks.
+func (a *Agent) earlyMembers() []cluster.Member {
+	var members []cluster.Member
+	self := jid.Canonical(a.cfg.XMPP.JID)
+	for _, m := range a.cluster.Members() {
+		// A suspect member may well answer (a busy machine is slow to
+		// ack a probe); if it does not, booting waits for the items.
+		live := m.State == cluster.StateAlive || m.State == cluster.StateSuspect
+		if live && m.Name != a.cluster.Name() && strings.Contains(m.Meta.JID, "/") &&
+			jid.Canonical(m.Meta.JID) != self {
+			members = append(members, m)
+		}
+	}
+	return members
+}
+
+// buddiesListed says whether every configured buddy is one of members.
+func (a *Agent) buddiesListed(members []cluster.Member) bool {
+	listed := make(map[string]bool, len(members))
+	for _, m := range members {
+		listed[jid.Bare(m.Meta.JID)] = true
+	}
+	for _, b := range a.cfg.XMPP.Buddies {
+		if !listed[jid.Bare(b)] {
+			return false
+		}
+	}
+	return true
 }
 
 // resyncTargets are the full JIDs to ask: configured buddies with a
