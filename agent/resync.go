@@ -120,23 +120,13 @@ func (a *Agent) startResync(ctx context.Context) {
 		targets := a.resyncTargets()
 		var mu sync.Mutex
 		answered := 0
-		var wg sync.WaitGroup
-		sem := make(chan struct{}, resyncParallel)
-		for _, j := range targets {
-			sem <- struct{}{}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer func() { <-sem }()
-				if !a.requestStates(rctx, j) {
-					return
-				}
+		inParallel(len(targets), func(i int) {
+			if a.requestStates(rctx, targets[i]) {
 				mu.Lock()
 				answered++
 				mu.Unlock()
-			}()
-		}
-		wg.Wait()
+			}
+		})
 		if rctx.Err() != nil {
 			return
 		}
@@ -189,32 +179,24 @@ func (a *Agent) earlyResync(ctx context.Context) {
 	}
 	var mu sync.Mutex
 	answered := make(map[string]bool) // bare JIDs
-	var wg sync.WaitGroup
-	sem := make(chan struct{}, resyncParallel)
-	for _, m := range members {
-		sem <- struct{}{}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			defer func() { <-sem }()
-			gctx, cancel := context.WithTimeout(ctx, min(a.cfg.ResyncTimeout, gossipAnswerWait))
-			defer cancel()
-			req := a.core.EarlyStatesRequest(m.Meta.JID)
-			ds, ms, err := a.requestStatesGossip(gctx, m.Name)
-			if err != nil {
-				if ctx.Err() == nil {
-					a.log.Debug("early states over gossip", "member", m.Name, "err", err)
-				}
-				return
+	inParallel(len(members), func(i int) {
+		m := members[i]
+		gctx, cancel := context.WithTimeout(ctx, min(a.cfg.ResyncTimeout, gossipAnswerWait))
+		defer cancel()
+		req := a.core.EarlyStatesRequest(m.Meta.JID)
+		ds, ms, err := a.requestStatesGossip(gctx, m.Name)
+		if err != nil {
+			if ctx.Err() == nil {
+				a.log.Debug("early states over gossip", "member", m.Name, "err", err)
 			}
-			a.gossip.answers.Add(1)
-			a.core.ApplyServerStates(req, ds, ms)
-			mu.Lock()
-			answered[jid.Bare(m.Meta.JID)] = true
-			mu.Unlock()
-		}()
-	}
-	wg.Wait()
+			return
+		}
+		a.gossip.answers.Add(1)
+		a.core.ApplyServerStates(req, ds, ms)
+		mu.Lock()
+		answered[jid.Bare(m.Meta.JID)] = true
+		mu.Unlock()
+	})
 	if ctx.Err() != nil {
 		return
 	}
@@ -233,6 +215,23 @@ func (a *Agent) earlyResync(ctx context.Context) {
 	a.core.MarkBooted()
 	a.log.Info("booted from the members' states over gossip (XMPP still connecting)", "members", len(members),
 		"took", time.Since(start).Round(time.Millisecond))
+}
+
+// inParallel runs f(0) … f(n-1), resyncParallel at a time, and returns
+// when all are done.
+func inParallel(n int, f func(i int)) {
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, resyncParallel)
+	for i := range n {
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			f(i)
+		}()
+	}
+	wg.Wait()
 }
 
 // earlyMembers are the members the early resync asks.
