@@ -281,7 +281,13 @@ func childMain(args []string) int {
 		_ = out.Encode(childReport{Err: err.Error()})
 		return 1
 	}
-	capt := &capture{inner: slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}), fetched: new(atomic.Int64),
+	level := slog.LevelWarn
+	if v := os.Getenv("BENCH_CHILD_LOG"); v != "" { // debug, info: to chase a resync
+		if err := level.UnmarshalText([]byte(v)); err != nil {
+			return fail(fmt.Errorf("BENCH_CHILD_LOG: %w", err))
+		}
+	}
+	capt := &capture{inner: slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}), fetched: new(atomic.Int64),
 		start: time.Now(), phases: new(atomic.Value)}
 	x := pubsub.DefaultConfig()
 	x.JID, x.Password, x.Address, x.Service, x.UseTLS = *jid, *pw, *addr, *service, false
@@ -313,17 +319,24 @@ func childMain(args []string) int {
 		}
 	}()
 	defer func() { cancel(); wg.Wait() }()
+	// Booted short of devices: what is missing comes within a minute, or
+	// never (the fail message says which).
+	var bootedAt time.Time
 	booted := waitFor(ctx, 10*time.Minute, func() bool {
 		select {
 		case <-node.Core().Booted():
-			return node.Core().Stats().Devices >= *expect
+			if bootedAt.IsZero() {
+				bootedAt = time.Now()
+			}
+			return node.Core().Stats().Devices >= *expect || time.Since(bootedAt) > time.Minute
 		default:
 			return false
 		}
-	})
+	}) && node.Core().Stats().Devices >= *expect
 	took := time.Since(t0)
 	if !booted {
-		return fail(fmt.Errorf("not booted with %d devices after 10 min (holds %d)", *expect, node.Core().Stats().Devices))
+		return fail(fmt.Errorf("not booted with %d devices (booted: %v; holds %d; %s)", *expect, !bootedAt.IsZero(), node.Core().Stats().Devices,
+			missingByPublisher(node, *expect)))
 	}
 	runtime.GC()
 	var ms runtime.MemStats
@@ -342,6 +355,31 @@ func childMain(args []string) int {
 	}
 	_, _ = io.Copy(io.Discard, os.Stdin)
 	return 0
+}
+
+// missingByPublisher says, for a joiner short of devices, how many of
+// each publisher's (Custom:S<i>-<k>) it lacks and the first few missing.
+func missingByPublisher(node *agent.Agent, expect int) string {
+	held := make(map[string]bool)
+	for _, d := range node.Core().Devices(false) {
+		held[d.Device] = true
+	}
+	var b strings.Builder
+	per := expect / 4
+	for i := range 4 {
+		var miss []int
+		for k := range per {
+			if !held[fmt.Sprintf("Custom:S%d-%d", i, k)] {
+				miss = append(miss, k)
+			}
+		}
+		fmt.Fprintf(&b, "agent%d lacks %d", i+1, len(miss))
+		if len(miss) > 0 {
+			fmt.Fprintf(&b, " (first %v, last %d)", miss[:min(len(miss), 5)], miss[len(miss)-1])
+		}
+		b.WriteString("; ")
+	}
+	return strings.TrimSuffix(b.String(), "; ")
 }
 
 // procStatusKB reads a kB field of /proc/self/status.
