@@ -92,6 +92,9 @@ type Config struct {
 }
 
 // DefaultConfig returns the defaults Asterisk's xmpp.conf implies.
+// DefaultPublishWindow is Config.PublishWindow's default.
+const DefaultPublishWindow = 32
+
 func DefaultConfig() Config {
 	return Config{
 		UseTLS:        true,
@@ -102,7 +105,7 @@ func DefaultConfig() Config {
 		AuthPolicy:    "accept",
 		IQTimeout:     10 * time.Second,
 		PingInterval:  10 * time.Second,
-		PublishWindow: 32,
+		PublishWindow: DefaultPublishWindow,
 	}
 }
 
@@ -212,7 +215,7 @@ func (cfg Config) validate() (*settings, error) {
 		s.PingInterval = 10 * time.Second
 	}
 	if s.PublishWindow <= 0 {
-		s.PublishWindow = 32
+		s.PublishWindow = DefaultPublishWindow
 	}
 	s.subCheck = 5 * time.Second
 	s.probeEvery = probeEvery

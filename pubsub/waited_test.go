@@ -2,6 +2,7 @@ package pubsub
 
 import (
 	"context"
+	"fmt"
 	"slices"
 	"strings"
 	"sync"
@@ -87,4 +88,71 @@ func TestLiveChangeWrittenByCaller(t *testing.T) {
 	if p.live != nil {
 		t.Error("the run's writer is still set after run returned")
 	}
+}
+
+// With a window of 256, republished values still hold at most 8 slots
+// and the caller writes while fewer than 16 are unanswered, as with the
+// default window of 32: a larger window does not make a live change wait
+// behind a quarter of it.
+func TestLargeWindowBounds(t *testing.T) {
+	if w := DefaultConfig().PublishWindow; w != 32 || bulkShareOf(w) != maxBulkInFlight || directMaxOf(w) != maxDirectInFlight {
+		t.Fatalf("default window %d: republish share %d, direct below %d", w, bulkShareOf(w), directMaxOf(w))
+	}
+	const window = 256
+	p := newPublisher(window)
+	for i := range 1000 {
+		p.putBulk(pubKey{name: fmt.Sprint("bulk", i)}, pubValue{})
+	}
+	if b := p.takeBatch(nil); len(b) != maxBulkInFlight {
+		t.Fatalf("took %d republished values at once, want %d", len(b), maxBulkInFlight)
+	}
+	for i := range 300 {
+		p.put(pubKey{name: fmt.Sprint("live", i)}, pubValue{})
+	}
+	b := p.takeBatch(nil)
+	if len(b) != window-maxBulkInFlight {
+		t.Fatalf("took %d live values, want the rest of the window, %d", len(b), window-maxBulkInFlight)
+	}
+	for _, e := range b {
+		if e.v.bulk || !strings.HasPrefix(e.k.name, "live") {
+			t.Fatalf("took %v among the live values", e.k)
+		}
+	}
+	if st := p.stats(); st.InFlight != window || st.Pending != 1000-maxBulkInFlight+300-len(b) {
+		t.Fatalf("stats %+v", st)
+	}
+
+	// Written by the caller: the first maxDirectInFlight changes, then
+	// by the publishing goroutine.
+	p = newPublisher(window)
+	ctx, cancel := context.WithCancel(context.Background())
+	const n = maxDirectInFlight + 20
+	started := make(chan struct{}, n)
+	start := each(func(k pubKey, v pubValue) func(context.Context) error {
+		started <- struct{}{}
+		return func(ctx context.Context) error { <-ctx.Done(); return nil } // never answered
+	})
+	done := make(chan struct{})
+	go func() { p.run(ctx, start); close(done) }()
+	for running := false; !running; {
+		p.mu.Lock()
+		running = p.live != nil
+		p.mu.Unlock()
+	}
+	for i := range n {
+		p.put(devValue(fmt.Sprint("d", i), devstate.InUse))
+	}
+	deadline := time.After(10 * time.Second)
+	for i := range n {
+		select {
+		case <-started:
+		case <-deadline:
+			t.Fatalf("%d of %d written", i, n)
+		}
+	}
+	if st := p.stats(); st.Direct != maxDirectInFlight || st.Waited != n-maxDirectInFlight || st.InFlight != n {
+		t.Fatalf("stats %+v: want Direct %d, Waited %d, InFlight %d", st, maxDirectInFlight, n-maxDirectInFlight, n)
+	}
+	cancel()
+	<-done
 }
