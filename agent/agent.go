@@ -48,7 +48,7 @@ type XMPP interface {
 	AddBuddy(ctx context.Context, jid string) error
 	RemoveBuddy(ctx context.Context, jid string) error
 	SetTrace(on bool)
-	RequestOwnStates(ctx context.Context, fullJID string) ([]pubsub.DeviceItem, []pubsub.MailboxItem, error)
+	RequestOwnStates(ctx context.Context, fullJID string, chunkWait time.Duration) ([]pubsub.DeviceItem, []pubsub.MailboxItem, error)
 	AnswerOwnStates(req pubsub.OwnStatesRequest, devices []pubsub.DeviceItem, mailboxes []pubsub.MailboxItem) error
 	PublishDevice(device string, s devstate.State, cachable bool)
 	PublishMailbox(mailbox string, c mwi.Counts)
@@ -68,7 +68,8 @@ type Config struct {
 	Core        core.Config // EID and JID are taken from XMPP
 	Manager     manager.Config
 	ManagerAddr string // host:port of the AMI-style socket
-	// ResyncTimeout bounds each directed states request after a connect.
+	// ResyncTimeout bounds the wait for each chunk of a directed states
+	// request (a buddy that does not answer: an Asterisk node).
 	ResyncTimeout time.Duration
 	// BootTimeout bounds how long FullyBooted waits for the first resync;
 	// after it the node boots with what it has (the XMPP server may be down).

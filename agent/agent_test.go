@@ -123,6 +123,34 @@ func TestStatesRequestRetriedWhenForbidden(t *testing.T) {
 	}
 }
 
+// An answer cut off after its first chunks (the buddy or the server
+// busy) is asked for again, like a refused one, not given up silently.
+func TestStatesRequestRetriedWhenCutOff(t *testing.T) {
+	m := startMemAgent(t, func(c *Config) { c.XMPP.Buddies = []string{jidB} })
+	m.x.cut[jidB] = 1
+	m.x.answers[jidB] = []pubsub.DeviceItem{{Device: "SIP/b", State: devstate.InUse, EID: eidB}}
+	m.x.send(t, pubsub.Connected{JID: selfJID})
+	recv(t, m.x.asked, "first request")
+	deadline := time.Now().Add(10 * time.Second)
+	for m.clock.Pending() < 2 { // the boot timer, and the retry
+		if time.Now().After(deadline) {
+			t.Fatal("no retry timer armed")
+		}
+		recv(t, m.clock.Started(), "a timer")
+	}
+	select {
+	case <-m.Core().Booted():
+		t.Fatal("booted on the cut-off answer")
+	default:
+	}
+	m.clock.Advance(statesRetryDelay)
+	recv(t, m.x.asked, "second request")
+	recv(t, m.Core().Booted(), "boot")
+	if got := m.state("SIP/b"); got != "INUSE" {
+		t.Fatalf("SIP/b = %s after the retry", got)
+	}
+}
+
 // Members: one that joins becomes a buddy and is asked for its states; one
 // that dies or leaves has its states dropped at once (stale=expire), or
 // kept (stale=keep). Whoever claims a member's EID from another account

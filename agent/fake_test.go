@@ -48,6 +48,7 @@ type fakeXMPP struct {
 	answers   map[string][]pubsub.DeviceItem  // what each buddy (full JID) answers
 	mailboxes map[string][]pubsub.MailboxItem // and its mailboxes
 	refuse    map[string]int                  // buddy → forbidden answers still to give
+	cut       map[string]int                  // buddy → answers cut off after the first chunks still to give
 	silent    map[string]bool                 // buddies that never answer (Asterisk)
 	added     []string                        // AddBuddy calls
 	removed   []string                        // RemoveBuddy calls
@@ -67,6 +68,7 @@ func newFakeXMPP() *fakeXMPP {
 		answers:   map[string][]pubsub.DeviceItem{},
 		mailboxes: map[string][]pubsub.MailboxItem{},
 		refuse:    map[string]int{},
+		cut:       map[string]int{},
 		silent:    map[string]bool{},
 		answerOut: map[string][]pubsub.DeviceItem{},
 		asked:     make(chan string, 64),
@@ -111,13 +113,24 @@ func (f *fakeXMPP) SetTrace(on bool) {
 	f.trace = on
 }
 
-func (f *fakeXMPP) RequestOwnStates(ctx context.Context, to string) ([]pubsub.DeviceItem, []pubsub.MailboxItem, error) {
+func (f *fakeXMPP) RequestOwnStates(ctx context.Context, to string, chunkWait time.Duration) ([]pubsub.DeviceItem, []pubsub.MailboxItem, error) {
 	f.asked <- to
 	f.mu.Lock()
 	if f.silent[to] {
 		f.mu.Unlock()
-		<-ctx.Done()
-		return nil, nil, ctx.Err()
+		t := time.NewTimer(chunkWait)
+		defer t.Stop()
+		select {
+		case <-ctx.Done():
+			return nil, nil, ctx.Err()
+		case <-t.C:
+			return nil, nil, pubsub.ErrTimeout
+		}
+	}
+	if f.cut[to] > 0 {
+		f.cut[to]--
+		f.mu.Unlock()
+		return nil, nil, fmt.Errorf("own states of %s: %w after 500 items: %w", to, pubsub.ErrOwnStatesIncomplete, pubsub.ErrTimeout)
 	}
 	if f.refuse[to] > 0 {
 		f.refuse[to]--

@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"maps"
 	"slices"
@@ -303,7 +304,10 @@ func (a *Agent) resyncTargets() []string {
 //
 // A member that has not heard of this node yet (gossip reaches members
 // one after another, within a second or two) refuses the request as
-// coming from a stranger (forbidden): it is asked again, a few times.
+// coming from a stranger (forbidden): it is asked again, a few times; so
+// is one whose answer stopped after the first chunks. ResyncTimeout
+// bounds the wait for each chunk, not the whole answer: 100,000 states
+// take 200 chunks, several seconds through a busy server.
 //
 // A buddy that is a live gossip member is asked over gossip first
 // (gossipstates.go); the XMPP request is the fallback.
@@ -325,29 +329,40 @@ func (a *Agent) requestStates(ctx context.Context, to string) bool {
 		a.gossip.fallbacks.Add(1)
 		a.log.Info("states over gossip failed; asking over XMPP", "member", m.Name, "jid", to, "err", err)
 	}
-	qctx, cancel := context.WithTimeout(ctx, a.cfg.ResyncTimeout)
-	defer cancel()
 	wait := statesRetryDelay
 	for attempt := 1; ; attempt++ {
 		req := a.core.StatesRequest(to)
-		ds, ms, err := a.xmpp.RequestOwnStates(qctx, to)
+		ds, ms, err := a.xmpp.RequestOwnStates(ctx, to, a.cfg.ResyncTimeout)
 		if err == nil {
 			a.gossip.xmppAnswers.Add(1)
 			a.statesAnswered(to)
 			a.core.ApplyServerStates(req, ds, ms)
 			return true
 		}
-		if pubsub.IsCondition(err, "forbidden") && attempt < statesTries {
+		// Refused as from a stranger, or cut off after the first chunks
+		// (a busylamp peer, busy): asked again, a few times.
+		cut := errors.Is(err, pubsub.ErrOwnStatesIncomplete)
+		if (cut || pubsub.IsCondition(err, "forbidden")) && attempt < statesTries && ctx.Err() == nil {
+			if cut {
+				a.log.Info("states answer cut off; asking again", "jid", to, "attempt", attempt, "err", err)
+			}
 			retry, stop := core.After(a.clock, wait)
 			select {
 			case <-retry:
 				wait *= 2
 				continue
-			case <-qctx.Done():
+			case <-ctx.Done():
 				stop()
 			}
 		}
-		if ctx.Err() == nil {
+		if ctx.Err() != nil {
+			return false
+		}
+		if cut {
+			// Not silent: this server's states are now only what the
+			// PubSub items tell.
+			a.log.Warn("states request failed; keeping what the PubSub items tell of that server", "jid", to, "attempts", attempt, "err", err)
+		} else {
 			a.log.Debug("states request", "jid", to, "attempts", attempt, "err", err)
 		}
 		return false

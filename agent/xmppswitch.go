@@ -5,6 +5,7 @@ import (
 	"errors"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/busylamp/busylamp/devstate"
 	"github.com/busylamp/busylamp/mwi"
@@ -129,8 +130,8 @@ func (s *xmppSwitch) RemoveBuddy(ctx context.Context, jid string) error {
 	return s.current().RemoveBuddy(ctx, jid)
 }
 
-func (s *xmppSwitch) RequestOwnStates(ctx context.Context, fullJID string) ([]pubsub.DeviceItem, []pubsub.MailboxItem, error) {
-	return s.current().RequestOwnStates(ctx, fullJID)
+func (s *xmppSwitch) RequestOwnStates(ctx context.Context, fullJID string, chunkWait time.Duration) ([]pubsub.DeviceItem, []pubsub.MailboxItem, error) {
+	return s.current().RequestOwnStates(ctx, fullJID, chunkWait)
 }
 
 func (s *xmppSwitch) AnswerOwnStates(req pubsub.OwnStatesRequest, devices []pubsub.DeviceItem, mailboxes []pubsub.MailboxItem) error {

@@ -19,6 +19,10 @@ var (
 	// does not speak busylamp's own-states exchange (an Asterisk node, or
 	// a busylamp whose resource is gone). The agent may ignore it.
 	ErrOwnStatesUnsupported = errors.New("peer does not answer busylamp's own-states request")
+	// ErrOwnStatesIncomplete is returned by RequestOwnStates when the
+	// peer answered the first chunks and then not a later one (in time):
+	// a busylamp peer, worth asking again.
+	ErrOwnStatesIncomplete = errors.New("own-states answer cut off after the first chunks")
 	// ErrClosed is returned after Run has ended.
 	ErrClosed = errors.New("client closed")
 )

@@ -49,6 +49,7 @@ func TestOwnStatesExchange(t *testing.T) {
 		}
 		// A answers every request the agent way: from its event loop.
 		var answered atomic.Int32
+		var lostSnapshot atomic.Bool // answer with a cursor A does not know
 		ctx, cancel := context.WithCancel(context.Background())
 		defer cancel()
 		go func() {
@@ -57,6 +58,13 @@ func TestOwnStatesExchange(t *testing.T) {
 				case ev := <-a.ev:
 					if req, ok := ev.(OwnStatesRequest); ok {
 						answered.Add(1)
+						if lostSnapshot.Load() {
+							ans := &answer{to: req.From, devs: devs, mboxes: mboxes}
+							if err := req.sess.send(newIQ("result", req.From, req.ID, chunk(ans, "gone", 0))); err != nil {
+								t.Errorf("answer: %v", err)
+							}
+							continue
+						}
 						if err := a.c.AnswerOwnStates(req, devs, mboxes); err != nil {
 							t.Errorf("answer: %v", err)
 						}
@@ -66,7 +74,7 @@ func TestOwnStatesExchange(t *testing.T) {
 				}
 			}
 		}()
-		gotD, gotM, err := b.c.RequestOwnStates(context.Background(), aFull)
+		gotD, gotM, err := b.c.RequestOwnStates(context.Background(), aFull, 0)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -87,8 +95,17 @@ func TestOwnStatesExchange(t *testing.T) {
 			t.Errorf("the agent was asked %d times; later chunks must come from the snapshot", n)
 		}
 
+		// The first chunk, then a cursor A no longer knows: cut off, not
+		// taken for an Asterisk node, not a partial success.
+		lostSnapshot.Store(true)
+		gotD, _, err = b.c.RequestOwnStates(context.Background(), aFull, 0)
+		if !errors.Is(err, ErrOwnStatesIncomplete) || !IsCondition(err, "item-not-found") || gotD != nil {
+			t.Errorf("answer cut off after one chunk: %d devices, %v; want ErrOwnStatesIncomplete (item-not-found)", len(gotD), err)
+		}
+		lostSnapshot.Store(false)
+
 		// A resource that is not there: the server answers for it.
-		_, _, err = b.c.RequestOwnStates(context.Background(), jid.Bare(aj)+"/gone")
+		_, _, err = b.c.RequestOwnStates(context.Background(), jid.Bare(aj)+"/gone", 0)
 		if !errors.Is(err, ErrOwnStatesUnsupported) {
 			t.Errorf("request to a missing resource: %v, want ErrOwnStatesUnsupported", err)
 		}
@@ -96,7 +113,7 @@ func TestOwnStatesExchange(t *testing.T) {
 		cc := peerConfig(srv, cj, cpw, "astvoip3")
 		c := startPeer(t, "C", cc)
 		c.connected(connectWait)
-		_, _, err = c.c.RequestOwnStates(context.Background(), aFull)
+		_, _, err = c.c.RequestOwnStates(context.Background(), aFull, 0)
 		if !IsCondition(err, "forbidden") {
 			t.Errorf("request from a non-buddy: %v, want forbidden", err)
 		}

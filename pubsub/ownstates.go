@@ -220,10 +220,14 @@ func (c *Client) AnswerOwnStates(req OwnStatesRequest, devices []DeviceItem, mai
 }
 
 // RequestOwnStates asks the busylamp buddy at fullJID for its own device
-// and mailbox states. An Asterisk node (or a resource that is gone) yields
-// an error that wraps ErrOwnStatesUnsupported; an Asterisk node that does
-// not answer at all yields ErrTimeout.
-func (c *Client) RequestOwnStates(ctx context.Context, fullJID string) ([]DeviceItem, []MailboxItem, error) {
+// and mailbox states, chunk by chunk; each chunk's answer is waited for
+// at most chunkWait (0: the IQ timeout), so a long answer that keeps
+// coming is not cut off by a bound meant for a peer that does not answer.
+// An Asterisk node (or a resource that is gone) yields an error that
+// wraps ErrOwnStatesUnsupported; an Asterisk node that does not answer at
+// all yields ErrTimeout; a peer that stops answering after the first
+// chunks, ErrOwnStatesIncomplete.
+func (c *Client) RequestOwnStates(ctx context.Context, fullJID string, chunkWait time.Duration) ([]DeviceItem, []MailboxItem, error) {
 	s, err := c.session()
 	if err != nil {
 		return nil, nil, err
@@ -232,10 +236,21 @@ func (c *Client) RequestOwnStates(ctx context.Context, fullJID string) ([]Device
 	var mboxes []MailboxItem
 	after := ""
 	for total := 0; ; {
-		res, err := s.iq(ctx, "get", fullJID, &statesQuery{Max: ownChunk, After: after})
+		cctx, cancel := ctx, context.CancelFunc(func() {})
+		if chunkWait > 0 {
+			cctx, cancel = context.WithTimeout(ctx, chunkWait)
+		}
+		res, err := s.iq(cctx, "get", fullJID, &statesQuery{Max: ownChunk, After: after})
+		cancel()
 		if err != nil {
+			if ctx.Err() == nil && errors.Is(err, context.DeadlineExceeded) {
+				err = ErrTimeout // the chunk's own bound
+			}
 			if IsCondition(err, "service-unavailable") || IsCondition(err, "feature-not-implemented") {
 				return nil, nil, fmt.Errorf("own states of %s: %w (%w)", fullJID, ErrOwnStatesUnsupported, err)
+			}
+			if after != "" && ctx.Err() == nil {
+				return nil, nil, fmt.Errorf("own states of %s: %w after %d items: %w", fullJID, ErrOwnStatesIncomplete, total, err)
 			}
 			return nil, nil, fmt.Errorf("own states of %s: %w", fullJID, err)
 		}
