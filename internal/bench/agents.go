@@ -85,6 +85,9 @@ func startClusterWith(ctx context.Context, srv *xmpptest.Server, names, extraBud
 		if o.pubWindow > 0 {
 			cfg.XMPP.PublishWindow = o.pubWindow
 		}
+		if o.maxDevices > 0 {
+			cfg.Core.MaxDevices = o.maxDevices
+		}
 		rec := newHopRecorder()
 		cfg.XMPP.Hops, cfg.Manager.Hops = rec.record, rec.record
 		c.hops = append(c.hops, rec)

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/busylamp/busylamp/agent"
+	"github.com/busylamp/busylamp/devstate"
 	"github.com/busylamp/busylamp/internal/xmpptest"
 )
 
@@ -30,6 +31,9 @@ import (
 // changes sent meanwhile; the republishes the probe added are counted.
 
 var liveDevices = flag.Int("live-devices", 100000, "live: own states agent A republishes")
+
+// livePool is the number of devices the live changes go to.
+const livePool = 1000
 
 // targetLiveP99Ratio bounds p99 during a republish against idle p99.
 const targetLiveP99Ratio = 2.0
@@ -117,6 +121,10 @@ func measureLiveDuringRepublish(ctx context.Context, srv *xmpptest.Server, o *op
 	var reprobed atomic.Int64
 	lo := *o
 	lo.log = slog.New(reprobeCounter{o.log.Handler(), &reprobed})
+	// B holds A's own states and the live pool's: an account's share
+	// (half of max_devices) must take both, or the live changes are
+	// refused as a flood once A's states fill it (at 100,000 they do).
+	lo.maxDevices = max(devstate.DefaultMaxDevices, 2*(res.devices+livePool))
 	busy, err := startBusy(ctx, srv, 2, &lo)
 	if err != nil {
 		return err
@@ -159,7 +167,7 @@ func measureLiveDuringRepublish(ctx context.Context, srv *xmpptest.Server, o *op
 	}
 	logf("%s: A published %d states in %v", srv.Kind, res.devices, res.load.Round(time.Millisecond))
 
-	p := newPool("Custom:L", 1000)
+	p := newPool("Custom:L", livePool)
 	if _, err := measureLatency(ctx, busy, p, clk, 50, time.Second); err != nil { // warm-up
 		return err
 	}

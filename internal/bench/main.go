@@ -53,6 +53,7 @@ type options struct {
 	ejPhases    map[string]bool // on ejabberd
 	sizes       []int
 	pubWindow   int
+	maxDevices  int // agents' max_devices (0: the default)
 	profiled    bool
 	profChanges int // changes sent during the profiled run
 	rounds      int
