@@ -237,7 +237,7 @@ func runCluster(ctx context.Context, srv *xmpptest.Server, n int, o *options, r 
 	// The fair baseline: its node is configured as busylamp's is (read
 	// from the server as agent1's account, an owner), holds as many items
 	// and has as many subscribers.
-	probe, err := dialBareAs(ctx, srv, busy.cl.names[0], "probe")
+	probe, err := dialBareAs(ctx, srv, busy.cl.names[0], "probe", false)
 	if err != nil {
 		return err
 	}
