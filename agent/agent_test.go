@@ -100,54 +100,43 @@ func TestBootTimeoutInMemory(t *testing.T) {
 }
 
 // A states request refused as from a stranger (the member has not heard
-// of us through gossip yet) is asked again after a delay.
-func TestStatesRequestRetriedWhenForbidden(t *testing.T) {
-	m := startMemAgent(t, func(c *Config) { c.XMPP.Buddies = []string{jidB} })
-	m.x.refuse[jidB] = 1
-	m.x.answers[jidB] = []pubsub.DeviceItem{{Device: "SIP/b", State: devstate.InUse, EID: eidB}}
-	m.x.send(t, pubsub.Connected{JID: selfJID})
-	recv(t, m.x.asked, "first request")
-	// The retry waits on the clock: wait until its timer is armed.
-	deadline := time.Now().Add(10 * time.Second)
-	for m.clock.Pending() < 2 { // the boot timer, and the retry
-		if time.Now().After(deadline) {
-			t.Fatal("no retry timer armed")
-		}
-		recv(t, m.clock.Started(), "a timer")
-	}
-	m.clock.Advance(statesRetryDelay)
-	recv(t, m.x.asked, "second request")
-	recv(t, m.Core().Booted(), "boot")
-	if got := m.state("SIP/b"); got != "INUSE" {
-		t.Fatalf("SIP/b = %s after the retry", got)
-	}
-}
-
-// An answer cut off after its first chunks (the buddy or the server
-// busy) is asked for again, like a refused one, not given up silently.
-func TestStatesRequestRetriedWhenCutOff(t *testing.T) {
-	m := startMemAgent(t, func(c *Config) { c.XMPP.Buddies = []string{jidB} })
-	m.x.cut[jidB] = 1
-	m.x.answers[jidB] = []pubsub.DeviceItem{{Device: "SIP/b", State: devstate.InUse, EID: eidB}}
-	m.x.send(t, pubsub.Connected{JID: selfJID})
-	recv(t, m.x.asked, "first request")
-	deadline := time.Now().Add(10 * time.Second)
-	for m.clock.Pending() < 2 { // the boot timer, and the retry
-		if time.Now().After(deadline) {
-			t.Fatal("no retry timer armed")
-		}
-		recv(t, m.clock.Started(), "a timer")
-	}
-	select {
-	case <-m.Core().Booted():
-		t.Fatal("booted on the cut-off answer")
-	default:
-	}
-	m.clock.Advance(statesRetryDelay)
-	recv(t, m.x.asked, "second request")
-	recv(t, m.Core().Booted(), "boot")
-	if got := m.state("SIP/b"); got != "INUSE" {
-		t.Fatalf("SIP/b = %s after the retry", got)
+// of us through gossip yet), or an answer cut off after its first chunks
+// (the buddy or the server busy), is asked again after a delay, not
+// given up silently: the node is not booted on it.
+func TestStatesRequestRetried(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		fail func(x *fakeXMPP)
+	}{
+		{"forbidden", func(x *fakeXMPP) { x.refuse[jidB] = 1 }},
+		{"cut off", func(x *fakeXMPP) { x.cut[jidB] = 1 }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			m := startMemAgent(t, func(c *Config) { c.XMPP.Buddies = []string{jidB} })
+			tc.fail(m.x)
+			m.x.answers[jidB] = []pubsub.DeviceItem{{Device: "SIP/b", State: devstate.InUse, EID: eidB}}
+			m.x.send(t, pubsub.Connected{JID: selfJID})
+			recv(t, m.x.asked, "first request")
+			// The retry waits on the clock: wait until its timer is armed.
+			deadline := time.Now().Add(10 * time.Second)
+			for m.clock.Pending() < 2 { // the boot timer, and the retry
+				if time.Now().After(deadline) {
+					t.Fatal("no retry timer armed")
+				}
+				recv(t, m.clock.Started(), "a timer")
+			}
+			select {
+			case <-m.Core().Booted():
+				t.Fatal("booted on the failed request")
+			default:
+			}
+			m.clock.Advance(statesRetryDelay)
+			recv(t, m.x.asked, "second request")
+			recv(t, m.Core().Booted(), "boot")
+			if got := m.state("SIP/b"); got != "INUSE" {
+				t.Fatalf("SIP/b = %s after the retry", got)
+			}
+		})
 	}
 }
 

@@ -35,13 +35,7 @@ func TestLiveChangeWrittenByCaller(t *testing.T) {
 			return nil
 		}
 	})
-	done := make(chan struct{})
-	go func() { p.run(ctx, start); close(done) }()
-	for running := false; !running; {
-		p.mu.Lock()
-		running = p.live != nil
-		p.mu.Unlock()
-	}
+	done := startRun(ctx, p, start)
 	nStarted := func() int {
 		mu.Lock()
 		defer mu.Unlock()
@@ -132,13 +126,7 @@ func TestLargeWindowBounds(t *testing.T) {
 		started <- struct{}{}
 		return func(ctx context.Context) error { <-ctx.Done(); return nil } // never answered
 	})
-	done := make(chan struct{})
-	go func() { p.run(ctx, start); close(done) }()
-	for running := false; !running; {
-		p.mu.Lock()
-		running = p.live != nil
-		p.mu.Unlock()
-	}
+	done := startRun(ctx, p, start)
 	for i := range n {
 		p.put(devValue(fmt.Sprint("d", i), devstate.InUse))
 	}
@@ -155,4 +143,18 @@ func TestLargeWindowBounds(t *testing.T) {
 	}
 	cancel()
 	<-done
+}
+
+// startRun runs p with start on a goroutine of its own, returns once the
+// session's run is set (a put may then write directly), and gives what
+// is closed when the run has ended.
+func startRun(ctx context.Context, p *publisher, start func([]pubEntry) []func(context.Context) error) chan struct{} {
+	done := make(chan struct{})
+	go func() { p.run(ctx, start); close(done) }()
+	for running := false; !running; {
+		p.mu.Lock()
+		running = p.live != nil
+		p.mu.Unlock()
+	}
+	return done
 }
