@@ -92,10 +92,9 @@ func transient(err error) bool {
 // at the server it waits behind at most bulkShare republished publishes,
 // not behind a full window.
 //
-// The window is 32 by default: a window of 256 gave no more throughput
-// in the same run (a closed loop of changes, 0.86-0.94x the bare
-// client's against 0.84-0.97x with 32; BENCHMARKS.md), and queues more
-// at the server.
+// The window is 32 by default: in the same run a window of 256 gave no
+// more throughput than 32 (a closed loop of changes; BENCHMARKS.md,
+// 2026-12-04), and it queues more at the server.
 type publisher struct {
 	window    int
 	bulkShare int // most republished values in flight
