@@ -63,6 +63,7 @@ type node struct {
 	jid         string
 	conf        string
 	amiAddr     string
+	starts      int // times started: from the second on, a fresh AMI port
 	gossipAddr  string
 	logPath     string
 	cmd         *exec.Cmd
@@ -254,6 +255,9 @@ func (c *cluster) stopAll() {
 
 func (n *node) start() {
 	n.t.Helper()
+	if n.starts++; n.starts > 1 {
+		n.freshAMIPort()
+	}
 	logf, err := os.OpenFile(n.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		n.t.Fatal(err)
@@ -272,6 +276,30 @@ func (n *node) start() {
 		logf.Close()
 		close(done)
 	}(n.cmd, n.done)
+}
+
+// freshAMIPort moves a node that starts again to a port of its own: the
+// one it had was free when picked, but while the node was down anything
+// could take it (the local port of an outgoing connection of a package
+// tested beside this one: it is in the ephemeral range), and the agent
+// then fails to bind (seen with both cores busy).
+func (n *node) freshAMIPort() {
+	n.t.Helper()
+	_, oldPort, _ := net.SplitHostPort(n.amiAddr)
+	b, err := os.ReadFile(n.conf)
+	if err != nil {
+		n.t.Fatal(err)
+	}
+	line := "\n[manager]\nbindaddr=127.0.0.1\nport=" + oldPort + "\n"
+	if !bytes.Contains(b, []byte(line)) {
+		return // a config of the test's own: leave it be
+	}
+	n.amiAddr = freeAddr(n.t)
+	_, port, _ := net.SplitHostPort(n.amiAddr)
+	b = bytes.Replace(b, []byte(line), []byte("\n[manager]\nbindaddr=127.0.0.1\nport="+port+"\n"), 1)
+	if err := os.WriteFile(n.conf, b, 0o600); err != nil {
+		n.t.Fatal(err)
+	}
 }
 
 // stop ends the agent with SIGTERM (SIGKILL after stopWait).
@@ -324,6 +352,13 @@ func (n *node) ami() *amiConn {
 		}
 		if time.Now().After(deadline) {
 			n.t.Fatalf("%s: AMI login: %v\nlog:\n%s", n.name, err, n.log())
+		}
+		if n.cmd != nil && n.done != nil {
+			select {
+			case <-n.done: // it will not listen: say why at once
+				n.t.Fatalf("%s exited while starting\nlog:\n%s", n.name, n.log())
+			default:
+			}
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
