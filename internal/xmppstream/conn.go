@@ -42,6 +42,7 @@ type conn struct {
 	wmu   sync.Mutex
 	wbuf  []byte        // under wmu: writeWith's buffer, kept between writes
 	nw    atomic.Uint64 // writes made (syscalls, without TLS)
+	ack   func()        // after each write: ACK the server's data at once again (quickAck); nil: nothing
 	once  sync.Once
 }
 
@@ -78,7 +79,7 @@ func dial(ctx context.Context, addr string, connectTimeout time.Duration, r *net
 	if err != nil {
 		return nil, err
 	}
-	c := &conn{raw: nc, nc: nc, log: log, trace: trace}
+	c := &conn{raw: nc, nc: nc, log: log, trace: trace, ack: quickAck(nc)}
 	c.resetDecoder()
 	return c, nil
 }
@@ -176,6 +177,9 @@ func (c *conn) writeLocked(b []byte) error {
 	_ = c.nc.SetWriteDeadline(time.Now().Add(writeTimeout))
 	c.nw.Add(1)
 	_, err := c.nc.Write(b)
+	if c.ack != nil {
+		c.ack()
+	}
 	return err
 }
 
