@@ -53,7 +53,9 @@ type options struct {
 	ejPhases    map[string]bool // on ejabberd
 	sizes       []int
 	pubWindow   int
-	maxDevices  int // agents' max_devices (0: the default)
+	pin         bool   // e2e: the server on a CPU of its own (pin.go)
+	pinned      string // how the e2e phase ran
+	maxDevices  int    // agents' max_devices (0: the default)
 	profiled    bool
 	profChanges int // changes sent during the profiled run
 	rounds      int
@@ -87,6 +89,7 @@ func main() {
 	ejPhases := flag.String("ejabberd-phases", "", "with -ejabberd: what to run on ejabberd (empty: as -phases)")
 	sizes := flag.String("sizes", "2,5", "cluster sizes (agents, and plain clients for the baseline)")
 	flag.IntVar(&o.pubWindow, "publish-window", 0, "agents' PublishWindow (0: busylamp's default)")
+	flag.BoolVar(&o.pin, "pin", true, "e2e: pin the server to the last CPU and this process to the others, so that they do not compete")
 	flag.IntVar(&o.rounds, "rounds", 3, "rounds of latency and throughput, alternating baseline and busylamp")
 	o.many.flags(flag.CommandLine)
 	flag.Parse()
@@ -157,6 +160,7 @@ type report struct {
 	baseBurst burstResult
 	busy      map[int]latencyResult
 	busyThr   map[int]throughputResult
+	stalls    map[int][2]stalls // during the 1,000-device latency runs: baseline, busylamp
 	busyBurst map[int]burstResult
 	local     map[int]latencyResult // agent A's socket to itself
 	hops      map[int]*hopBreakdown // busylamp's latency runs, per hop
@@ -183,7 +187,7 @@ func startServer(kind xmpptest.Kind) (*xmpptest.Server, error) {
 func runKind(ctx context.Context, kind xmpptest.Kind, o *options) (*report, error) {
 	r := &report{kind: kind, version: serverVersion(kind),
 		base: map[int]latencyResult{}, baseThr: map[int]throughputResult{},
-		busy: map[int]latencyResult{}, busyThr: map[int]throughputResult{},
+		busy: map[int]latencyResult{}, busyThr: map[int]throughputResult{}, stalls: map[int][2]stalls{},
 		busyBurst: map[int]burstResult{}, burstBad: map[int]int{}, local: map[int]latencyResult{},
 		hops: map[int]*hopBreakdown{}, base1dev: map[int]latencyResult{}, busy1dev: map[int]latencyResult{}, fair: map[int]fairness{}, oneBad: map[int]int{}}
 	r.desc = string(kind)
@@ -290,12 +294,32 @@ func runCluster(ctx context.Context, srv *xmpptest.Server, n int, o *options, r 
 		return err
 	}
 	r.fair[n] = fairness{busy: busyFacts, base: baseFacts, diff: busyFacts.differences(baseFacts)}
+	unpin := func() {}
 	if o.phases["e2e"] {
+		if o.pin {
+			undo, desc, err := pinApart(serverPIDs(srv))
+			if err != nil {
+				return fmt.Errorf("pin the server apart: %w", err)
+			}
+			o.pinned = desc
+			defer undo()
+			// The burst and the other phases run on every CPU.
+			unpin = undo
+		} else {
+			o.pinned = "not pinned (-pin=false)"
+		}
 		warm := o.thrDur / 4
+		cpu := newCPUMeter(serverPIDs(srv))
 		lat := make([][]latencyResult, len(systems))
 		lat1 := make([][]latencyResult, len(systems))
 		thr := make([][]throughputResult, len(systems))
 		var hops []*hopBreakdown
+		// The probe has no presence: its pings see the server, and it gets
+		// no notifications.
+		pingServer := func(ctx context.Context) error {
+			return probe.iq(ctx, "get", srv.Domain, `<ping xmlns="urn:xmpp:ping"/>`)
+		}
+		var watched [2]stalls
 		for round := range o.rounds {
 			order := []int{0, 1, 2}[:len(systems)]
 			if round%2 == 1 {
@@ -307,9 +331,16 @@ func runCluster(ctx context.Context, srv *xmpptest.Server, n int, o *options, r 
 				if i == 1 {
 					stop = busy.traceHops(ctx)
 				}
+				var stopWatch func() *stalls
+				if i < 2 {
+					stopWatch = watchStalls(ctx, clk, pingServer)
+				}
 				l, err := measureLatency(ctx, systems[i], pools[i], clk, o.rate, o.latDur)
 				if stop != nil {
 					hops = append(hops, stop())
+				}
+				if stopWatch != nil {
+					watched[i].add(stopWatch())
 				}
 				if err != nil {
 					return err
@@ -329,7 +360,7 @@ func runCluster(ctx context.Context, srv *xmpptest.Server, n int, o *options, r 
 			for _, i := range order {
 				profile := i == 1 && n == o.sizes[0] && round == 0 && o.cpuProfile != "" && !o.profiled
 				o.profiled = o.profiled || profile
-				t, err := measureBusyThroughput(ctx, systems[i], pools[i], clk, o, warm, profile)
+				t, err := measureBusyThroughput(ctx, systems[i], pools[i], clk, o, warm, profile, cpu)
 				if err != nil {
 					return err
 				}
@@ -350,6 +381,7 @@ func runCluster(ctx context.Context, srv *xmpptest.Server, n int, o *options, r 
 		if r.oneBad[n], err = busy.check(ctx, one[1].want()); err != nil {
 			return err
 		}
+		r.stalls[n] = watched
 		r.base[n], r.baseThr[n] = pool(lat[0]...), median(thr[0]...)
 		r.busy[n], r.busyThr[n] = pool(lat[1]...), median(thr[1]...)
 		if ref != nil {
@@ -361,6 +393,7 @@ func runCluster(ctx context.Context, srv *xmpptest.Server, n int, o *options, r 
 			}
 		}
 	}
+	unpin()
 	if !o.phases["burst"] {
 		return nil
 	}
@@ -389,7 +422,7 @@ func runCluster(ctx context.Context, srv *xmpptest.Server, n int, o *options, r 
 
 // measureBusyThroughput measures throughput; for busylamp it then checks
 // every agent's DeviceStateList, and it may profile the run.
-func measureBusyThroughput(ctx context.Context, sys system, p *devicePool, clk clock, o *options, warm time.Duration, profile bool) (throughputResult, error) {
+func measureBusyThroughput(ctx context.Context, sys system, p *devicePool, clk clock, o *options, warm time.Duration, profile bool, cpu cpuMeter) (throughputResult, error) {
 	if profile {
 		f, err := os.Create(o.cpuProfile)
 		if err != nil {
@@ -404,7 +437,7 @@ func measureBusyThroughput(ctx context.Context, sys system, p *devicePool, clk c
 			return throughputResult{}, err
 		}
 	}
-	t, err := measureThroughput(ctx, sys, p, clk, o.window, o.thrDur, warm)
+	t, err := measureThroughput(ctx, sys, p, clk, o.window, o.thrDur, warm, cpu)
 	if profile {
 		pprof.StopCPUProfile()
 		o.profChanges = t.sent

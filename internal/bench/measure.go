@@ -105,6 +105,7 @@ type latencyResult struct {
 	n, lost        int
 	p50, p99, p999 time.Duration
 	samples        []time.Duration
+	at             []int64 // when each sample's change was sent (clock.now)
 }
 
 // pool merges runs into one result.
@@ -114,6 +115,7 @@ func pool(rs ...latencyResult) latencyResult {
 		out.n += r.n
 		out.lost += r.lost
 		out.samples = append(out.samples, r.samples...)
+		out.at = append(out.at, r.at...)
 	}
 	ps := percentiles(out.samples, 0.50, 0.99, 0.999)
 	out.p50, out.p99, out.p999 = ps[0], ps[1], ps[2]
@@ -152,9 +154,9 @@ func measureLatency(ctx context.Context, sys system, p *devicePool, clk clock, r
 	}
 	waitFor(ctx, 10*time.Second, func() bool { return tr.slowest() >= int64(n) })
 	tr.lat.mu.Lock()
-	samples := slices.Clone(tr.lat.d)
+	samples, at := slices.Clone(tr.lat.d), slices.Clone(tr.lat.at)
 	tr.lat.mu.Unlock()
-	return pool(latencyResult{n: n, lost: n - int(tr.slowest()), samples: samples}), nil
+	return pool(latencyResult{n: n, lost: n - int(tr.slowest()), samples: samples, at: at}), nil
 }
 
 // throughputResult is the rate the slowest receiver sustained with at most
@@ -164,6 +166,7 @@ type throughputResult struct {
 	sent   int
 	lost   int
 	runs   []float64
+	cpu    cpuUse // over the measured part (after warm-up); summed over runs by median
 }
 
 // median of several runs; lost and sent add up.
@@ -172,6 +175,7 @@ func median(rs ...throughputResult) throughputResult {
 	for _, r := range rs {
 		out.sent += r.sent
 		out.lost += r.lost
+		out.cpu = out.cpu.add(r.cpu)
 		out.runs = append(out.runs, r.perSec)
 	}
 	s := slices.Clone(out.runs)
@@ -185,7 +189,7 @@ func median(rs ...throughputResult) throughputResult {
 // measureThroughput runs closed-loop for dur: a change is sent whenever
 // fewer than window are outstanding. The rate is what the slowest receiver
 // saw after warm, and every change must arrive in the end.
-func measureThroughput(ctx context.Context, sys system, p *devicePool, clk clock, window int, dur, warm time.Duration) (throughputResult, error) {
+func measureThroughput(ctx context.Context, sys system, p *devicePool, clk clock, window int, dur, warm time.Duration, cpu cpuMeter) (throughputResult, error) {
 	if window >= p.size {
 		return throughputResult{}, fmt.Errorf("window %d must be below the %d devices", window, p.size)
 	}
@@ -196,15 +200,22 @@ func measureThroughput(ctx context.Context, sys system, p *devicePool, clk clock
 	start := time.Now()
 	var c0, c1 int64
 	var t0, t1 time.Time
+	var s0, s1 cpuSample
 	i := 0
 	for i < maxChanges {
 		now := time.Now()
 		el := now.Sub(start)
 		if t0.IsZero() && el >= warm {
 			c0, t0 = tr.slowest(), now
+			if cpu != nil {
+				s0 = cpu()
+			}
 		}
 		if el >= dur {
 			c1, t1 = tr.slowest(), now
+			if cpu != nil {
+				s1 = cpu()
+			}
 			break
 		}
 		if int64(i)-tr.slowest() >= int64(window) {
@@ -237,7 +248,11 @@ func measureThroughput(ctx context.Context, sys system, p *devicePool, clk clock
 		return throughputResult{}, fmt.Errorf("sent the maximum of %d changes before %v", maxChanges, dur)
 	}
 	waitFor(ctx, 30*time.Second, func() bool { return tr.slowest() >= int64(i) })
-	return throughputResult{perSec: float64(c1-c0) / t1.Sub(t0).Seconds(), sent: i, lost: i - int(tr.slowest())}, nil
+	res := throughputResult{perSec: float64(c1-c0) / t1.Sub(t0).Seconds(), sent: i, lost: i - int(tr.slowest())}
+	if cpu != nil {
+		res.cpu = usedBetween(s0, s1, c1-c0)
+	}
+	return res, nil
 }
 
 // burstStates is what each device cycles through in a burst; consecutive

@@ -25,8 +25,8 @@ func printReports(w io.Writer, reports []*report, o *options, took time.Duration
 	fmt.Fprintf(w, "command: %s\n", strings.Join(os.Args, " "))
 	fmt.Fprintf(w, "latency: %d changes/s over 1000 devices, %v per round; max/s: closed loop, at most %d changes outstanding\n"+
 		"(sent, not yet seen by every receiver), %v per round, first quarter warm-up, median of the rounds; %d rounds\n"+
-		"alternating baseline and busylamp on the same server; receivers: every member but the sender\n",
-		o.rate, o.latDur, o.window, o.thrDur, o.rounds)
+		"alternating baseline and busylamp on the same server; receivers: every member but the sender; %s\n",
+		o.rate, o.latDur, o.window, o.thrDur, o.rounds, o.pinned)
 	for _, r := range reports {
 		printReport(w, r, o)
 	}
@@ -144,6 +144,36 @@ func printReport(w io.Writer, r *report, o *options) {
 				f.busy.value("pubsub#max_items"), f.base.value("pubsub#max_items"),
 				f.busy.value("pubsub#persist_items"), f.base.value("pubsub#persist_items"), diff)
 		}
+	}
+	for _, n := range o.sizes {
+		st, ok := r.stalls[n]
+		if !ok {
+			continue
+		}
+		// The p999 tail of each side, beside what else was slow then.
+		fmt.Fprintf(w, "  p999 tail, %d members, beside a ping of the server every 10 ms (its own client), a 1 ms sleep in this process and the steal:\n", n)
+		b, l := r.base[n], r.busy[n]
+		tailOf(b, b.p999, &st[0]).print(w, "baseline", b.p999)
+		tailOf(l, l.p999, &st[1]).print(w, "busylamp", l.p999)
+	}
+	for _, n := range o.sizes {
+		bc, lc := r.baseThr[n].cpu, r.busyThr[n].cpu
+		if bc.changes == 0 || lc.changes == 0 {
+			continue
+		}
+		// Where the machine's CPU went while the server was the limit:
+		// the server's work per change on each side, and what this
+		// process (the bare clients; the agents and their AMI clients)
+		// took from it.
+		fmt.Fprintf(w, "  CPU in the throughput runs, %d members, baseline / busylamp: server %.1f / %.1f µs per change (%.0f%% / %.0f%% of the machine); "+
+			"this process %.1f / %.1f µs per change (%.0f%% / %.0f%%); idle %.0f%% / %.0f%%, steal %.0f%% / %.0f%%\n",
+			n, bc.perChange(bc.server), lc.perChange(lc.server), bc.shareOf(bc.server), lc.shareOf(lc.server),
+			bc.perChange(bc.self), lc.perChange(lc.self), bc.shareOf(bc.self), lc.shareOf(lc.self),
+			bc.share(bc.idle), lc.share(lc.idle), bc.share(bc.steal), lc.share(lc.steal))
+		br, bw, brc, bwc := bc.ioPerChange()
+		lr, lw, lrc, lwc := lc.ioPerChange()
+		fmt.Fprintf(w, "    the server's socket work per change, baseline / busylamp: %.2f / %.2f reads of %.0f / %.0f bytes, %.2f / %.2f writes of %.0f / %.0f bytes\n",
+			br, lr, brc, lrc, bw, lw, bwc, lwc)
 	}
 	for _, n := range o.sizes {
 		r.hops[n].print(w, fmt.Sprintf("busylamp, %d agents: where the time goes (latency runs at %d/s, A → every other agent)", n, o.rate))

@@ -19,11 +19,13 @@ func (c clock) now() int64 { return int64(time.Since(c.base)) }
 type latencies struct {
 	mu sync.Mutex
 	d  []time.Duration
+	at []int64 // when each was sent (clock.now)
 }
 
-func (l *latencies) add(d time.Duration) {
+func (l *latencies) add(at int64, d time.Duration) {
 	l.mu.Lock()
 	l.d = append(l.d, d)
+	l.at = append(l.at, at)
 	l.mu.Unlock()
 }
 
@@ -91,7 +93,8 @@ func (t *tracker) got(r, seq int) {
 	rt.mu.Unlock()
 	rt.n.Add(1)
 	if t.measure.Load() {
-		t.lat.add(time.Duration(at - t.sendAt[seq].Load()))
+		sent := t.sendAt[seq].Load()
+		t.lat.add(sent, time.Duration(at-sent))
 	}
 	select {
 	case t.progress <- struct{}{}:
