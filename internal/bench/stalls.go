@@ -172,6 +172,12 @@ func (r tailReport) print(w io.Writer, name string, cut time.Duration) {
 	if r.samples == 0 {
 		return
 	}
+	ms := func(d time.Duration) string {
+		if d <= 0 {
+			return "0 ms"
+		}
+		return ms(d)
+	}
 	fmt.Fprintf(w, "    %s: %d samples ≥ %s; during %d of them a ping of the server took ≥ half their latency (slowest ping %s); "+
 		"this process overslept by up to %s, steal %d ticks; pings over the runs p50 %s, max %s, %d unanswered\n",
 		name, r.samples, ms(cut), r.slowPing, ms(r.worstPing), ms(r.oversleep), r.steal, ms(r.pingP50), ms(r.pingMax), r.pingsFailed)
