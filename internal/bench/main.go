@@ -53,9 +53,8 @@ type options struct {
 	ejPhases    map[string]bool // on ejabberd
 	sizes       []int
 	pubWindow   int
-	pin         bool   // e2e: the server on a CPU of its own (pin.go)
-	pinned      string // how the e2e phase ran
-	maxDevices  int    // agents' max_devices (0: the default)
+	pin         bool // e2e: the server on a CPU of its own (pin.go)
+	maxDevices  int  // agents' max_devices (0: the default)
 	profiled    bool
 	profChanges int // changes sent during the profiled run
 	rounds      int
@@ -161,6 +160,7 @@ type report struct {
 	busy      map[int]latencyResult
 	busyThr   map[int]throughputResult
 	stalls    map[int][2]stalls // during the 1,000-device latency runs: baseline, busylamp
+	pinned    string            // how the e2e phase ran (pin.go)
 	busyBurst map[int]burstResult
 	local     map[int]latencyResult // agent A's socket to itself
 	hops      map[int]*hopBreakdown // busylamp's latency runs, per hop
@@ -301,12 +301,12 @@ func runCluster(ctx context.Context, srv *xmpptest.Server, n int, o *options, r 
 			if err != nil {
 				return fmt.Errorf("pin the server apart: %w", err)
 			}
-			o.pinned = desc
+			r.pinned = desc
 			defer undo()
 			// The burst and the other phases run on every CPU.
 			unpin = undo
 		} else {
-			o.pinned = "not pinned (-pin=false)"
+			r.pinned = "not pinned (-pin=false)"
 		}
 		warm := o.thrDur / 4
 		cpu := newCPUMeter(serverPIDs(srv))

@@ -76,5 +76,9 @@ func pinApart(serverPIDs []int) (undo func(), desc string, err error) {
 		undo()
 		return nil, "", err
 	}
-	return undo, fmt.Sprintf("server on CPU %d, this process on CPUs 0-%d", n-1, n-2), nil
+	rest := "CPU 0"
+	if n > 2 {
+		rest = fmt.Sprintf("CPUs 0-%d", n-2)
+	}
+	return undo, fmt.Sprintf("the server on CPU %d, the bench (clients, agents) on %s", n-1, rest), nil
 }

@@ -25,8 +25,8 @@ func printReports(w io.Writer, reports []*report, o *options, took time.Duration
 	fmt.Fprintf(w, "command: %s\n", strings.Join(os.Args, " "))
 	fmt.Fprintf(w, "latency: %d changes/s over 1000 devices, %v per round; max/s: closed loop, at most %d changes outstanding\n"+
 		"(sent, not yet seen by every receiver), %v per round, first quarter warm-up, median of the rounds; %d rounds\n"+
-		"alternating baseline and busylamp on the same server; receivers: every member but the sender; %s\n",
-		o.rate, o.latDur, o.window, o.thrDur, o.rounds, o.pinned)
+		"alternating baseline and busylamp on the same server; receivers: every member but the sender\n",
+		o.rate, o.latDur, o.window, o.thrDur, o.rounds)
 	for _, r := range reports {
 		printReport(w, r, o)
 	}
@@ -74,7 +74,11 @@ func check(ok bool) string {
 }
 
 func printReport(w io.Writer, r *report, o *options) {
-	fmt.Fprintf(w, "\n== %s %s (%s)\n\n", r.kind, r.version, r.desc)
+	fmt.Fprintf(w, "\n== %s %s (%s)\n", r.kind, r.version, r.desc)
+	if r.pinned != "" {
+		fmt.Fprintf(w, "latency and throughput: %s\n", r.pinned)
+	}
+	fmt.Fprintln(w)
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintf(tw, "system\tp50\tp99\tp999\tmax/s\t(runs)\tlost\t\n")
 	row := func(name string, l latencyResult, t throughputResult) {
