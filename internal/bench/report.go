@@ -116,7 +116,7 @@ func printReport(w io.Writer, r *report, o *options) {
 		p999r := float64(l.p999) / float64(b.p999)
 		thrr := t.perSec / bt.perSec
 		notes = append(notes, fmt.Sprintf("%d agents, 1000 devices: p50 %.2f× (≤ %.2f×: %s), p99 %.2f× (≤ %.2f×: %s), p999 %.2f× (≤ %.1f×: %s), "+
-			"throughput %.2f× (≥ %.1f×: %s), lost %d",
+			"throughput %.3f× (≥ %.1f×: %s), lost %d",
 			n, p50r, targetP50Ratio, check(p50r <= targetP50Ratio), p99r, targetP99Ratio, check(p99r <= targetP99Ratio),
 			p999r, targetP999Ratio, check(p999r <= targetP999Ratio), thrr, targetThrRatio, check(thrr >= targetThrRatio), l.lost+t.lost))
 		if b1, ok := r.base1dev[n]; ok && b1.n > 0 {
