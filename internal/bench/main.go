@@ -88,7 +88,7 @@ func main() {
 	ejPhases := flag.String("ejabberd-phases", "", "with -ejabberd: what to run on ejabberd (empty: as -phases)")
 	sizes := flag.String("sizes", "2,5", "cluster sizes (agents, and plain clients for the baseline)")
 	flag.IntVar(&o.pubWindow, "publish-window", 0, "agents' PublishWindow (0: busylamp's default)")
-	flag.BoolVar(&o.pin, "pin", true, "e2e: pin the server to the last CPU and this process to the others, so that they do not compete")
+	flag.BoolVar(&o.pin, "pin", true, "e2e and burst: pin the server to the last CPU and this process to the others, so that they do not compete")
 	flag.IntVar(&o.rounds, "rounds", 3, "rounds of latency and throughput, alternating baseline and busylamp")
 	o.many.flags(flag.CommandLine)
 	flag.Parse()
@@ -160,7 +160,7 @@ type report struct {
 	busy      map[int]latencyResult
 	busyThr   map[int]throughputResult
 	stalls    map[int][2]stalls // during the 1,000-device latency runs: baseline, busylamp
-	pinned    string            // how the e2e phase ran (pin.go)
+	pinned    string            // how latency, throughput and the burst ran (pin.go)
 	busyBurst map[int]burstResult
 	local     map[int]latencyResult // agent A's socket to itself
 	hops      map[int]*hopBreakdown // busylamp's latency runs, per hop
@@ -294,20 +294,20 @@ func runCluster(ctx context.Context, srv *xmpptest.Server, n int, o *options, r 
 		return err
 	}
 	r.fair[n] = fairness{busy: busyFacts, base: baseFacts, diff: busyFacts.differences(baseFacts)}
-	unpin := func() {}
-	if o.phases["e2e"] {
-		if o.pin {
-			undo, desc, err := pinApart(serverPIDs(srv))
-			if err != nil {
-				return fmt.Errorf("pin the server apart: %w", err)
-			}
-			r.pinned = desc
-			defer undo()
-			// The burst and the other phases run on every CPU.
-			unpin = undo
-		} else {
-			r.pinned = "not pinned (-pin=false)"
+	// Latency, throughput and the burst (whose floor is the throughput
+	// measured here) run pinned; the other phases, on servers of their
+	// own, on every CPU.
+	if o.pin {
+		undo, desc, err := pinApart(serverPIDs(srv))
+		if err != nil {
+			return fmt.Errorf("pin the server apart: %w", err)
 		}
+		r.pinned = desc
+		defer undo()
+	} else {
+		r.pinned = "not pinned (-pin=false)"
+	}
+	if o.phases["e2e"] {
 		warm := o.thrDur / 4
 		cpu := newCPUMeter(serverPIDs(srv))
 		lat := make([][]latencyResult, len(systems))
@@ -393,7 +393,6 @@ func runCluster(ctx context.Context, srv *xmpptest.Server, n int, o *options, r 
 			}
 		}
 	}
-	unpin()
 	if !o.phases["burst"] {
 		return nil
 	}

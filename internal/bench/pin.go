@@ -10,16 +10,16 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// The e2e phase (latency and throughput) pins the server to the last CPU
-// and this process (the bare clients, the agents, their AMI clients) to
-// the others. On a machine of two CPUs the server and the agents
+// The e2e and burst phases (latency, throughput, the burst against its
+// floor) pin the server to the last CPU and this process (the bare
+// clients, the agents, their AMI clients) to the others. On a machine of two CPUs the server and the agents
 // otherwise compete for them, and ejabberd's schedulers, which spin
 // before they sleep, take more of them the more often they wait: in one
 // run unpinned, ejabberd took 467 µs of CPU per change on the baseline's
 // side and 504 µs on busylamp's (BENCHMARKS.md, 2026-12-04, night).
 // That measures the machine, not what busylamp asks of the server. In
 // production the XMPP server runs elsewhere. -pin=false measures
-// without.
+// without. The scale, live and many phases run on every CPU.
 
 // pinTasks sets the CPU affinity of every thread of pid; threads created
 // later inherit it from their creator.

@@ -76,7 +76,7 @@ func check(ok bool) string {
 func printReport(w io.Writer, r *report, o *options) {
 	fmt.Fprintf(w, "\n== %s %s (%s)\n", r.kind, r.version, r.desc)
 	if r.pinned != "" {
-		fmt.Fprintf(w, "latency and throughput: %s\n", r.pinned)
+		fmt.Fprintf(w, "latency, throughput and burst: %s\n", r.pinned)
 	}
 	fmt.Fprintln(w)
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', tabwriter.AlignRight)
@@ -209,7 +209,7 @@ func printReport(w io.Writer, r *report, o *options) {
 					floor = fmt.Sprintf("%s (%d devices pending ÷ %.0f publishes/s, the server's rate with %d subscribers), lag/floor %s",
 						ms(max(f, time.Microsecond)), b.pendingAtEnd, rate, n, ratio(float64(b.lag), float64(f)))
 				}
-				fmt.Fprintf(w, "  %d agents: lag %s (target ≤ %v on Prosody-memory: %s); floor %s\n", n, ms(b.lag), targetBurstLag,
+				fmt.Fprintf(w, "  %d agents: lag %s (target ≤ %v: %s); floor %s\n", n, ms(b.lag), targetBurstLag,
 					check(b.lag <= targetBurstLag && r.burstBad[n] == 0), floor)
 			}
 		}
