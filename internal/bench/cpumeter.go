@@ -34,21 +34,11 @@ func readProcIO(pid int) procIO {
 		return procIO{}
 	}
 	var io procIO
+	fields := map[string]*int64{"rchar": &io.rchar, "wchar": &io.wchar, "syscr": &io.syscr, "syscw": &io.syscw}
 	for _, line := range strings.Split(string(b), "\n") {
 		k, v, ok := strings.Cut(line, ": ")
-		if !ok {
-			continue
-		}
-		n, _ := strconv.ParseInt(v, 10, 64)
-		switch k {
-		case "rchar":
-			io.rchar = n
-		case "wchar":
-			io.wchar = n
-		case "syscr":
-			io.syscr = n
-		case "syscw":
-			io.syscw = n
+		if f := fields[k]; ok && f != nil {
+			*f, _ = strconv.ParseInt(v, 10, 64)
 		}
 	}
 	return io

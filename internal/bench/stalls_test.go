@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"errors"
+	"os"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -71,5 +72,18 @@ func TestWatchStalls(t *testing.T) {
 		if p.v < int64(3*time.Millisecond) || p.to-p.from != p.v {
 			t.Errorf("ping %+v: want its round trip of at least 3 ms as its span", p)
 		}
+	}
+}
+
+// The server's socket work is read from /proc/PID/io: reading a file
+// shows in this process's counters.
+func TestReadProcIO(t *testing.T) {
+	before := readProcIO(os.Getpid())
+	if _, err := os.ReadFile("/proc/self/status"); err != nil {
+		t.Fatal(err)
+	}
+	after := readProcIO(os.Getpid())
+	if d := after.sub(before); d.syscr < 1 || d.rchar < 1 {
+		t.Errorf("after a read: %+v more, want at least one read syscall and one byte", d)
 	}
 }
