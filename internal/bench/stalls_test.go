@@ -53,16 +53,22 @@ func TestTailOf(t *testing.T) {
 func TestWatchStalls(t *testing.T) {
 	clk := clock{base: time.Now()}
 	var n atomic.Int32
+	six := make(chan struct{})
 	stop := watchStalls(context.Background(), clk, func(ctx context.Context) error {
-		if n.Add(1)%2 == 0 {
+		k := n.Add(1)
+		if k == 6 {
+			close(six)
+		}
+		if k%2 == 0 {
 			return errors.New("no answer")
 		}
-		time.Sleep(3 * time.Millisecond)
+		time.Sleep(3 * time.Millisecond) // the server's answer, simulated
 		return nil
 	})
-	deadline := time.Now().Add(30 * time.Second)
-	for n.Load() < 6 && time.Now().Before(deadline) {
-		time.Sleep(5 * time.Millisecond)
+	select {
+	case <-six:
+	case <-time.After(30 * time.Second):
+		t.Fatal("six pings not tried in 30 s")
 	}
 	st := stop()
 	if len(st.pings) < 2 || st.failed < 2 {
