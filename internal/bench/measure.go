@@ -106,6 +106,7 @@ type latencyResult struct {
 	p50, p99, p999 time.Duration
 	samples        []time.Duration
 	at             []int64 // when each sample's change was sent (clock.now)
+	rcv            []int32 // which receiver saw it (when known)
 }
 
 // pool merges runs into one result.
@@ -116,9 +117,30 @@ func pool(rs ...latencyResult) latencyResult {
 		out.lost += r.lost
 		out.samples = append(out.samples, r.samples...)
 		out.at = append(out.at, r.at...)
+		out.rcv = append(out.rcv, r.rcv...)
 	}
 	ps := percentiles(out.samples, 0.50, 0.99, 0.999)
 	out.p50, out.p99, out.p999 = ps[0], ps[1], ps[2]
+	return out
+}
+
+// receiverP50s is the p50 of each receiver's samples, fastest first
+// (nil when the samples do not say who saw them). The server writes a
+// notification to one subscriber after another, so each receiver's
+// place in that order adds to its latency.
+func receiverP50s(l latencyResult) []time.Duration {
+	if len(l.rcv) != len(l.samples) {
+		return nil
+	}
+	by := map[int32][]time.Duration{}
+	for i, d := range l.samples {
+		by[l.rcv[i]] = append(by[l.rcv[i]], d)
+	}
+	out := make([]time.Duration, 0, len(by))
+	for _, d := range by {
+		out = append(out, percentiles(d, 0.50)[0])
+	}
+	slices.Sort(out)
 	return out
 }
 
@@ -154,9 +176,9 @@ func measureLatency(ctx context.Context, sys system, p *devicePool, clk clock, r
 	}
 	waitFor(ctx, 10*time.Second, func() bool { return tr.slowest() >= int64(n) })
 	tr.lat.mu.Lock()
-	samples, at := slices.Clone(tr.lat.d), slices.Clone(tr.lat.at)
+	samples, at, rcv := slices.Clone(tr.lat.d), slices.Clone(tr.lat.at), slices.Clone(tr.lat.r)
 	tr.lat.mu.Unlock()
-	return pool(latencyResult{n: n, lost: n - int(tr.slowest()), samples: samples, at: at}), nil
+	return pool(latencyResult{n: n, lost: n - int(tr.slowest()), samples: samples, at: at, rcv: rcv}), nil
 }
 
 // throughputResult is the rate the slowest receiver sustained with at most

@@ -150,6 +150,15 @@ func printReport(w io.Writer, r *report, o *options) {
 		}
 	}
 	for _, n := range o.sizes {
+		b, l := receiverP50s(r.base[n]), receiverP50s(r.busy[n])
+		if len(b) < 2 || len(l) < 2 {
+			continue
+		}
+		// The server's fan-out order: where the publisher's own copy
+		// goes in it moves every receiver's latency on that side.
+		fmt.Fprintf(w, "  p50 by receiver, fastest first, %d members: baseline %s; busylamp %s\n", n, durations(b), durations(l))
+	}
+	for _, n := range o.sizes {
 		st, ok := r.stalls[n]
 		if !ok {
 			continue
@@ -237,6 +246,14 @@ func mib(b int64) string {
 		return "-"
 	}
 	return fmt.Sprintf("%.1f MiB", float64(b)/(1<<20))
+}
+
+func durations(v []time.Duration) string {
+	s := make([]string, len(v))
+	for i, d := range v {
+		s[i] = ms(d)
+	}
+	return strings.Join(s, " / ")
 }
 
 func ints(v []int) string {

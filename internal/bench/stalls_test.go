@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"os"
+	"slices"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -91,5 +92,22 @@ func TestReadProcIO(t *testing.T) {
 	after := readProcIO(os.Getpid())
 	if d := after.sub(before); d.syscr < 1 || d.rchar < 1 {
 		t.Errorf("after a read: %+v more, want at least one read syscall and one byte", d)
+	}
+}
+
+func TestReceiverP50s(t *testing.T) {
+	ms := time.Millisecond
+	l := latencyResult{
+		samples: []time.Duration{3 * ms, 1 * ms, 5 * ms, 2 * ms, 1 * ms, 9 * ms, 4 * ms},
+		rcv:     []int32{1, 0, 1, 0, 0, 1, 2},
+	}
+	// receiver 0: 1, 2, 1 → 1 ms; receiver 1: 3, 5, 9 → 5 ms; receiver 2: 4 ms.
+	got := receiverP50s(l)
+	want := []time.Duration{1 * ms, 4 * ms, 5 * ms}
+	if !slices.Equal(got, want) {
+		t.Errorf("receiverP50s = %v, want %v", got, want)
+	}
+	if got := receiverP50s(latencyResult{samples: l.samples}); got != nil {
+		t.Errorf("without receivers: %v, want nil", got)
 	}
 }

@@ -20,12 +20,14 @@ type latencies struct {
 	mu sync.Mutex
 	d  []time.Duration
 	at []int64 // when each was sent (clock.now)
+	r  []int32 // which receiver saw it
 }
 
-func (l *latencies) add(at int64, d time.Duration) {
+func (l *latencies) add(at int64, d time.Duration, r int) {
 	l.mu.Lock()
 	l.d = append(l.d, d)
 	l.at = append(l.at, at)
+	l.r = append(l.r, int32(r))
 	l.mu.Unlock()
 }
 
@@ -94,7 +96,7 @@ func (t *tracker) got(r, seq int) {
 	rt.n.Add(1)
 	if t.measure.Load() {
 		sent := t.sendAt[seq].Load()
-		t.lat.add(sent, time.Duration(at-sent))
+		t.lat.add(sent, time.Duration(at-sent), r)
 	}
 	select {
 	case t.progress <- struct{}{}:
