@@ -112,7 +112,7 @@ func TestPublishEncoderMatchesMarshal(t *testing.T) {
 					for _, cachable := range []bool{true, false} {
 						for _, opts := range []bool{true, false} {
 							d := DeviceItem{Device: name, State: s, Cachable: cachable, EID: eid}
-							check(newPublishIQ(node, pubKey{name: name}, pubValue{dev: d}, opts), "bl0a1b2c3d-42", "pubsub.example.org")
+							check(newPublishIQ(node, pubKey{name: name}, pubValue{dev: d}, opts), "Xk3_9Q16", "pubsub.example.org")
 						}
 					}
 				}
@@ -193,7 +193,7 @@ func BenchmarkEncodePublish(b *testing.B) {
 		{"device-noncachable", newPublishIQ(NodeDevices, pubKey{name: "PJSIP/1000"}, pubValue{dev: DeviceItem{Device: "PJSIP/1000", State: devstate.InUse, EID: testEID}}, true)},
 		{"mailbox", newPublishIQ(NodeMailboxes, pubKey{mailbox: true, name: "1000@default"}, pubValue{mbox: MailboxItem{Mailbox: "1000@default", Counts: mwi.Counts{New: 2, Old: 1}, EID: testEID}}, true)},
 	} {
-		const id, to = "bl0a1b2c3d-123456", "pubsub.example.org"
+		const id, to = "Xk3_9Q255s", "pubsub.example.org"
 		b.Run(c.name+"/append", func(b *testing.B) {
 			b.ReportAllocs()
 			buf := make([]byte, 0, 1024)
