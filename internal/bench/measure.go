@@ -125,9 +125,9 @@ func pool(rs ...latencyResult) latencyResult {
 }
 
 // receiverP50s is the p50 of each receiver's samples, fastest first
-// (nil when the samples do not say who saw them). The server writes a
-// notification to one subscriber after another, so each receiver's
-// place in that order adds to its latency.
+// (nil when the samples do not say who saw them): how far apart the
+// receivers of one change are. Pinned, the agents that receive share
+// the CPU the server leaves the bench, and take turns.
 func receiverP50s(l latencyResult) []time.Duration {
 	if len(l.rcv) != len(l.samples) {
 		return nil

@@ -154,8 +154,8 @@ func printReport(w io.Writer, r *report, o *options) {
 		if len(b) < 2 || len(l) < 2 {
 			continue
 		}
-		// The server's fan-out order: where the publisher's own copy
-		// goes in it moves every receiver's latency on that side.
+		// The fastest receiver against the others: what the receivers
+		// of one change wait for each other on this machine.
 		fmt.Fprintf(w, "  p50 by receiver, fastest first, %d members: baseline %s; busylamp %s\n", n, durations(b), durations(l))
 	}
 	for _, n := range o.sizes {
