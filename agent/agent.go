@@ -372,8 +372,8 @@ func (a *Agent) Run(ctx context.Context) error {
 		case <-a.core.Booted():
 		default:
 			a.log.Warn("booting without a complete resync", "waited", a.cfg.BootTimeout)
-			a.core.MarkBooted()
 			a.settled.Store(true)
+			a.core.MarkBooted()
 		}
 	})
 	defer bootTimer.Stop()

@@ -132,8 +132,10 @@ func (a *Agent) startResync(ctx context.Context) {
 			return
 		}
 		a.core.Republish()
-		a.core.MarkBooted()
+		// Settled before booted: whoever sees the boot (a buddy's
+		// presence handled next) sees it settled too.
 		a.settled.Store(true)
+		a.core.MarkBooted()
 		took := time.Since(start)
 		a.lastResync.Store(int64(took))
 		a.log.Info("resync complete", "asked", len(targets), "answered", answered,
