@@ -2,7 +2,6 @@ package main
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -306,36 +305,12 @@ func listen(ctx context.Context, addr string) (*listener, error) {
 
 func (l *listener) readLoop(br *bufio.Reader) {
 	defer close(l.done)
-	var event, device, state string
-	for {
-		line, err := br.ReadSlice('\n')
-		if err != nil {
-			return
+	readDeviceEvents(br, func(device, state string) {
+		l.events.Add(1)
+		if f := l.f.Load(); f != nil {
+			(*f)(device, state)
 		}
-		line = bytes.TrimRight(line, "\r\n")
-		if len(line) == 0 {
-			if event == "DeviceStateChange" {
-				l.events.Add(1)
-				if f := l.f.Load(); f != nil {
-					(*f)(device, state)
-				}
-			}
-			event, device, state = "", "", ""
-			continue
-		}
-		k, v, ok := bytes.Cut(line, []byte(": "))
-		if !ok {
-			continue
-		}
-		switch string(k) {
-		case "Event":
-			event = string(v)
-		case "Device":
-			device = string(v)
-		case "State":
-			state = string(v)
-		}
-	}
+	})
 }
 
 func (l *listener) closeConns() {

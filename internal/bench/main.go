@@ -158,6 +158,8 @@ type report struct {
 	baseThr   map[int]throughputResult
 	baseBurst burstResult
 	busy      map[int]latencyResult
+	relay     map[int]latencyResult    // the baseline behind two local sockets (relay.go)
+	relayHops map[int][2]time.Duration // its socket hops' p50: in, out
 	busyThr   map[int]throughputResult
 	stalls    map[int][2]stalls // during the 1,000-device latency runs: baseline, busylamp
 	pinned    string            // how latency, throughput and the burst ran (pin.go)
@@ -187,7 +189,7 @@ func startServer(kind xmpptest.Kind) (*xmpptest.Server, error) {
 func runKind(ctx context.Context, kind xmpptest.Kind, o *options) (*report, error) {
 	r := &report{kind: kind, version: serverVersion(kind),
 		base: map[int]latencyResult{}, baseThr: map[int]throughputResult{},
-		busy: map[int]latencyResult{}, busyThr: map[int]throughputResult{}, stalls: map[int][2]stalls{},
+		busy: map[int]latencyResult{}, relay: map[int]latencyResult{}, relayHops: map[int][2]time.Duration{}, busyThr: map[int]throughputResult{}, stalls: map[int][2]stalls{},
 		busyBurst: map[int]burstResult{}, burstBad: map[int]int{}, local: map[int]latencyResult{},
 		hops: map[int]*hopBreakdown{}, base1dev: map[int]latencyResult{}, busy1dev: map[int]latencyResult{}, fair: map[int]fairness{}, oneBad: map[int]int{}}
 	r.desc = string(kind)
@@ -225,6 +227,14 @@ func runKind(ctx context.Context, kind xmpptest.Kind, o *options) (*report, erro
 	}
 	return r, nil
 }
+
+// The systems of runCluster, by index.
+const (
+	sysBase  = iota // the bare clients
+	sysBusy         // busylamp's agents, AMI to AMI
+	sysRelay        // the bare clients behind two local sockets (relay.go)
+	sysRef          // one publisher, one subscriber (the first size only)
+)
 
 // runCluster measures the baseline and busylamp with n members on one
 // server, alternating between them round by round, so that both meet the
@@ -266,16 +276,24 @@ func runCluster(ctx context.Context, srv *xmpptest.Server, n int, o *options, r 
 		}
 		defer ref.close()
 	}
-	systems := []system{base, busy}
+	relay, err := startRelay(base)
+	if err != nil {
+		return err
+	}
+	defer relay.close()
+	// Indexed by sysBase, sysBusy, sysRelay, sysRef.
+	systems := []system{base, busy, relay}
 	if ref != nil {
 		systems = append(systems, ref)
 	}
-	// Each system's changes go to its own pool of devices (its own node).
+	// Each system's changes go to its own pool of devices (its own node);
+	// the relay's are the baseline's (it is the baseline's node).
 	size := max(1000, o.burstDevs)
 	pools := make([]*devicePool, len(systems))
 	for i := range pools {
 		pools[i] = newPool("Custom:D", size)
 	}
+	pools[sysRelay] = pools[sysBase]
 	busyPool := pools[1]
 	// A first pass over every device of the pools makes every path warm
 	// and gives each node one item per device: the same number of items.
@@ -283,6 +301,9 @@ func runCluster(ctx context.Context, srv *xmpptest.Server, n int, o *options, r 
 	for i, sys := range systems {
 		if _, err := measureLatency(ctx, sys, pools[i], clk, 500, time.Duration(size)*time.Second/500); err != nil {
 			return err
+		}
+		if i == sysRelay {
+			continue // the baseline's node: no item more than busylamp's
 		}
 		one[i] = newOneDevicePool(fmt.Sprintf("Custom:S%d-", i))
 		if _, err := measureLatency(ctx, sys, one[i], clk, 50, 200*time.Millisecond); err != nil {
@@ -296,6 +317,7 @@ func runCluster(ctx context.Context, srv *xmpptest.Server, n int, o *options, r 
 	if busyFacts, err = readNodeFacts(ctx, probe, srv.Service, pubsub.NodeDevices); err != nil {
 		return err
 	}
+	relay.resetHops()
 	r.fair[n] = fairness{busy: busyFacts, base: baseFacts, diff: busyFacts.differences(baseFacts)}
 	// Latency, throughput and the burst (whose floor is the throughput
 	// measured here) run pinned; the other phases, on servers of their
@@ -324,18 +346,19 @@ func runCluster(ctx context.Context, srv *xmpptest.Server, n int, o *options, r 
 		}
 		var watched [2]stalls
 		for round := range o.rounds {
-			order := []int{0, 1, 2}[:len(systems)]
+			// The relay between the two, the reference last.
+			order := []int{sysBase, sysRelay, sysBusy, sysRef}[:len(systems)]
 			if round%2 == 1 {
-				order[0], order[1] = 1, 0
+				order[0], order[2] = sysBusy, sysBase
 			}
 			logf("%s: %d members, round %d of %d: latency at %d/s, then throughput", kind, n, round+1, o.rounds, o.rate)
 			for _, i := range order {
 				var stop func() *hopBreakdown
-				if i == 1 {
+				if i == sysBusy {
 					stop = busy.traceHops(ctx)
 				}
 				var stopWatch func() *stalls
-				if i < 2 {
+				if i == sysBase || i == sysBusy {
 					stopWatch = watchStalls(ctx, clk, pingServer)
 				}
 				l, err := measureLatency(ctx, systems[i], pools[i], clk, o.rate, o.latDur)
@@ -351,7 +374,7 @@ func runCluster(ctx context.Context, srv *xmpptest.Server, n int, o *options, r 
 				lat[i] = append(lat[i], l)
 			}
 			for _, i := range order {
-				if i == 2 {
+				if i == sysRelay || i == sysRef {
 					continue
 				}
 				l, err := measureLatency(ctx, systems[i], one[i], clk, o.rate, o.latDur/2)
@@ -361,7 +384,10 @@ func runCluster(ctx context.Context, srv *xmpptest.Server, n int, o *options, r 
 				lat1[i] = append(lat1[i], l)
 			}
 			for _, i := range order {
-				profile := i == 1 && n == o.sizes[0] && round == 0 && o.cpuProfile != "" && !o.profiled
+				if i == sysRelay {
+					continue // latency only
+				}
+				profile := i == sysBusy && n == o.sizes[0] && round == 0 && o.cpuProfile != "" && !o.profiled
 				o.profiled = o.profiled || profile
 				t, err := measureBusyThroughput(ctx, systems[i], pools[i], clk, o, warm, profile, cpu)
 				if err != nil {
@@ -387,8 +413,11 @@ func runCluster(ctx context.Context, srv *xmpptest.Server, n int, o *options, r 
 		r.stalls[n] = watched
 		r.base[n], r.baseThr[n] = pool(lat[0]...), median(thr[0]...)
 		r.busy[n], r.busyThr[n] = pool(lat[1]...), median(thr[1]...)
+		r.relay[n] = pool(lat[sysRelay]...)
+		in, out := relay.hopP50s()
+		r.relayHops[n] = [2]time.Duration{in, out}
 		if ref != nil {
-			r.base1, r.base1Thr = pool(lat[2]...), median(thr[2]...)
+			r.base1, r.base1Thr = pool(lat[sysRef]...), median(thr[sysRef]...)
 		}
 		for i, p := range pools {
 			if w := p.wrong.Load(); w > 0 {

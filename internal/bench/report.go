@@ -25,7 +25,8 @@ func printReports(w io.Writer, reports []*report, o *options, took time.Duration
 	fmt.Fprintf(w, "command: %s\n", strings.Join(os.Args, " "))
 	fmt.Fprintf(w, "latency: %d changes/s over 1000 devices, %v per round; max/s: closed loop, at most %d changes outstanding\n"+
 		"(sent, not yet seen by every receiver), %v per round, first quarter warm-up, median of the rounds; %d rounds\n"+
-		"alternating baseline and busylamp on the same server; receivers: every member but the sender\n",
+		"alternating baseline and busylamp on the same server, the baseline behind two local sockets between them;\n"+
+		"receivers: every member but the sender\n",
 		o.rate, o.latDur, o.window, o.thrDur, o.rounds)
 	for _, r := range reports {
 		printReport(w, r, o)
@@ -98,6 +99,11 @@ func printReport(w io.Writer, r *report, o *options) {
 			continue
 		}
 		row(fmt.Sprintf("baseline: %d clients, all subscribed", n), b, r.baseThr[n])
+		rl, haveRelay := r.relay[n]
+		haveRelay = haveRelay && rl.n > 0
+		if haveRelay {
+			fmt.Fprintf(tw, "  the same behind two local sockets (AMI in, AMI out)\t%s\t%s\t%s\t\t\t%d\t\n", ms(rl.p50), ms(rl.p99), ms(rl.p999), rl.lost)
+		}
 		l, ok := r.busy[n]
 		if !ok {
 			continue
@@ -111,6 +117,17 @@ func printReport(w io.Writer, r *report, o *options) {
 		fmt.Fprintf(tw, "  ratio busylamp / baseline\t%s\t%s\t%s\t%s\t\t\t\n",
 			ratio(float64(l.p50), float64(b.p50)), ratio(float64(l.p99), float64(b.p99)),
 			ratio(float64(l.p999), float64(b.p999)), ratio(t.perSec, bt.perSec))
+		if haveRelay {
+			fmt.Fprintf(tw, "  ratio busylamp / the baseline behind sockets\t%s\t%s\t%s\t\t\t\t\n",
+				ratio(float64(l.p50), float64(rl.p50)), ratio(float64(l.p99), float64(rl.p99)), ratio(float64(l.p999), float64(rl.p999)))
+			notes = append(notes, fmt.Sprintf("%d agents, 1000 devices: the two local sockets alone add %s to the baseline's p50 (%.2f×); "+
+				"busylamp's p50 is %.2f× the baseline's behind them, %s on top of them",
+				n, usDiff(rl.p50, b.p50), float64(rl.p50)/float64(b.p50), float64(l.p50)/float64(rl.p50), usDiff(l.p50, rl.p50)))
+			if hs, h := r.relayHops[n], r.hops[n]; hs[0] > 0 && h != nil && len(h.seg[0]) > 0 && len(h.seg[len(h.seg)-1]) > 0 {
+				notes = append(notes, fmt.Sprintf("%d agents: socket hops at p50, relay / busylamp: in (Setvar sent → read) %s / %s, out (event write starts → read) %s / %s",
+					n, us(hs[0]), us(percentiles(h.seg[0], 0.5)[0]), us(hs[1]), us(percentiles(h.seg[len(h.seg)-1], 0.5)[0])))
+			}
+		}
 		p50r := float64(l.p50) / float64(b.p50)
 		p99r := float64(l.p99) / float64(b.p99)
 		p999r := float64(l.p999) / float64(b.p999)

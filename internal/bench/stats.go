@@ -142,3 +142,8 @@ func ratio(a, b float64) string {
 	}
 	return fmt.Sprintf("%.2f×", a/b)
 }
+
+// usDiff is a - b in whole microseconds, signed.
+func usDiff(a, b time.Duration) string {
+	return fmt.Sprintf("%+d µs", (a - b).Round(time.Microsecond).Microseconds())
+}
