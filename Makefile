@@ -46,7 +46,7 @@ demo: build
 	bash examples/demo.sh $(BIN)
 
 # Micro-benchmarks, then the end-to-end run against real servers
-# (internal/bench, 15 to 20 minutes here): on Prosody (PubSub in memory)
+# (internal/bench, 18 to 21 minutes here): on Prosody (PubSub in memory)
 # and ejabberd, baseline vs busylamp latency (with the per-hop breakdown)
 # and throughput for 2 and 5 agents, the burst; on Prosody also the
 # resync of a joining agent (scale), live changes during a republish
