@@ -10,6 +10,7 @@ import (
 	"net"
 	"os"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -114,6 +115,67 @@ func (r *realAgent) stat(t *testing.T, line string) int {
 	return n
 }
 
+// gatedProxy forwards the TCP connections it accepts to target once
+// open is called; until then it holds them. It stops when the test ends,
+// after the agents (its cleanup is registered before theirs).
+func gatedProxy(t *testing.T, target string) (addr string, open func()) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	gate, done := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	open = func() { once.Do(func() { close(gate) }) }
+	var wg sync.WaitGroup
+	t.Cleanup(func() {
+		close(done)
+		ln.Close()
+		wg.Wait()
+	})
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer c.Close()
+				select {
+				case <-gate:
+				case <-done:
+					return
+				}
+				s, err := net.Dial("tcp", target)
+				if err != nil {
+					return
+				}
+				defer s.Close()
+				ended := make(chan struct{}, 2)
+				for _, p := range [][2]net.Conn{{s, c}, {c, s}} {
+					wg.Add(1)
+					go func() {
+						defer wg.Done()
+						io.Copy(p[0], p[1])
+						ended <- struct{}{}
+					}()
+				}
+				select {
+				case <-ended:
+				case <-done:
+				}
+				c.Close()
+				s.Close()
+			}()
+		}
+	}()
+	return ln.Addr().String(), open
+}
+
 func waitUntil(t *testing.T, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
@@ -163,13 +225,22 @@ func TestResyncOverGossip(t *testing.T) {
 		return ok1 && ok2
 	})
 
-	a := startRealAgent(t, srv, "gos-a", []string{b.jid, c.jid}, []string{b.cluster.Addr()}, nil)
+	// A's XMPP connection waits at a gate until A has booted: it can
+	// boot only from the members' answers over gossip (on a busy machine
+	// the local server could otherwise win the race).
+	addr, open := gatedProxy(t, srv.Addr)
+	a := startRealAgent(t, srv, "gos-a", []string{b.jid, c.jid}, []string{b.cluster.Addr()},
+		func(cfg *Config) { cfg.XMPP.Address = addr })
 	a.booted(t)
-	// Booted from the early answers; the items and the resync after the
-	// connect follow, and must leave the states as exact.
 	if !strings.Contains(a.logs.String(), "booted from the members' states over gossip") {
 		t.Error("not booted over gossip ahead of XMPP")
 	}
+	if strings.Contains(a.logs.String(), "XMPP connected") {
+		t.Error("XMPP connected through the closed gate")
+	}
+	// The items and the resync after the connect follow, and must leave
+	// the states as exact.
+	open()
 	waitUntil(t, "the resync after the connect", func() bool { return strings.Contains(a.logs.String(), "resync complete") })
 	if got, want := a.servers("Gos:shared"), map[devstate.EID]devstate.State{b.eid(): devstate.InUse, c.eid(): devstate.Ringing}; fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Errorf("Gos:shared per server = %v, want %v", got, want)

@@ -215,9 +215,11 @@ func (a *Agent) earlyResync(ctx context.Context) {
 		}
 	}
 	a.bootedEarly.Store(true)
-	a.core.MarkBooted()
+	// Logged first: whoever sees the boot (FullyBooted, a test) finds
+	// the line already written.
 	a.log.Info("booted from the members' states over gossip (XMPP still connecting)", "members", len(members),
 		"took", time.Since(start).Round(time.Millisecond))
+	a.core.MarkBooted()
 }
 
 // inParallel runs f(0) … f(n-1), resyncParallel at a time, and returns
