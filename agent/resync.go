@@ -217,7 +217,7 @@ func (a *Agent) earlyResync(ctx context.Context) {
 	a.bootedEarly.Store(true)
 	// Logged first: whoever sees the boot (FullyBooted, a test) finds
 	// the line already written.
-	a.log.Info("booted from the members' states over gossip (XMPP still connecting)", "members", len(members),
+	a.log.Info("booted from the members' states over gossip (ahead of the items and resync over XMPP)", "members", len(members),
 		"took", time.Since(start).Round(time.Millisecond))
 	a.core.MarkBooted()
 }
