@@ -76,6 +76,9 @@ func loopbackPair() (a, b net.Conn, err error) {
 		ch <- accepted{c, err}
 	}()
 	a, err = net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		ln.Close() // ends the Accept, which no dial will
+	}
 	acc := <-ch
 	if err == nil {
 		err = acc.err
