@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"strings"
+	"time"
 
 	"github.com/busylamp/busylamp/internal/jid"
 	"github.com/busylamp/busylamp/internal/xmppstream"
@@ -48,6 +50,23 @@ func (c *Client) createShared(ctx context.Context, s *session, node, coll string
 	return err
 }
 
+// createRetry is how long create waits before each new attempt of a
+// creation the server refused for now: between half of the step and all
+// of it, at random, so that the servers that lost do not meet again.
+var createRetry = []time.Duration{50 * time.Millisecond, 200 * time.Millisecond, 800 * time.Millisecond}
+
+// createRefusedForNow reports a creation the server refused with an error
+// that asking again may not meet: type wait, or internal-server-error
+// (ejabberd's lost transaction). A timeout is not one: the session itself
+// is then in doubt.
+func createRefusedForNow(err error) bool {
+	var se *StanzaError
+	if !errors.As(err, &se) {
+		return false
+	}
+	return se.Type == "wait" || se.Condition == "internal-server-error" || se.Condition == "resource-constraint"
+}
+
 // create sends PROTOCOL.md's create + configure and then makes every
 // buddy an owner.
 func (c *Client) create(ctx context.Context, s *session, node string, kind nodeKind, coll string) error {
@@ -56,6 +75,30 @@ func (c *Client) create(ctx context.Context, s *session, node string, kind nodeK
 		req = keepNoItems(req)
 	}
 	_, err := s.iq(ctx, "set", s.service(), req)
+retry:
+	for _, step := range createRetry {
+		if !createRefusedForNow(err) {
+			break
+		}
+		// ejabberd answers all but one of the servers that create a node
+		// at the same moment (a cluster starting) with
+		// internal-server-error "Database failure" instead of conflict: its
+		// transaction lost. Asked again a moment later it answers conflict,
+		// or creates the node when no one did; ending the session instead
+		// would cost a reconnect and a resync.
+		c.s.log.Debug("node creation refused for now; trying again", "node", node, "service", s.service(), "err", err, "in", step)
+		t := time.NewTimer(step/2 + rand.N(step/2+1))
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			break retry
+		case <-s.ctx.Done():
+			t.Stop()
+			break retry
+		}
+		_, err = s.iq(ctx, "set", s.service(), req)
+	}
 	if err != nil {
 		if IsCondition(err, "forbidden") || IsCondition(err, "not-allowed") || IsCondition(err, "not-authorized") {
 			return &CreateForbiddenError{Node: node, Account: c.s.bare, Service: s.service(), Err: err}
