@@ -74,6 +74,19 @@ func check(ok bool) string {
 	return "MISSED"
 }
 
+// controlVerdict holds the baseline behind the two local sockets (an AMI
+// agent that adds nothing else) to the latency targets busylamp is held
+// to, and busylamp to them against it: what of a miss is the sockets'.
+func controlVerdict(n int, base, relay, busy latencyResult) string {
+	r := func(a, b time.Duration) float64 { return float64(a) / float64(b) }
+	p50, p99, p999 := r(relay.p50, base.p50), r(relay.p99, base.p99), r(relay.p999, base.p999)
+	b50, b99, b999 := r(busy.p50, relay.p50), r(busy.p99, relay.p99), r(busy.p999, relay.p999)
+	return fmt.Sprintf("%d agents, 1000 devices, the same targets: the baseline behind the two sockets (nothing else) / the baseline: "+
+		"p50 %.2f× (%s), p99 %.2f× (%s), p999 %.2f× (%s); busylamp / the baseline behind the sockets: p50 %.2f× (%s), p99 %.2f× (%s), p999 %.2f× (%s)",
+		n, p50, check(p50 <= targetP50Ratio), p99, check(p99 <= targetP99Ratio), p999, check(p999 <= targetP999Ratio),
+		b50, check(b50 <= targetP50Ratio), b99, check(b99 <= targetP99Ratio), b999, check(b999 <= targetP999Ratio))
+}
+
 func printReport(w io.Writer, r *report, o *options) {
 	fmt.Fprintf(w, "\n== %s %s (%s)\n", r.kind, r.version, r.desc)
 	if r.pinned != "" {
@@ -123,6 +136,7 @@ func printReport(w io.Writer, r *report, o *options) {
 			notes = append(notes, fmt.Sprintf("%d agents, 1000 devices: the two local sockets alone add %s to the baseline's p50 (%.2f×); "+
 				"busylamp's p50 is %.2f× the baseline's behind them, %s on top of them",
 				n, usDiff(rl.p50, b.p50), float64(rl.p50)/float64(b.p50), float64(l.p50)/float64(rl.p50), usDiff(l.p50, rl.p50)))
+			notes = append(notes, controlVerdict(n, b, rl, l))
 			if hs, h := r.relayHops[n], r.hops[n]; hs[0] > 0 && h != nil && len(h.seg[0]) > 0 && len(h.seg[len(h.seg)-1]) > 0 {
 				notes = append(notes, fmt.Sprintf("%d agents: socket hops at p50, relay / busylamp: in (Setvar sent → read) %s / %s, out (event write starts → read) %s / %s",
 					n, us(hs[0]), us(percentiles(h.seg[0], 0.5)[0]), us(hs[1]), us(percentiles(h.seg[len(h.seg)-1], 0.5)[0])))
