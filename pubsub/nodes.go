@@ -13,19 +13,22 @@ import (
 )
 
 // ensureNode creates node (a leaf of coll in XEP-0248 mode, else the flat
-// node) with every buddy as owner; an existing node is fine. Concurrent
-// publishes that all met item-not-found share one creation.
-func (c *Client) ensureNode(ctx context.Context, s *session, node, coll string) error {
+// node) with every buddy as owner; an existing node is fine. It reports
+// whether this server created it: when another did, that one may still be
+// making the buddies owners. Concurrent publishes that all met
+// item-not-found share one creation.
+func (c *Client) ensureNode(ctx context.Context, s *session, node, coll string) (bool, error) {
 	// Do runs the creation on the first caller's goroutine (no goroutine
 	// of its own to outlive the session); the others wait for its result,
 	// at most its IQ timeouts, or until the session ends.
-	_, err, _ := c.creating.Do(node, func() (any, error) {
-		return nil, c.createShared(ctx, s, node, coll)
+	v, err, _ := c.creating.Do(node, func() (any, error) {
+		return c.createShared(ctx, s, node, coll)
 	})
-	return err
+	made, _ := v.(bool)
+	return made, err
 }
 
-func (c *Client) createShared(ctx context.Context, s *session, node, coll string) error {
+func (c *Client) createShared(ctx context.Context, s *session, node, coll string) (bool, error) {
 	kind := flatNode
 	switch {
 	case c.s.CollectionNodes && node == coll:
@@ -35,24 +38,62 @@ func (c *Client) createShared(ctx context.Context, s *session, node, coll string
 	}
 	err := c.create(ctx, s, node, kind, coll)
 	if IsCondition(err, "conflict") {
-		return nil // someone else was quicker
+		return false, nil // someone else was quicker
 	}
-	if err == nil {
-		c.s.log.Info("created PubSub node", "node", node, "service", s.service())
-		if node == coll && c.sessionIs(s) {
-			// A node that was deleted under a running session took the
-			// subscription with it.
-			if _, serr := s.iq(ctx, "set", s.service(), subscribeRequest(node, c.s.bare, c.s.CollectionNodes)); serr != nil {
-				c.s.log.Warn("could not subscribe to the re-created node", "node", node, "err", serr)
-			}
+	if err != nil {
+		return false, err
+	}
+	c.s.log.Info("created PubSub node", "node", node, "service", s.service())
+	if node == coll && c.sessionIs(s) {
+		// A node that was deleted under a running session took the
+		// subscription with it.
+		if _, serr := s.iq(ctx, "set", s.service(), subscribeRequest(node, c.s.bare, c.s.CollectionNodes)); serr != nil {
+			c.s.log.Warn("could not subscribe to the re-created node", "node", node, "err", serr)
 		}
+	}
+	return true, nil
+}
+
+// again does do again while refused(err), after each of steps (between
+// half of the step and all of it, at random, so that servers that lost a
+// race do not meet again), until the steps are used up or ctx or the
+// session ends; it returns the last error.
+func (c *Client) again(ctx context.Context, s *session, what string, err error, steps []time.Duration, refused func(error) bool, do func() error) error {
+	for _, step := range steps {
+		if !refused(err) {
+			break
+		}
+		wait := step/2 + rand.N(step/2+1)
+		c.s.log.Debug(what+": refused for now; asking again", "err", err, "in", wait)
+		t := time.NewTimer(wait)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return err
+		case <-s.ctx.Done():
+			t.Stop()
+			return err
+		}
+		err = do()
 	}
 	return err
 }
 
+// ownerRetry is how long subscribe waits before asking again when a node
+// another server just created does not yet let this account in: the
+// creator makes the buddies owners right after the creation, an IQ later.
+var ownerRetry = []time.Duration{50 * time.Millisecond, 200 * time.Millisecond, 800 * time.Millisecond, 3200 * time.Millisecond}
+
+// notOwnerYet reports a refusal of an account that is not (yet) an
+// owner or publisher of the node.
+func notOwnerYet(err error) bool {
+	return IsCondition(err, "forbidden") || IsCondition(err, "not-authorized") ||
+		IsCondition(err, "not-allowed") || IsCondition(err, "closed-node")
+}
+
 // createRetry is how long create waits before each new attempt of a
-// creation the server refused for now: between half of the step and all
-// of it, at random, so that the servers that lost do not meet again.
+// creation the server refused for now (again).
 var createRetry = []time.Duration{50 * time.Millisecond, 200 * time.Millisecond, 800 * time.Millisecond}
 
 // createRefusedForNow reports a creation the server refused with an error
@@ -75,30 +116,16 @@ func (c *Client) create(ctx context.Context, s *session, node string, kind nodeK
 		req = keepNoItems(req)
 	}
 	_, err := s.iq(ctx, "set", s.service(), req)
-retry:
-	for _, step := range createRetry {
-		if !createRefusedForNow(err) {
-			break
-		}
-		// ejabberd answers all but one of the servers that create a node
-		// at the same moment (a cluster starting) with
-		// internal-server-error "Database failure" instead of conflict: its
-		// transaction lost. Asked again a moment later it answers conflict,
-		// or creates the node when no one did; ending the session instead
-		// would cost a reconnect and a resync.
-		c.s.log.Debug("node creation refused for now; trying again", "node", node, "service", s.service(), "err", err, "in", step)
-		t := time.NewTimer(step/2 + rand.N(step/2+1))
-		select {
-		case <-t.C:
-		case <-ctx.Done():
-			t.Stop()
-			break retry
-		case <-s.ctx.Done():
-			t.Stop()
-			break retry
-		}
-		_, err = s.iq(ctx, "set", s.service(), req)
-	}
+	// ejabberd answers all but one of the servers that create a node at
+	// the same moment (a cluster starting) with internal-server-error
+	// "Database failure" instead of conflict: its transaction lost. Asked
+	// again a moment later it answers conflict, or creates the node when
+	// no one did; ending the session instead would cost a reconnect and a
+	// resync.
+	err = c.again(ctx, s, "create node "+node, err, createRetry, createRefusedForNow, func() error {
+		_, err := s.iq(ctx, "set", s.service(), req)
+		return err
+	})
 	if err != nil {
 		if IsCondition(err, "forbidden") || IsCondition(err, "not-allowed") || IsCondition(err, "not-authorized") {
 			return &CreateForbiddenError{Node: node, Account: c.s.bare, Service: s.service(), Err: err}
@@ -220,14 +247,25 @@ func (c *Client) checkPurged(ctx context.Context, s *session) {
 // subscribe the bare JID; a missing node is created first.
 func (c *Client) subscribe(ctx context.Context, s *session, node string) error {
 	_, _ = s.iq(ctx, "set", s.service(), unsubscribeRequest(node, c.s.bare))
-	_, err := s.iq(ctx, "set", s.service(), subscribeRequest(node, c.s.bare, c.s.CollectionNodes))
-	created := false
+	sub := func() error {
+		_, err := s.iq(ctx, "set", s.service(), subscribeRequest(node, c.s.bare, c.s.CollectionNodes))
+		return err
+	}
+	err := sub()
+	created, made := false, false
 	if IsCondition(err, "item-not-found") {
-		if err := c.ensureNode(ctx, s, node, node); err != nil {
-			return err
+		var cerr error
+		if made, cerr = c.ensureNode(ctx, s, node, node); cerr != nil {
+			return cerr
 		}
 		created = true
-		_, err = s.iq(ctx, "set", s.service(), subscribeRequest(node, c.s.bare, c.s.CollectionNodes))
+		err = sub()
+	}
+	if !made {
+		// Another server may have created it a moment ago (a cluster
+		// starting) and not yet made this account an owner: the creator
+		// does that an IQ after the creation.
+		err = c.again(ctx, s, "subscribe to "+node, err, ownerRetry, notOwnerYet, sub)
 	}
 	if err != nil {
 		if IsCondition(err, "forbidden") || IsCondition(err, "not-authorized") || IsCondition(err, "closed-node") {

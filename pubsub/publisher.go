@@ -604,7 +604,7 @@ func (c *Client) publishFinish(s *session, k pubKey, v pubValue, req *publishIQ,
 			_, err = s.publish(ctx, s.service(), build())
 		}
 		if err != nil && IsCondition(err, "item-not-found") {
-			if cerr := c.ensureNode(ctx, s, node, coll); cerr != nil {
+			if _, cerr := c.ensureNode(ctx, s, node, coll); cerr != nil {
 				err = fmt.Errorf("%w (creating the node: %v)", err, cerr)
 			} else {
 				c.pub.sent()
