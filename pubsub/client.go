@@ -51,10 +51,13 @@ func (b *backoff) next(lasted time.Duration, down bool) time.Duration {
 	if down {
 		step = min(step, maxDownBackoff)
 	}
-	wait := step/2 + rand.N(step/2+1)
 	b.cur = min(2*b.cur, maxBackoff)
-	return wait
+	return jitter(step)
 }
+
+// jitter is a wait between half of step and all of it, at random, so
+// that the clients that met one event do not all try again at once.
+func jitter(step time.Duration) time.Duration { return step/2 + rand.N(step/2+1) }
 
 // Client is one XMPP account taking part in the cluster. Run connects and
 // keeps it connected; the other methods may be called from any goroutine.

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"strings"
 	"time"
 
@@ -54,16 +53,15 @@ func (c *Client) createShared(ctx context.Context, s *session, node, coll string
 	return true, nil
 }
 
-// again does do again while refused(err), after each of steps (between
-// half of the step and all of it, at random, so that servers that lost a
-// race do not meet again), until the steps are used up or ctx or the
+// again does do again while refused(err), after each of steps (jitter:
+// servers that lost a race do not meet again), until the steps are used up or ctx or the
 // session ends; it returns the last error.
 func (c *Client) again(ctx context.Context, s *session, what string, err error, steps []time.Duration, refused func(error) bool, do func() error) error {
 	for _, step := range steps {
 		if !refused(err) {
 			break
 		}
-		wait := step/2 + rand.N(step/2+1)
+		wait := jitter(step)
 		c.s.log.Debug(what+": refused for now; asking again", "err", err, "in", wait)
 		t := time.NewTimer(wait)
 		select {
