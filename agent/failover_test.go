@@ -53,7 +53,27 @@ func amiEvents(t *testing.T, a *realAgent) <-chan map[string]string {
 			}
 		}
 	}()
-	return ch
+	// The agent sends events to a session once it is logged in: wait for
+	// the answer, or a change made right after this returns may come
+	// before the login and never reach it.
+	tm := time.NewTimer(60 * time.Second)
+	defer tm.Stop()
+	for {
+		select {
+		case m, ok := <-ch:
+			if !ok {
+				t.Fatal("AMI connection closed before the login was answered")
+			}
+			if r, ok := m["Response"]; ok {
+				if r != "Success" {
+					t.Fatalf("AMI login: %v", m)
+				}
+				return ch
+			}
+		case <-tm.C:
+			t.Fatal("AMI login not answered within 60 s")
+		}
+	}
 }
 
 // nextState reads ev until device's next DeviceStateChange.
