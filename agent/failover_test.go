@@ -56,28 +56,15 @@ func amiEvents(t *testing.T, a *realAgent) <-chan map[string]string {
 	// The agent sends events to a session once it is logged in: wait for
 	// the answer, or a change made right after this returns may come
 	// before the login and never reach it.
-	tm := time.NewTimer(60 * time.Second)
-	defer tm.Stop()
-	for {
-		select {
-		case m, ok := <-ch:
-			if !ok {
-				t.Fatal("AMI connection closed before the login was answered")
-			}
-			if r, ok := m["Response"]; ok {
-				if r != "Success" {
-					t.Fatalf("AMI login: %v", m)
-				}
-				return ch
-			}
-		case <-tm.C:
-			t.Fatal("AMI login not answered within 60 s")
-		}
+	m := nextMessage(t, ch, "the login's answer", func(m map[string]string) bool { return m["Response"] != "" })
+	if m["Response"] != "Success" {
+		t.Fatalf("AMI login: %v", m)
 	}
+	return ch
 }
 
-// nextState reads ev until device's next DeviceStateChange.
-func nextState(t *testing.T, ev <-chan map[string]string, device string) string {
+// nextMessage reads ev until a message that match takes, for at most 60 s.
+func nextMessage(t *testing.T, ev <-chan map[string]string, what string, match func(map[string]string) bool) map[string]string {
 	t.Helper()
 	tm := time.NewTimer(60 * time.Second)
 	defer tm.Stop()
@@ -85,15 +72,23 @@ func nextState(t *testing.T, ev <-chan map[string]string, device string) string 
 		select {
 		case m, ok := <-ev:
 			if !ok {
-				t.Fatal("AMI connection closed")
+				t.Fatalf("AMI connection closed before %s", what)
 			}
-			if m["Event"] == "DeviceStateChange" && m["Device"] == device {
-				return m["State"]
+			if match(m) {
+				return m
 			}
 		case <-tm.C:
-			t.Fatalf("no DeviceStateChange of %s within 60 s", device)
+			t.Fatalf("no %s within 60 s", what)
 		}
 	}
+}
+
+// nextState reads ev until device's next DeviceStateChange.
+func nextState(t *testing.T, ev <-chan map[string]string, device string) string {
+	t.Helper()
+	return nextMessage(t, ev, "DeviceStateChange of "+device, func(m map[string]string) bool {
+		return m["Event"] == "DeviceStateChange" && m["Device"] == device
+	})["State"]
 }
 
 // Two agents on two Prosody servers listed in serverhost: when the first
