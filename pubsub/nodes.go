@@ -54,8 +54,8 @@ func (c *Client) createShared(ctx context.Context, s *session, node, coll string
 }
 
 // again does do again while refused(err), after each of steps (jitter:
-// servers that lost a race do not meet again), until the steps are used up or ctx or the
-// session ends; it returns the last error.
+// servers that lost a race do not meet again), until the steps are used
+// up or ctx or the session ends; it returns the last error.
 func (c *Client) again(ctx context.Context, s *session, what string, err error, steps []time.Duration, refused func(error) bool, do func() error) error {
 	for _, step := range steps {
 		if !refused(err) {
@@ -95,8 +95,8 @@ func notOwnerYet(err error) bool {
 var createRetry = []time.Duration{50 * time.Millisecond, 200 * time.Millisecond, 800 * time.Millisecond}
 
 // createRefusedForNow reports a creation the server refused with an error
-// that asking again may not meet: type wait, or internal-server-error
-// (ejabberd's lost transaction). A timeout is not one: the session itself
+// that may not come again when asked again: type wait, or
+// internal-server-error (ejabberd's lost transaction). A timeout is not one: the session itself
 // is then in doubt.
 func createRefusedForNow(err error) bool {
 	var se *StanzaError
